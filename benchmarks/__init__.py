@@ -1,0 +1,1 @@
+"""Side-by-side measurements; each module writes benchmarks/results/<name>.json and .png."""

@@ -1,0 +1,147 @@
+"""Image -> embedding, behind one interface, batched.
+
+An embedder has ``width`` (D) and ``embed_images(images)`` for images in [0, 1], (B, C, H, W) -> (B, D).
+`load_embedder(spec)` gives one for:
+
+- ``"zoo:patch-encoder"``: the bundled self-supervised patch encoder (`PatchEncoder`);
+- a transformers image model folder or hub id (ViT, DINOv2, CLIP vision, ...), with its image processor:
+  ``TransformersEmbedder(path, pooling="cls" | "pooled" | "mean")``;
+- any callable images -> (B, D) (`CallableEmbedder`).
+
+    >>> embedder = load_embedder("zoo:patch-encoder")
+    >>> embedder.embed_images(patches).shape   # (B, 64)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from torch import nn
+
+POOLINGS = ("cls", "pooled", "mean")
+
+
+def _check_images(images, name: str = "images") -> torch.Tensor:
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"{name}: expected a (batch, channels, height, width) tensor in [0, 1], got {got}.")
+    if not torch.isfinite(images).all():
+        raise ValueError(f"{name}: contains NaN or infinite values.")
+    return images
+
+
+class _Batched:
+    batch_size = 256
+
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        images = _check_images(images)
+        with torch.no_grad():
+            return torch.cat([self._embed(images[i : i + self.batch_size]).float().cpu() for i in range(0, len(images), self.batch_size)])
+
+    def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Embed images given in [-1, 1] (the trainer's pixel range)."""
+        return self.embed_images((pixels + 1) / 2)
+
+
+class PatchEncoder(ModelMixin, ConfigMixin, _Batched):
+    """The zoo's small CNN patch encoder (SimCLR-trained). Embeddings are L2-normalised and scaled by
+    sqrt(D), so each element is O(1) whatever the width (the scale CEP's gamma/sqrt(d) assumes)."""
+
+    @register_to_config
+    def __init__(self, in_channels: int = 3, patch_size: int = 32, width: int = 32, embedding_dim: int = 64, projection_dim: int = 64):
+        super().__init__()
+        w = width
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, w, 3, padding=1), nn.GroupNorm(8, w), nn.SiLU(),
+            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.GroupNorm(8, 2 * w), nn.SiLU(),
+            nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1), nn.GroupNorm(8, 4 * w), nn.SiLU(),
+            nn.Conv2d(4 * w, 4 * w, 3, stride=2, padding=1), nn.GroupNorm(8, 4 * w), nn.SiLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Linear(4 * w, embedding_dim),
+        )
+        self.projection = nn.Sequential(nn.Linear(embedding_dim, 2 * embedding_dim), nn.SiLU(), nn.Linear(2 * embedding_dim, projection_dim))
+
+    @property
+    def width(self) -> int:
+        return self.config.embedding_dim
+
+    def represent(self, images: torch.Tensor) -> torch.Tensor:
+        """The raw representation (what SimCLR's projection head reads) for images in [0, 1]."""
+        size = self.config.patch_size
+        if images.shape[-2:] != (size, size):
+            images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        if images.shape[1] != self.config.in_channels:
+            raise ValueError(f"images: the patch encoder takes {self.config.in_channels} channels, got {images.shape[1]}.")
+        return self.body((images.to(self.device, self.dtype) - 0.5) / 0.25)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.represent(images), dim=-1) * math.sqrt(self.width)
+
+    def _embed(self, images):
+        return self(images)
+
+
+class TransformersEmbedder(_Batched):
+    """A transformers image encoder with its image processor (ViT, DINOv2, CLIP vision, ...)."""
+
+    def __init__(self, path: str, pooling: str = "cls", device: str | torch.device = "cpu"):
+        from transformers import AutoImageProcessor, AutoModel
+
+        from gen.io import refuse_pickle
+
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling: one of {POOLINGS}, got {pooling!r}.")
+        refuse_pickle(path, "embedder")
+        self.processor = AutoImageProcessor.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path, use_safetensors=True).to(device).eval()
+        self.pooling = pooling
+        config = getattr(self.model.config, "vision_config", self.model.config)
+        self.width = getattr(self.model.config, "projection_dim", None) if pooling == "pooled" and hasattr(self.model.config, "projection_dim") else config.hidden_size
+
+    def _embed(self, images):
+        inputs = self.processor(images=list(images.permute(0, 2, 3, 1).cpu().numpy()), do_rescale=False, return_tensors="pt")
+        out = self.model(pixel_values=inputs["pixel_values"].to(self.model.device, self.model.dtype))
+        if self.pooling == "pooled":
+            pooled = getattr(out, "image_embeds", None)
+            return pooled if pooled is not None else out.pooler_output
+        if self.pooling == "mean":
+            return out.last_hidden_state.mean(dim=1)
+        return out.last_hidden_state[:, 0]
+
+
+class CallableEmbedder(_Batched):
+    """Any callable images -> (B, D); the width is found by embedding one blank image of `probe_size`."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], probe_size: int = 32, channels: int = 3):
+        self.fn = fn
+        with torch.no_grad():
+            probe = fn(torch.zeros(1, channels, probe_size, probe_size))
+        if not isinstance(probe, torch.Tensor) or probe.ndim != 2:
+            raise ValueError("embedder: a callable embedder must return a (batch, width) tensor.")
+        self.width = probe.shape[1]
+
+    def _embed(self, images):
+        return self.fn(images)
+
+
+def load_embedder(spec, pooling: str = "cls"):
+    """An embedder from "zoo:NAME", a transformers folder/hub id, an embedder object, or a callable."""
+    if hasattr(spec, "embed_images") and hasattr(spec, "width"):
+        return spec
+    if callable(spec) and not isinstance(spec, str):
+        return CallableEmbedder(spec)
+    if not isinstance(spec, str):
+        raise TypeError(f"embedder: expected 'zoo:NAME', a transformers path, or a callable; got {type(spec).__name__}.")
+    if spec.startswith("zoo:"):
+        from gen import zoo
+
+        model = zoo.load(spec[4:])
+        if not hasattr(model, "embed_images"):
+            raise ValueError(f"embedder: zoo model {spec[4:]!r} is not an image embedder.")
+        return model
+    return TransformersEmbedder(spec, pooling=pooling)

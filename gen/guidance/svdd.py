@@ -1,0 +1,103 @@
+"""SVDD: soft value-based decoding (Li et al. 2024), as a transition hook.
+
+At every step, draw M candidates x_{t-1} from the model's own stochastic transition (one batched
+scheduler step), score each with a value, and keep the best (alpha = 0) or sample one with probability
+proportional to exp(v / alpha). No gradient is taken: rewards may be non-differentiable.
+
+Cost, per sample and step: SVDD-PM evaluates the model at each of the M candidates (in one batched call,
+chunked by max_batch) to get their x0 estimates, and the chosen candidate's evaluation is reused as the
+next step's model output, so a run costs 1 + M * (steps - 1) model evaluations (the last step's candidates
+are final samples, scored directly) against `steps` for plain sampling. SVDD-MC scores candidates with a
+value network and costs one model evaluation per step plus M value-network calls.
+
+Deterministic transitions (DDIM with eta = 0, flow-matching Euler) give M identical candidates: SVDD
+refuses them with an error naming the fix (eta=1.0, as the paper's image runs use, or
+FlowMatchEulerDiscreteScheduler(stochastic_sampling=True)) rather than silently changing the sampler.
+
+    >>> value = PosteriorMeanValue(classifier_log_prob(classifier, target=3))
+    >>> pipe(class_labels=None, batch_size=8, eta=1.0, hooks=[SVDD(value, num_candidates=4)])
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gen.hooks import SamplingHook
+from gen.sampling import can_branch, is_stochastic
+
+
+def check_stochastic(run, who: str) -> None:
+    """A clear error, before sampling, when the scheduler's step draws no noise (or cannot branch)."""
+    scheduler = run.scheduler
+    name = type(scheduler).__name__
+    if not is_stochastic(scheduler, run.eta):
+        fix = {
+            "DDIMScheduler": "pass eta=1.0 (the SVDD paper's setting) or any eta > 0",
+            "FlowMatchEulerDiscreteScheduler": "use FlowMatchEulerDiscreteScheduler.from_config(config, stochastic_sampling=True)",
+        }.get(name, "use a stochastic scheduler (DDPM, DDIM with eta > 0, Euler ancestral, SDE DPM-Solver)")
+        raise ValueError(f"scheduler: {who} needs a stochastic transition to draw distinct candidates, but {name} (eta={run.eta}) is deterministic; {fix}.")
+    if not can_branch(scheduler):
+        raise ValueError(
+            f"scheduler: {name} keeps a history of past outputs, which candidates would pollute; use a single-step "
+            f"scheduler (DDPM, DDIM, Euler ancestral, FlowMatchEuler) for {who}."
+        )
+
+
+def select(values: torch.Tensor, num_candidates: int, batch: int, alpha: float, generator: torch.Generator) -> torch.Tensor:
+    """Row index (into the candidate-major layout) of the chosen candidate for each sample."""
+    scores = values.reshape(num_candidates, batch)
+    if alpha == 0:
+        chosen = scores.argmax(dim=0)
+    else:
+        probs = torch.softmax(scores / alpha, dim=0).T
+        chosen = torch.multinomial(probs, 1, generator=generator)[:, 0]
+    return chosen * batch + torch.arange(batch)
+
+
+class SVDD(SamplingHook):
+    """Value-guided transition: M candidates per step, keep the best (alpha=0) or sample ~ exp(v/alpha).
+
+    Args:
+        value: `PosteriorMeanValue` (SVDD-PM) or `LearnedValue` (SVDD-MC).
+        num_candidates: M >= 1. M = 1 with alpha = 0 is plain sampling, exactly.
+        alpha: temperature >= 0; 0 takes the arg-max (the paper's image setting).
+        max_batch: cap on rows per backbone call (memory); candidates are evaluated in chunks.
+        seed: seeds the generator used for soft selection (alpha > 0).
+    """
+
+    def __init__(self, value, num_candidates: int = 4, alpha: float = 0.0, max_batch: int | None = None, seed: int = 0):
+        if not hasattr(value, "score"):
+            raise TypeError(f"value: expected a PosteriorMeanValue or LearnedValue, got {type(value).__name__}; wrap a reward as PosteriorMeanValue(reward).")
+        if isinstance(num_candidates, bool) or not isinstance(num_candidates, int) or num_candidates < 1:
+            raise ValueError(f"num_candidates: must be an integer >= 1, got {num_candidates!r}.")
+        if not isinstance(alpha, (int, float)) or alpha < 0 or alpha != alpha:
+            raise ValueError(f"alpha: must be a number >= 0 (0 = arg-max), got {alpha!r}.")
+        if max_batch is not None and max_batch < 1:
+            raise ValueError(f"max_batch: must be >= 1 or None, got {max_batch!r}.")
+        self.value, self.num_candidates, self.alpha, self.max_batch = value, num_candidates, float(alpha), max_batch
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def validate(self, run) -> None:
+        check_stochastic(run, "SVDD")
+        if getattr(self.value, "needs_prediction", False) and not getattr(self.value, "latent_reward", False) and not run.has_decoder:
+            raise ValueError("value: PosteriorMeanValue decodes x0 estimates but the run has no decoder; sample through a gen pipeline or steer(), or pass decode= to sample().")
+
+    def transition(self, state, ctx):
+        m, batch = self.num_candidates, ctx.batch_size
+        candidates = ctx.propose(state, m)
+        prediction, reusable = None, False
+        if ctx.is_last:
+            x0 = candidates
+        elif self.value.needs_prediction:
+            prediction, reusable = ctx.predict_next(candidates, self.max_batch)
+            x0 = prediction.x0
+        else:
+            x0 = None
+        step = None if ctx.is_last else state.step.index
+        values = self.value.score(candidates, x0, ctx.next_timestep, ctx, step)
+        rows = select(values, m, batch, self.alpha, self.generator)
+        chosen = prediction.select(rows) if reusable else None
+        return ctx.next_state(candidates[rows], chosen)
+
+    def __repr__(self) -> str:
+        return f"SVDD({type(self.value).__name__}, num_candidates={self.num_candidates}, alpha={self.alpha})"

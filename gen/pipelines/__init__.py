@@ -1,0 +1,25 @@
+"""diffusers pipelines: the user's entry points."""
+
+from gen.pipelines.base import GenPipeline, GenPipelineOutput
+from gen.pipelines.class_conditional import ClassConditionalPipeline
+from gen.pipelines.embedding import EmbeddingToImagePipeline
+from gen.pipelines.hybrid import HybridDistilledPipeline, HybridHook
+from gen.pipelines.large_image import LargeImagePipeline, LargeImagePipelineOutput
+from gen.pipelines.steer import SteeredPipeline, steer
+from gen.pipelines.text_to_image import TextToImagePipeline
+from gen.pipelines.text_to_large_image import TextToLargeImagePipeline
+
+__all__ = [
+    "ClassConditionalPipeline",
+    "EmbeddingToImagePipeline",
+    "LargeImagePipeline",
+    "LargeImagePipelineOutput",
+    "GenPipeline",
+    "GenPipelineOutput",
+    "HybridDistilledPipeline",
+    "HybridHook",
+    "SteeredPipeline",
+    "TextToImagePipeline",
+    "TextToLargeImagePipeline",
+    "steer",
+]

@@ -1,0 +1,132 @@
+"""`EmbeddingToImagePipeline`: images from self-supervised image embeddings (Graikos et al., CVPR 2024).
+
+The backbone is conditioned on one embedding per image, as a single cross-attention token after a linear
+projection (UNet2DConditionModel's ``encoder_hid_proj``, or PixArt's caption projection). It was trained
+with the embedding dropped (zeroed) 10% of the time, so classifier-free guidance against the zero
+embedding works.
+
+    >>> pipe = gen.zoo.load("ihc-patches")
+    >>> out = pipe(embeddings=e, guidance_scale=2.0)            # generate from embeddings (B, D)
+    >>> out = pipe(images=patches, num_images_per_embedding=4)  # variations of real images
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import PIL.Image
+import torch
+
+from gen.pipelines.base import GenPipeline
+
+
+def images_to_tensor(images, name: str = "images") -> torch.Tensor:
+    """PIL image(s), a numpy array (B, H, W, C) or a tensor (B, C, H, W) -> float tensor in [0, 1]."""
+    if isinstance(images, PIL.Image.Image):
+        images = [images]
+    if isinstance(images, (list, tuple)) and images and isinstance(images[0], PIL.Image.Image):
+        images = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images])
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images.astype(np.float32)).permute(0, 3, 1, 2)
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise ValueError(f"{name}: expected PIL images, a (B, H, W, C) array or a (B, C, H, W) tensor in [0, 1].")
+    if not torch.isfinite(images).all():
+        raise ValueError(f"{name}: contains NaN or infinite values.")
+    return images.float()
+
+
+class EmbeddingToImagePipeline(GenPipeline):
+    """Components: ``unet`` (UNet2DConditionModel with encoder_hid_proj) or ``transformer`` (PixArt-style),
+    ``scheduler``, optional ``vae``. Config: ``embedder``, the spec of the image embedder the model was
+    trained with (used for `images=`; see gen.embedders.load_embedder)."""
+
+    model_cpu_offload_seq = "unet->transformer->vae"
+
+    def __init__(self, scheduler, unet=None, transformer=None, vae=None, embedder: str = "zoo:patch-encoder"):
+        super().__init__()
+        if (unet is None) == (transformer is None):
+            raise ValueError("unet, transformer: pass exactly one backbone.")
+        self.register_modules(unet=unet, transformer=transformer, vae=vae, scheduler=scheduler)
+        self.register_to_config(embedder=embedder)
+        self._embedder = None
+
+    @property
+    def embedding_width(self) -> int:
+        config = self.backbone.config
+        if getattr(self, "unet", None) is not None:
+            return config.encoder_hid_dim or config.cross_attention_dim
+        return config.caption_channels
+
+    @property
+    def tile_size(self) -> int:
+        """The side, in pixels, of what the backbone generates at once."""
+        size = self.backbone.config.sample_size
+        return (size if isinstance(size, int) else size[0]) * self.vae_scale_factor
+
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            from gen.embedders import load_embedder
+
+            self.set_embedder(load_embedder(self.config.embedder))
+        return self._embedder
+
+    def set_embedder(self, embedder) -> None:
+        """Use another embedder object (it must produce this model's embedding width)."""
+        from gen.embedders import load_embedder
+
+        embedder = load_embedder(embedder)
+        if embedder.width != self.embedding_width:
+            raise ValueError(f"embedder: produces width {embedder.width} but the model was trained on width {self.embedding_width}; use the embedder it was trained with.")
+        self._embedder = embedder
+
+    def check_embeddings(self, embeddings, name: str = "embeddings") -> torch.Tensor:
+        if not isinstance(embeddings, torch.Tensor) or embeddings.ndim != 2:
+            raise ValueError(f"{name}: expected a (batch, {self.embedding_width}) tensor, got {tuple(getattr(embeddings, 'shape', ())) or type(embeddings).__name__}.")
+        if embeddings.shape[1] != self.embedding_width:
+            raise ValueError(f"{name}: width {embeddings.shape[1]} does not match the model's {self.embedding_width}; embed with the encoder the model was trained on.")
+        if not torch.isfinite(embeddings).all():
+            raise ValueError(f"{name}: contains NaN or infinite values.")
+        return embeddings.float()
+
+    def embed(self, images) -> torch.Tensor:
+        """Embeddings of images (any size; the embedder resizes) in [0, 1]."""
+        return self.embedder.embed_images(images_to_tensor(images))
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        embeddings: torch.Tensor | None = None,
+        images=None,
+        *,
+        num_images_per_embedding: int = 1,
+        guidance_scale: float = 1.0,
+        num_inference_steps: int = 50,
+        generator=None,
+        eta: float | None = None,
+        latents: torch.Tensor | None = None,
+        hooks=(),
+        trace: bool = False,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ):
+        """Generate from `embeddings` (B, D), or make variations of `images` (embedded first)."""
+        hooks = self.check_common(num_inference_steps, output_type, hooks, guidance_scale)
+        if (embeddings is None) == (images is None):
+            raise ValueError("embeddings, images: pass exactly one of them.")
+        if not isinstance(num_images_per_embedding, int) or num_images_per_embedding < 1:
+            raise ValueError(f"num_images_per_embedding: must be an integer >= 1, got {num_images_per_embedding!r}.")
+        if images is not None:
+            images = images_to_tensor(images)
+            if self.embedder.width != self.embedding_width:
+                raise ValueError(f"embedder: width {self.embedder.width} does not match the model's {self.embedding_width}.")
+            embeddings = self.embedder.embed_images(images)
+        embeddings = self.check_embeddings(embeddings).repeat_interleave(num_images_per_embedding, dim=0)
+        embeddings = embeddings.to(self._execution_device, self.backbone.dtype)
+        latents = self.prepare_latents(len(embeddings), None, None, generator, latents)
+        return self.generate(
+            latents,
+            {"encoder_hidden_states": embeddings[:, None]},
+            {"encoder_hidden_states": torch.zeros_like(embeddings)[:, None]},
+            guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, generator=generator, eta=eta,
+            hooks=hooks, trace=trace, output_type=output_type, return_dict=return_dict,
+        )

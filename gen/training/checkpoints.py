@@ -1,0 +1,135 @@
+"""Training checkpoints on top of `accelerator.save_state` / `load_state`, made atomic and verifiable.
+
+A checkpoint is written by every process into ``.checkpoint-N.tmp``; the main process then writes
+``manifest.json`` (step, epoch, and the size and SHA-256 of every file) and renames the folder to
+``checkpoint-N``. A folder without a manifest, or whose files do not match it, is not a checkpoint:
+``--resume latest`` skips it and ``--resume <path>`` refuses it. Model weights must be safetensors: a
+checkpoint holding pickled weights (``pytorch_model.bin``, ``*.pt``, ...) is refused. accelerate's own
+optimizer and RNG state files are read by accelerate with torch's ``weights_only`` loader, which cannot
+run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+from gen.io import PICKLE_SUFFIXES, write_json
+
+MANIFEST = "manifest.json"
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+# accelerate's own state files: pickle containers read with weights_only=True (no code execution).
+_ACCELERATE_STATE = re.compile(r"^(optimizer(_\d+)?\.bin|scheduler(_\d+)?\.bin|sampler(_\d+)?\.bin|random_states_\d+\.pkl|scaler\.pt)$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be trusted: incomplete, corrupt or pickled."""
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def write_manifest(folder: Path, step: int, epoch: int) -> None:
+    files = {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": _digest(p)} for p in _files(folder)}
+    write_json(folder / MANIFEST, {"step": step, "epoch": epoch, "files": files})
+
+
+def refuse_pickled_weights(folder: Path, name: str = "resume") -> None:
+    for path in _files(folder):
+        if path.suffix in PICKLE_SUFFIXES and not _ACCELERATE_STATE.match(path.name):
+            raise CheckpointError(
+                f"{name}: {path} holds pickled weights; gen resumes only from safetensors weights (pickle can run code). "
+                "Re-save the checkpoint with safe_serialization=True."
+            )
+
+
+def verify(folder: str | os.PathLike, name: str = "resume") -> dict:
+    """The checkpoint's manifest, after checking every file against it; CheckpointError otherwise."""
+    folder = Path(folder)
+    if folder.is_file():
+        if folder.suffix in PICKLE_SUFFIXES:
+            raise CheckpointError(f"{name}: {folder} is a pickle file; gen resumes only from checkpoint folders with safetensors weights.")
+        raise CheckpointError(f"{name}: {folder} is a file; pass a checkpoint folder (checkpoint-N) or 'latest'.")
+    if not folder.is_dir():
+        raise CheckpointError(f"{name}: no checkpoint folder at {folder}.")
+    refuse_pickled_weights(folder, name)
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise CheckpointError(f"{name}: {folder} has no {MANIFEST}: it is incomplete (a write was interrupted) or not a gen checkpoint.")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        expected = manifest["files"]
+        step = int(manifest["step"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{name}: {manifest_path} is unreadable; the checkpoint is corrupt.") from None
+    actual = {str(p.relative_to(folder)) for p in _files(folder)}
+    if actual != set(expected):
+        raise CheckpointError(f"{name}: {folder} does not match its manifest (files {sorted(actual ^ set(expected))}); it is corrupt.")
+    for rel, info in expected.items():
+        path = folder / rel
+        if path.stat().st_size != info["bytes"] or _digest(path) != info["sha256"]:
+            raise CheckpointError(f"{name}: {path} does not match its manifest; the checkpoint is corrupt.")
+    if not any(p.suffix == ".safetensors" for p in (folder / r for r in expected)):
+        raise CheckpointError(f"{name}: {folder} holds no safetensors weights.")
+    manifest["step"] = step
+    return manifest
+
+
+def candidates(checkpoints_dir: Path) -> list[Path]:
+    """checkpoint-N folders, newest first."""
+    if not checkpoints_dir.is_dir():
+        return []
+    found = [p for p in checkpoints_dir.iterdir() if p.is_dir() and _NAME.match(p.name)]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)), reverse=True)
+
+
+def latest_valid(checkpoints_dir: Path, warn=print) -> Path | None:
+    for folder in candidates(checkpoints_dir):
+        try:
+            verify(folder)
+            return folder
+        except CheckpointError as err:
+            warn(f"skipping {folder.name}: {err}")
+    return None
+
+
+def prune(checkpoints_dir: Path, keep: int | None) -> None:
+    """Remove the oldest checkpoints beyond `keep`, and leftovers of interrupted writes."""
+    for leftover in checkpoints_dir.glob(".checkpoint-*.tmp"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    if keep:
+        for old in candidates(checkpoints_dir)[keep:]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def save(accelerator, checkpoints_dir: Path, step: int, epoch: int, keep: int | None) -> Path:
+    """All processes call this; the folder appears complete under its final name or not at all."""
+    final = checkpoints_dir / f"checkpoint-{step}"
+    tmp = checkpoints_dir / f".checkpoint-{step}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        checkpoints_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_manifest(tmp, step, epoch)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        prune(checkpoints_dir, keep)
+    accelerator.wait_for_everyone()
+    return final

