@@ -78,7 +78,7 @@ def panorama_comparison(steps: int, repeats: int) -> dict:
         return pano(prompt_embeds=embeds, height=512, width=1024, num_inference_steps=steps, guidance_scale=1.0, view_batch_size=batch,
                     generator=torch.Generator().manual_seed(0), output_type="latent")
 
-    tiled = TiledDenoiser(Denoiser(unet, scheduler), tile=64, overlap=56, tile_batch_size=batch)
+    tiled = TiledDenoiser(Denoiser(unet, scheduler), tile=64, overlap=56, tile_batch_size=batch, blend="uniform")  # as MultiDiffusion
 
     def ours():
         x = randn_tensor((1, 4, 64, 128), generator=torch.Generator().manual_seed(0))

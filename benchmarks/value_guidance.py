@@ -6,7 +6,9 @@ Two rewards: the digits classifier's log p(3 | x) on the class-unconditional dig
 compressibility (negative kB at quality 95) on the ihc-patches model conditioned on embeddings of real
 patches. Same seeds for every method; DDIM with eta = 1 (the SVDD paper's image setting). Reports mean and
 90th-percentile reward, NFE and reward calls per sample, and wall time; the claim tested is SVDD-PM above
-best-of-N at equal NFE. Writes results/value_guidance.json and .png.
+best-of-N at equal NFE. Every backbone call holds at most --max-batch rows (default: plain's batch), so
+wall-time ratios measure the method, not the CPU's slower per-row speed on larger batches. Writes
+results/value_guidance.json and .png.
 """
 
 from __future__ import annotations
@@ -22,23 +24,23 @@ from gen import zoo
 from gen.guidance import SVDD, BestOfN, FKSteering, LearnedValue, PosteriorMeanValue, classifier_log_prob, jpeg_compressibility
 
 
-def methods(reward, value_net=None):
+def methods(reward, value_net, max_batch):
     out = {"plain": []}
     for n in (2, 4, 8):
-        out[f"best-of-{n}"] = [BestOfN(reward, n=n)]
+        out[f"best-of-{n}"] = [BestOfN(reward, n=n, max_batch=max_batch)]
     for m in (2, 4, 8):
-        out[f"SVDD-PM M={m}"] = [SVDD(PosteriorMeanValue(reward), num_candidates=m)]
+        out[f"SVDD-PM M={m}"] = [SVDD(PosteriorMeanValue(reward, max_batch=max_batch), num_candidates=m, max_batch=max_batch)]
     if value_net is not None:
         for m in (4, 16):
-            out[f"SVDD-MC M={m}"] = [SVDD(LearnedValue(value_net), num_candidates=m)]
+            out[f"SVDD-MC M={m}"] = [SVDD(LearnedValue(value_net), num_candidates=m, max_batch=max_batch)]
     for n in (4, 8):
-        out[f"FK N={n}"] = [FKSteering(reward, num_particles=n, potential="max", resample_every=4)]
+        out[f"FK N={n}"] = [FKSteering(reward, num_particles=n, potential="max", resample_every=4, max_batch=max_batch)]
     return out
 
 
-def run_task(name, generate, reward, value_net, samples):
+def run_task(name, generate, reward, value_net, max_batch):
     rows = {}
-    for label, hooks in methods(reward, value_net).items():
+    for label, hooks in methods(reward, value_net, max_batch).items():
         start = time.perf_counter()
         out = generate(hooks)
         seconds = time.perf_counter() - start
@@ -73,9 +75,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--max-batch", type=int, default=0, help="rows per backbone call for the search methods (0: --samples, plain's batch)")
     args = parser.parse_args(argv)
+    max_batch = args.max_batch or args.samples
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    results = {"samples": args.samples, "steps": args.steps, "tasks": {}}
+    results = {"samples": args.samples, "steps": args.steps, "max_batch": max_batch, "tasks": {}}
 
     digits = zoo.load("digits")
     digits.scheduler = DDIMScheduler.from_config(digits.scheduler.config)
@@ -84,7 +88,7 @@ def main(argv=None):
     def gen_digits(hooks):
         return digits(batch_size=args.samples, num_inference_steps=args.steps, eta=1.0, hooks=hooks, generator=torch.Generator().manual_seed(0), output_type="pt")
 
-    results["tasks"]["digit-3 log-prob (digits, unconditional)"] = run_task("digit", gen_digits, digit_reward, zoo.load("digits-value"), args.samples)
+    results["tasks"]["digit-3 log-prob (digits, unconditional)"] = run_task("digit", gen_digits, digit_reward, zoo.load("digits-value"), max_batch)
 
     patches = zoo.load("ihc-patches")
     patches.scheduler = DDIMScheduler.from_config(patches.scheduler.config)
@@ -98,7 +102,7 @@ def main(argv=None):
     def gen_patches(hooks):
         return patches(embeddings=embeddings, num_inference_steps=args.steps, eta=1.0, hooks=hooks, generator=torch.Generator().manual_seed(0), output_type="pt")
 
-    results["tasks"]["JPEG compressibility (ihc-patches)"] = run_task("jpeg", gen_patches, jpeg, None, args.samples)
+    results["tasks"]["JPEG compressibility (ihc-patches)"] = run_task("jpeg", gen_patches, jpeg, None, max_batch)
     results["verdict"] = {task: verdict(rows) for task, rows in results["tasks"].items()}
     for task, lines in results["verdict"].items():
         print(task)

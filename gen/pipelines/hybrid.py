@@ -102,7 +102,9 @@ class HybridDistilledPipeline(DiffusionPipeline):
 
         num_inference_steps (the base schedule) defaults to distilled_steps, so the base model takes the
         first k steps of the same coarse grid the distilled model uses (the paper's setting: one big base
-        step from pure noise); pass a larger value to run k steps of a finer base schedule instead."""
+        step), with the base scheduler's own spacing: gen does not change your sampler. (The stock
+        "leading" spacing starts a 4-step grid at t = 750 of 1000; a scheduler configured with
+        timestep_spacing="trailing" starts at 999.) Pass num_inference_steps for a finer base schedule."""
         k = self.config.base_steps if base_steps is None else base_steps
         n = self.config.distilled_steps if distilled_steps is None else distilled_steps
         kwargs.setdefault("num_inference_steps", n)
