@@ -4,6 +4,7 @@
     gen zoo list | gen zoo build NAME  the bundled models, and the command that rebuilds each
     gen sample digits --class-labels 3 3 7 --out out/samples --name threes.png
     gen train ...                      = python -m gen.training.train ...
+    gen bench NAME [...]               = python -m benchmarks.NAME ... (from a checkout of the repository)
 """
 
 from __future__ import annotations
@@ -56,12 +57,33 @@ def _sample(args) -> int:
     return 0
 
 
+BENCHMARKS = ("overhead", "value_guidance", "large_image", "cep", "hybrid", "scale")
+
+
+def _bench(argv: list[str]) -> int:
+    import importlib
+
+    if not argv or argv[0] not in BENCHMARKS:
+        print(f"error: bench: name one of {', '.join(BENCHMARKS)}; the rest of the line goes to that benchmark.", file=sys.stderr)
+        return 2
+    sys.path.insert(0, ".")
+    try:
+        module = importlib.import_module(f"benchmarks.{argv[0]}")
+    except ModuleNotFoundError:
+        print("error: bench: the benchmarks live in the repository's benchmarks/ folder; run `gen bench` from a checkout's root.", file=sys.stderr)
+        return 2
+    module.main(argv[1:])
+    return 0
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "train":
         from gen.training.train import main as train_main
 
         return train_main(argv[1:])
+    if argv and argv[0] == "bench":
+        return _bench(argv[1:])
     parser = argparse.ArgumentParser(prog="gen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the demo on the bundled zoo models")
@@ -82,6 +104,7 @@ def main(argv=None) -> int:
     zoo_cmd.add_argument("action", choices=["list", "build"])
     zoo_cmd.add_argument("name", nargs="?", default="all")
     sub.add_parser("train", help="train a model (see python -m gen.training.train --help)")
+    sub.add_parser("bench", help=f"run a benchmark from a checkout: {', '.join(BENCHMARKS)}")
     args = parser.parse_args(argv)
     try:
         if args.command == "zoo":
