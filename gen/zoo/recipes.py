@@ -112,7 +112,7 @@ def patch_encoder(folder: Path, steps: int = 500) -> None:
     write_json(folder / "training.json", {"method": "SimCLR", "steps": steps, "losses": history})
 
 
-def ihc_patches(folder: Path, steps: int = 2500) -> None:
+def ihc_patches(folder: Path, steps: int = 5000) -> None:
     """Embedding-conditioned pixel UNet on 32x32 IHC/retina patches (patch-encoder embeddings)."""
     _train_into(
         folder,
