@@ -150,9 +150,9 @@ def _embeddings(report: Report, patches, quick: bool):
 
     text = TextToLargeImagePipeline(zoo.load("ihc-text-grid"), large)
     for name, prompt in (("text_to_large_retina.png", "retina fundus photograph"), ("text_to_large_ihc.png", "immunohistochemistry stained tissue")):
-        sampled = text(prompt, grid_size=8, grid_steps=25, overlap=overlap, tile_batch_size=32, num_inference_steps=10, guidance_scale=guidance,
+        sampled = text(prompt, grid_size=8, grid_steps=25, grid_guidance_scale=4.0, overlap=overlap, tile_batch_size=32, num_inference_steps=10, guidance_scale=guidance,
                        generator=torch.Generator().manual_seed(7), output_type="pt")
-        report.image(name, grid_image(sampled.images, 1), f'text -> 8x8 embedding grid -> 256x256 image: "{prompt}"')
+        report.image(name, grid_image(sampled.images, 1), f'text -> 8x8 embedding grid (guidance 4) -> 256x256 image: "{prompt}"')
 
 
 def _cads(report: Report, pipe, space, quick: bool):

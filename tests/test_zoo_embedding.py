@@ -69,3 +69,15 @@ def test_text_steers_the_grid_toward_the_named_source(patches):
     assert retina_share("retina fundus photograph") > retina_share("immunohistochemistry stained tissue") + 0.4
     out = text("retina fundus photograph", grid_size=4, grid_steps=10, num_inference_steps=4, overlap=8, output_type="pt", generator=torch.Generator().manual_seed(2))
     assert out.images.shape == (1, 3, 128, 128) and out.grid.shape == (4, 4, 64)
+
+
+def test_text_to_large_image_takes_the_named_sources_colour(patches):
+    """Retina photographs are red, IHC slides brown and blue: the final images must differ the same way."""
+    text = TextToLargeImagePipeline(zoo.load("ihc-text-grid"), LargeImagePipeline.from_pipe(patches))
+
+    def redness(prompt):
+        images = [text(prompt, grid_size=4, grid_steps=10, num_inference_steps=10, guidance_scale=4.0, overlap=8, output_type="pt",
+                       generator=torch.Generator().manual_seed(seed)).images for seed in (2, 3)]
+        return torch.cat(images)[:, 0].mean().item() - torch.cat(images)[:, 2].mean().item()
+
+    assert redness("retina fundus photograph") > redness("immunohistochemistry stained tissue") + 0.08
