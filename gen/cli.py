@@ -69,7 +69,9 @@ def _bench(argv: list[str]) -> int:
     sys.path.insert(0, ".")
     try:
         module = importlib.import_module(f"benchmarks.{argv[0]}")
-    except ModuleNotFoundError:
+    except ModuleNotFoundError as err:
+        if not (err.name or "").startswith("benchmarks"):
+            raise  # a dependency the benchmark needs, not a missing checkout
         print("error: bench: the benchmarks live in the repository's benchmarks/ folder; run `gen bench` from a checkout's root.", file=sys.stderr)
         return 2
     module.main(argv[1:])

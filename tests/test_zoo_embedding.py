@@ -53,8 +53,12 @@ def test_large_image_has_no_seams(patches):
     assert ratio <= 1.1, ratio
 
 
-def test_text_steers_the_grid_toward_the_named_source(patches):
-    text = TextToLargeImagePipeline(zoo.load("ihc-text-grid"), LargeImagePipeline.from_pipe(patches))
+@pytest.fixture(scope="module")
+def text(patches):
+    return TextToLargeImagePipeline(zoo.load("ihc-text-grid"), LargeImagePipeline.from_pipe(patches))
+
+
+def test_text_steers_the_grid_toward_the_named_source(patches, text):
     g = torch.Generator().manual_seed(0)
     reference = torch.cat([patches.embed(random_patches("ihc", 200, 32, g)), patches.embed(random_patches("retina", 200, 32, g))])
     is_retina = torch.tensor([0.0] * 200 + [1.0] * 200)
@@ -71,13 +75,12 @@ def test_text_steers_the_grid_toward_the_named_source(patches):
     assert out.images.shape == (1, 3, 128, 128) and out.grid.shape == (4, 4, 64)
 
 
-def test_text_to_large_image_takes_the_named_sources_colour(patches):
+def test_text_to_large_image_takes_the_named_sources_colour(text):
     """Retina photographs are red, IHC slides brown and blue: the final images must differ the same way."""
-    text = TextToLargeImagePipeline(zoo.load("ihc-text-grid"), LargeImagePipeline.from_pipe(patches))
 
     def redness(prompt):
-        images = [text(prompt, grid_size=4, grid_steps=10, num_inference_steps=10, guidance_scale=4.0, overlap=8, output_type="pt",
-                       generator=torch.Generator().manual_seed(seed)).images for seed in (2, 3)]
-        return torch.cat(images)[:, 0].mean().item() - torch.cat(images)[:, 2].mean().item()
+        images = torch.cat([text(prompt, grid_size=4, grid_steps=10, num_inference_steps=10, guidance_scale=4.0, overlap=8, output_type="pt",
+                                 generator=torch.Generator().manual_seed(seed)).images for seed in (2, 3)])
+        return (images[:, 0] - images[:, 2]).mean().item()
 
     assert redness("retina fundus photograph") > redness("immunohistochemistry stained tissue") + 0.08
