@@ -23,6 +23,7 @@ demo: $(STAMP)
 	$(BIN)/gen demo --out out/demo
 
 test: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -n 2 -q -p no:cacheprovider
 
 bench: $(STAMP)

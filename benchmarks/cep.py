@@ -37,7 +37,7 @@ def evaluate(folder: Path, per_class: int) -> dict:
     from gen import zoo
     from gen.analysis.metrics import FeatureSpace, frechet_distance, mean_pairwise_distance, per_class_coverage
     from gen.pipelines.loading import load_pipeline
-    from gen.training.data import digits
+    from gen.data import digits
 
     pipe = load_pipeline(folder)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)

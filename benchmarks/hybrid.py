@@ -33,7 +33,7 @@ def main(argv=None):
     from gen import zoo
     from gen.analysis.metrics import FeatureSpace, frechet_distance, mean_pairwise_distance
     from gen.pipelines import HybridDistilledPipeline
-    from gen.training.data import digits
+    from gen.data import digits
 
     base = zoo.load("digits")
     base.scheduler = DDIMScheduler.from_config(base.scheduler.config)

@@ -32,7 +32,7 @@ def one_size(size: int, steps: int, tile_batch: int) -> dict:
 
     from gen import zoo
     from gen.pipelines import LargeImagePipeline
-    from gen.training.tissue import reference_image
+    from gen.data.tissue import reference_image
 
     pipe = LargeImagePipeline.from_pipe(zoo.load("ihc-patches"))
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
@@ -60,7 +60,7 @@ def panorama_comparison(steps: int, repeats: int) -> dict:
 
     from gen import Denoiser, sample
     from gen import testing as tiny
-    from gen.tiling import TiledDenoiser
+    from gen.core.tiling import TiledDenoiser
 
     tokenizer, encoder = tiny.minilm()
     vae = tiny.tiny_vae()

@@ -92,7 +92,7 @@ def main(argv=None):
 
     patches = zoo.load("ihc-patches")
     patches.scheduler = DDIMScheduler.from_config(patches.scheduler.config)
-    from gen.training.tissue import random_patches
+    from gen.data.tissue import random_patches
 
     g = torch.Generator().manual_seed(0)
     real = torch.cat([random_patches("ihc", args.samples // 2, 32, g), random_patches("retina", args.samples - args.samples // 2, 32, g)])

@@ -18,7 +18,7 @@ from gen import zoo
 from gen.demo import grid_image
 from gen.io import save_image, write_json
 from gen.pipelines import LargeImagePipeline
-from gen.training.tissue import reference_image
+from gen.data.tissue import reference_image
 
 
 def main(argv=None) -> dict:

@@ -14,7 +14,7 @@ import sys
 
 
 def _zoo(args) -> int:
-    from gen import zoo
+    import gen.zoo as zoo
 
     if args.action == "list":
         for name in zoo.available():
@@ -23,9 +23,11 @@ def _zoo(args) -> int:
             state = f"{size / 1e6:.2f} MB" if size else "not built"
             print(f"{name:18s} {state:>10s}  {item.what}\n{'':30s}made: {item.made}\n{'':30s}rebuild: {item.rebuild}")
         return 0
+    from gen.zoo.recipes import build
+
     names = zoo.available() if args.name == "all" else [args.name]
     for name in names:
-        path = zoo.build(name)
+        path = build(name)
         print(f"built {name} -> {path}")
     return 0
 
@@ -35,7 +37,7 @@ def _sample(args) -> int:
 
     import torch
 
-    from gen import zoo
+    import gen.zoo as zoo
     from gen.demo import grid_image
     from gen.io import inside, save_image, write_text
     from gen.pipelines.loading import load_pipeline

@@ -26,8 +26,9 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from gen.backbones import Condition, Denoiser
-from gen.hooks import SamplingHook, Step
+from gen.core.backbones import Condition
+from gen.core.denoiser import Denoiser
+from gen.core.hooks import SamplingHook, Step
 
 CEP_KINDS = ("gaussian", "uniform")
 

@@ -55,9 +55,9 @@ class Report:
 def _digits(report: Report, quick: bool):
     from diffusers import DDIMScheduler
 
-    from gen import zoo
+    import gen.zoo as zoo
     from gen.analysis.metrics import FeatureSpace, frechet_distance, mean_pairwise_distance
-    from gen.training.data import digits
+    from gen.data import digits
 
     pipe, classifier = zoo.load("digits"), zoo.load("digits-classifier")
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
@@ -81,9 +81,9 @@ def _digits(report: Report, quick: bool):
 
 def _value_guidance(report: Report, pipe, classifier, space, quick: bool):
 
-    from gen import zoo
+    import gen.zoo as zoo
     from gen.guidance import SVDD, PosteriorMeanValue, classifier_log_prob, jpeg_compressibility
-    from gen.training.tissue import random_patches
+    from gen.data.tissue import random_patches
 
     n = 8 if quick else 16
     reward = classifier_log_prob(classifier, 3)
@@ -118,9 +118,9 @@ def _value_guidance(report: Report, pipe, classifier, space, quick: bool):
 def _embeddings(report: Report, patches, quick: bool):
     from diffusers import DDPMScheduler
 
-    from gen import zoo
+    import gen.zoo as zoo
     from gen.pipelines import LargeImagePipeline, TextToLargeImagePipeline
-    from gen.training.tissue import random_patches, reference_image
+    from gen.data.tissue import random_patches, reference_image
 
     large = LargeImagePipeline.from_pipe(patches)
     large.scheduler = DDPMScheduler.from_config(patches.scheduler.config)  # the model's own sampler; its DDIM eta=0 samples stay noisy
@@ -171,7 +171,7 @@ def _cads(report: Report, pipe, space, quick: bool):
 
 
 def _distillation(report: Report, pipe, space, quick: bool):
-    from gen import zoo
+    import gen.zoo as zoo
     from gen.analysis import DTVisualizer
     from gen.analysis.metrics import mean_pairwise_distance
     from gen.pipelines import HybridDistilledPipeline

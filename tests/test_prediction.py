@@ -5,7 +5,7 @@ from diffusers import DDIMScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gen import prediction
+from gen.core import prediction
 
 SCHEDULERS = {
     "vp": lambda beta_end: DDIMScheduler(num_train_timesteps=1000, beta_end=beta_end),

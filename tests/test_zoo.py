@@ -5,7 +5,7 @@ import torch
 
 from gen import zoo
 from gen.analysis.metrics import FeatureSpace, class_histogram, frechet_distance, mean_pairwise_distance
-from gen.training.data import digits
+from gen.data import digits
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 
 from gen import zoo
 from gen.pipelines import LargeImagePipeline, TextToLargeImagePipeline
-from gen.tiling import tile_starts
-from gen.training.tissue import random_patches, reference_image
+from gen.core.tiling import tile_starts
+from gen.data.tissue import random_patches, reference_image
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from PIL import Image
 
-from gen.hooks import SamplingHook
+from gen.core.hooks import SamplingHook
 from gen.io import save_image
 
 

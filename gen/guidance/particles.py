@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import torch
 
-from gen.backbones import DenoiserOutput
+from gen.core.denoiser import DenoiserOutput
 from gen.guidance.values import PosteriorMeanValue
-from gen.hooks import SamplingHook
+from gen.core.hooks import SamplingHook
 
 POTENTIALS = ("max", "sum", "difference")
 

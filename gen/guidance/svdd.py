@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import torch
 
-from gen.hooks import SamplingHook
-from gen.sampling import can_branch, is_stochastic
+from gen.core.hooks import SamplingHook
+from gen.core.sampling import can_branch, is_stochastic
 
 
 def check_stochastic(run, who: str) -> None:

@@ -14,9 +14,10 @@ from diffusers import AutoencoderKL, AutoencoderTiny, DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from gen.backbones import SUPPORTED_BACKBONES, Condition, Denoiser
-from gen.hooks import check_hooks
-from gen.sampling import SampleOutput, check_steps, sample
+from gen.core.backbones import Condition, supported_backbones
+from gen.core.denoiser import Denoiser
+from gen.core.hooks import check_hooks
+from gen.core.sampling import SampleOutput, check_steps, sample
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
@@ -44,7 +45,7 @@ class GenPipeline(DiffusionPipeline):
         # The components are unannotated because any backbone gen.Denoiser supports may fill them;
         # `from_pipe` moves a model component over only when its type is listed here.
         types = super()._get_signature_types()
-        backbones = (*SUPPORTED_BACKBONES, type(None))
+        backbones = (*supported_backbones(), type(None))
         types.update(unet=backbones, transformer=backbones, vae=(AutoencoderKL, AutoencoderTiny, type(None)))
         return types
 

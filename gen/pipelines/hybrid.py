@@ -26,9 +26,9 @@ from __future__ import annotations
 import torch
 from diffusers import DiffusionPipeline
 
-from gen.backbones import Denoiser
-from gen.hooks import SamplingHook
-from gen.sampling import plan_handover
+from gen.core.denoiser import Denoiser
+from gen.core.hooks import SamplingHook
+from gen.core.sampling import plan_handover
 
 
 class HybridHook(SamplingHook):

@@ -4,7 +4,7 @@ The grid comes from a reference image (embedded patch by patch on a non-overlapp
 directly (h, w, D), e.g. sampled from the text -> embedding-grid model. Any output size: the canvas is
 covered by overlapping tiles; each tile is conditioned on the grid interpolated at its centre, tiles are
 denoised in batches, and their outputs are averaged where they overlap at every step (see
-`gen.tiling.TiledDenoiser`), so no seam survives. The average is weighted by a cosine window by
+`gen.core.tiling.TiledDenoiser`), so no seam survives. The average is weighted by a cosine window by
 default: a tile's border pixels, which the backbone sees with zero padding, count least (uniform
 MultiDiffusion averaging, ``blend="uniform"``, left visible seams on the zoo model: border/interior
 gradient 1.43 vs 1.08). Latent models decode with the VAE's tiled decoder.
@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import torch
 
-from gen.backbones import Denoiser
+from gen.core.denoiser import Denoiser
 from gen.pipelines.base import GenPipelineOutput
 from gen.pipelines.embedding import EmbeddingToImagePipeline, images_to_tensor
-from gen.tiling import BLENDS, TiledDenoiser
+from gen.core.tiling import BLENDS, TiledDenoiser
 
 
 @dataclass

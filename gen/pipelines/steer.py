@@ -35,9 +35,9 @@ from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
 from diffusers.utils.torch_utils import randn_tensor
 
-from gen.backbones import Denoiser
-from gen.hooks import SamplingHook, check_hooks
-from gen.sampling import SampleOutput, sample
+from gen.core.denoiser import Denoiser
+from gen.core.hooks import SamplingHook, check_hooks
+from gen.core.sampling import SampleOutput, sample
 
 
 @dataclass

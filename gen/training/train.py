@@ -187,13 +187,12 @@ def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generat
 
 
 def load_init(spec: str):
-    """A pipeline to fine-tune from: a folder or zoo:NAME."""
+    """A pipeline to fine-tune from: a folder or a named model (zoo:NAME, see gen.plugins)."""
     from gen.pipelines.loading import load_pipeline
+    from gen.plugins import is_named, load_named
 
-    if spec.startswith("zoo:"):
-        from gen import zoo
-
-        return zoo.load(spec[4:])
+    if is_named(spec):
+        return load_named(spec, "init_from")
     return load_pipeline(spec, name="init_from")
 
 
@@ -212,7 +211,9 @@ def build_conditioner(config: TrainConfig, dataset):
             raise ValueError("condition: 'text' needs captions; the data has none (give each image a 'text' in metadata.jsonl).")
         from transformers import AutoModel, AutoTokenizer
 
-        path = conditions.resolve_text_encoder(config.text_encoder)
+        from gen.embedders import resolve_text_encoder
+
+        path = resolve_text_encoder(config.text_encoder)
         tokenizer = AutoTokenizer.from_pretrained(path, model_max_length=config.text_max_length)
         return conditions.TextCondition(tokenizer, AutoModel.from_pretrained(path, use_safetensors=True))
     from gen.embedders import load_embedder

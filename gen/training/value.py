@@ -44,16 +44,15 @@ def build_reward(spec: str, classifier_spec: str):
     if spec == "jpeg":
         return jpeg_compressibility()
     if spec.startswith("class:"):
-        from gen import zoo
+        from gen.plugins import is_named, load_named
 
-        name = classifier_spec[4:] if classifier_spec.startswith("zoo:") else None
-        if name is None:
-            raise ValueError(f"classifier: only zoo classifiers are supported here (zoo:NAME), got {classifier_spec!r}.")
+        if not is_named(classifier_spec):
+            raise ValueError(f"classifier: only named classifiers are supported here (zoo:NAME), got {classifier_spec!r}.")
         try:
             target = int(spec.split(":", 1)[1])
         except ValueError:
             raise ValueError(f"reward: 'class:K' needs an integer K, got {spec!r}.") from None
-        return classifier_log_prob(zoo.load(name), target)
+        return classifier_log_prob(load_named(classifier_spec, "classifier"), target)
     raise ValueError(f"reward: one of 'class:K' or 'jpeg', got {spec!r}.")
 
 

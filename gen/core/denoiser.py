@@ -1,0 +1,169 @@
+"""`Denoiser`: a backbone with the scheduler that gives its outputs meaning.
+
+The `Backbone` adapter (gen.core.backbones) calls the model; the scheduler fixes the noise levels and what
+the model predicts (gen.core.prediction). A Denoiser combines the two with classifier-free guidance and
+answers the guided model output together with its clean-sample (x0) estimate:
+
+    >>> den = Denoiser(unet, scheduler)
+    >>> out = den(x, t, cond={"encoder_hidden_states": text}, uncond={"encoder_hidden_states": null},
+    ...           guidance_scale=7.5)
+    >>> out.output, out.x0
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gen.core import prediction
+from gen.core.backbones import Backbone, Condition, stack_branches
+from gen.core.prediction import NoiseLevel
+
+
+class DenoiserOutput:
+    """The guided model output (in the scheduler's units) and its clean-sample estimate x0.
+
+    x0 is computed on first access: plain sampling never reads it, hooks and transitions do.
+    `evaluations` counts the rows that went through the backbone (doubled under guidance).
+    """
+
+    def __init__(self, output: torch.Tensor, evaluations: int, x0: torch.Tensor | None = None, x0_fn=None):
+        self.output = output
+        self.evaluations = evaluations
+        self._x0, self._x0_fn = x0, x0_fn
+
+    @property
+    def x0(self) -> torch.Tensor:
+        if self._x0 is None:
+            self._x0 = self._x0_fn()
+        return self._x0
+
+    @classmethod
+    def concat(cls, parts: list["DenoiserOutput"]) -> "DenoiserOutput":
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            output=torch.cat([p.output for p in parts]),
+            evaluations=sum(p.evaluations for p in parts),
+            x0_fn=lambda: torch.cat([p.x0 for p in parts]),
+        )
+
+    def select(self, index: torch.Tensor) -> "DenoiserOutput":
+        """The rows `index` (e.g. the chosen candidates), evaluations not carried over."""
+        return DenoiserOutput(output=self.output[index], evaluations=0, x0_fn=lambda: self.x0[index])
+
+
+def guidance_combine(uncond: torch.Tensor, cond: torch.Tensor, scale: float, rescale: float) -> torch.Tensor:
+    """uncond + scale * (cond - uncond), then diffusers' guidance rescale (Lin et al. 2023) when rescale > 0."""
+    guided = uncond + scale * (cond - uncond)
+    if rescale <= 0:
+        return guided
+    # imported here: the Stable Diffusion pipeline module pulls in transformers, which `import gen` must not
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
+
+    return rescale_noise_cfg(guided, cond, guidance_rescale=rescale)
+
+
+class Denoiser:
+    """A diffusers backbone with its scheduler: ``den(x, t, cond, uncond, guidance_scale)`` -> guided output + x0.
+
+    Args:
+        model: UNet2DModel, UNet2DConditionModel, DiTTransformer2DModel, PixArtTransformer2DModel or
+            SD3Transformer2DModel (LoRA-adapted or `torch.compile`d ones too).
+        scheduler: any diffusers scheduler gen models (see `gen.core.prediction`); it sets the noise levels and
+            what the model predicts.
+        prediction_type: optional assertion of what the model predicts (``"epsilon"``, ``"v_prediction"``,
+            ``"sample"``, ``"flow"``); it must be what the scheduler is configured to consume.
+    """
+
+    def __init__(self, model, scheduler, prediction_type: str | None = None):
+        self.model = model
+        self.backbone = Backbone(model)
+        self.scheduler = scheduler
+        served = prediction.scheduler_prediction_type(scheduler)
+        if prediction_type is not None and prediction_type != served:
+            allowed = prediction.served_prediction_types(scheduler)
+            fix = (
+                f"{type(scheduler).__name__}.from_config(scheduler.config, prediction_type={prediction_type!r})"
+                if prediction_type in allowed
+                else f"a scheduler that consumes {prediction_type!r} predictions"
+            )
+            raise ValueError(
+                f"prediction_type: the model predicts {prediction_type!r} but {type(scheduler).__name__} is "
+                f"configured for {served!r} (it can serve {allowed}). Pass scheduler={fix}."
+            )
+        if served not in prediction.PREDICTION_TYPES:
+            raise ValueError(
+                f"scheduler: prediction_type {served!r} in {type(scheduler).__name__}'s config is not one of "
+                f"{prediction.PREDICTION_TYPES}; set it with from_config(..., prediction_type=...)."
+            )
+        self.prediction_type = served
+        self.family = prediction.schedule_family(scheduler)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def in_channels(self) -> int:
+        return self.backbone.in_channels
+
+    @property
+    def learns_variance(self) -> bool:
+        return self.backbone.learns_variance
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def with_scheduler(self, scheduler) -> "Denoiser":
+        """The same backbone over another scheduler (e.g. a stochastic one for value guidance)."""
+        return Denoiser(self.model, scheduler)
+
+    def check_latents(self, x, name: str = "latents") -> None:
+        self.backbone.check_latents(x, name)
+
+    def check_condition(self, cond: Condition | None, batch: int, name: str = "cond") -> None:
+        self.backbone.check_condition(cond, batch, name)
+
+    def noise_level(self, t) -> NoiseLevel:
+        return prediction.noise_level(self.scheduler, t)
+
+    def forward(self, x: torch.Tensor, t, cond: Condition | None = None) -> torch.Tensor:
+        """One raw backbone call on the (already scaled) model input; learned-sigma channels kept."""
+        return self.backbone(x, t, cond)
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        t,
+        cond: Condition | None = None,
+        uncond: Condition | None = None,
+        guidance_scale: float = 1.0,
+        guidance_rescale: float = 0.0,
+    ) -> DenoiserOutput:
+        batch = x.shape[0]
+        guided = uncond is not None and guidance_scale > 1
+        x_in = prediction.model_input(self.scheduler, x, t)
+        if guided:
+            raw = self.forward(torch.cat([x_in, x_in]), t, stack_branches(uncond, cond or {}, batch))
+        else:
+            raw = self.forward(x_in, t, cond)
+        eps, variance = self.backbone.split_variance(raw)
+        if guided:
+            eps_uncond, eps_cond = eps.chunk(2)
+            eps = guidance_combine(eps_uncond, eps_cond, guidance_scale, guidance_rescale)
+            variance = variance.chunk(2)[1] if variance is not None else None
+        keep_variance = variance is not None and self.scheduler.config.get("variance_type") in ("learned", "learned_range")
+        output = torch.cat([eps, variance], dim=1) if keep_variance else eps
+        return DenoiserOutput(output=output, evaluations=batch * (2 if guided else 1), x0_fn=lambda: self.x0(x, eps, t))
+
+    def x0(self, x: torch.Tensor, output: torch.Tensor, t) -> torch.Tensor:
+        """The clean-sample estimate, clipped as the scheduler's own step would clip it."""
+        return prediction.clean_estimate(self.scheduler, output[:, : self.in_channels], x, t, self.prediction_type)
+
+    def __repr__(self) -> str:
+        return f"Denoiser({self.backbone.name}, {type(self.scheduler).__name__}, prediction_type={self.prediction_type!r})"
