@@ -1,4 +1,8 @@
-"""What every benchmark shares: interleaved timing, machine facts, atomic JSON + PNG output."""
+"""What every benchmark shares: interleaved timing, 95% intervals, machine facts, atomic JSON + PNG output.
+
+Results go to out/bench/ (git-ignored) unless --out names another folder: the tracked figures in
+benchmarks/results/ change only when asked (`--out benchmarks/results`).
+"""
 
 from __future__ import annotations
 
@@ -14,16 +18,31 @@ import torch
 from gen.io import atomic_write, write_json
 
 RESULTS = Path(__file__).parent / "results"
+DEFAULT_OUT = Path("out/bench")
 
 
-def machine() -> dict:
-    return {
+def add_output_argument(parser) -> None:
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help=f"folder for the JSON and PNG (default {DEFAULT_OUT}; pass {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS} to refresh the tracked results)")
+
+
+def machine(device: torch.device | str | None = None) -> dict:
+    import diffusers
+
+    facts = {
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
     }
+    device = torch.device(device) if device is not None else None
+    if device is not None and device.type == "cuda":
+        facts.update(device=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
+    else:
+        facts["device"] = "cpu"
+    return facts
 
 
 def interleaved(runs: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 1) -> dict[str, list[float]]:
@@ -44,12 +63,26 @@ def median(values) -> float:
     return statistics.median(values)
 
 
-def save(name: str, data: dict, figure=None) -> Path:
-    """Write results/<name>.json (and .png when a matplotlib figure is given); returns the JSON path."""
-    data = {"benchmark": name, "machine": machine(), **data}
-    path = write_json(RESULTS / f"{name}.json", data)
+def interval(values, confidence: float = 0.95) -> tuple[float, float]:
+    """Student-t confidence interval of the mean (the mean itself for a single value)."""
+    values = [float(v) for v in values]
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, mean
+    from scipy.stats import t
+
+    half = t.ppf(0.5 + confidence / 2, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+    return mean - half, mean + half
+
+
+def save(name: str, data: dict, figure=None, out: Path | str = DEFAULT_OUT, device=None) -> Path:
+    """Write <out>/<name>.json (and .png when a matplotlib figure is given); returns the JSON path."""
+    out = Path(out)
+    data = {"benchmark": name, "machine": machine(device), **data}
+    path = write_json(out / f"{name}.json", data)
     if figure is not None:
-        atomic_write(RESULTS / f"{name}.png", lambda tmp: figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+        atomic_write(out / f"{name}.png", lambda tmp: figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    print(f"wrote {path}")
     return path
 
 

@@ -18,7 +18,7 @@ import argparse
 import torch
 from diffusers import DDIMScheduler
 
-from benchmarks.common import interleaved, median, pyplot, save
+from benchmarks.common import add_output_argument, interleaved, median, pyplot, save
 
 
 def main(argv=None):
@@ -28,6 +28,7 @@ def main(argv=None):
     parser.add_argument("--distilled-steps", type=int, default=4)
     parser.add_argument("--guidance", type=float, default=2.0)
     parser.add_argument("--repeats", type=int, default=3)
+    add_output_argument(parser)
     args = parser.parse_args(argv)
 
     from gen import zoo
@@ -88,7 +89,7 @@ def main(argv=None):
         ax.scatter(row["seconds"], row["diversity"], s=30)
         ax.annotate(name, (row["seconds"], row["diversity"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
     ax.set_xscale("log"); ax.set_xlabel(f"wall time for {len(labels)} samples (s)"); ax.set_ylabel("within-class diversity (mean pairwise feature distance)")
-    save("hybrid", {"samples": len(labels), "guidance": g, "rows": rows, "checks": checks}, fig)
+    save("hybrid", {"samples": len(labels), "guidance": g, "rows": rows, "checks": checks}, fig, out=args.out)
     return rows
 
 

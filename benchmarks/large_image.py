@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from benchmarks.common import interleaved, median, pyplot, save
+from benchmarks.common import add_output_argument, interleaved, median, pyplot, save
 
 
 def _rss_mb() -> float:
@@ -62,7 +62,7 @@ def panorama_comparison(steps: int, repeats: int) -> dict:
     from gen import testing as tiny
     from gen.core.tiling import TiledDenoiser
 
-    tokenizer, encoder = tiny.minilm()
+    tokenizer, encoder = tiny.tiny_text_encoder(max_length=77)
     vae = tiny.tiny_vae()
     vae = type(vae)(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                     block_out_channels=(8, 8, 16, 16), latent_channels=4, norm_num_groups=4, layers_per_block=1).eval()
@@ -97,6 +97,7 @@ def main(argv=None):
     parser.add_argument("--tile-batch", type=int, default=32)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=3)
+    add_output_argument(parser)
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(one_size(args.one, args.steps, args.tile_batch)))
@@ -118,7 +119,7 @@ def main(argv=None):
     b.plot(mp, [r["growth_mb"] for r in rows], marker="o", label="peak RSS growth")
     b.plot(mp, [r["canvas_mb"] for r in rows], marker="x", ls="--", label="one canvas (float32)")
     b.set_xscale("log"); b.set_yscale("log"); b.set_xlabel("megapixels"); b.set_ylabel("MB"); b.legend(fontsize=8)
-    save("large_image", {"steps": args.steps, "tile_batch": args.tile_batch, "overlap": 4, "sizes": rows, "panorama": comparison}, fig)
+    save("large_image", {"steps": args.steps, "tile_batch": args.tile_batch, "overlap": 4, "sizes": rows, "panorama": comparison}, fig, out=args.out)
     return rows
 
 

@@ -13,7 +13,7 @@ import argparse
 import torch
 from diffusers import DDIMPipeline, DDIMScheduler, DiTPipeline, UNet2DModel
 
-from benchmarks.common import interleaved, median, pyplot, save
+from benchmarks.common import add_output_argument, interleaved, median, pyplot, save
 from gen import testing as tiny
 from gen.pipelines import steer
 
@@ -46,6 +46,7 @@ CASES = {
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=15)
+    add_output_argument(parser)
     args = parser.parse_args(argv)
     rows = {}
     for name, (build, kwargs) in CASES.items():
@@ -72,7 +73,7 @@ def main(argv=None) -> dict:
     ax.set_xlim(0.9, max(1.1, max(r["median_ratio"] for r in rows.values()) + 0.02))
     ax.legend(fontsize=8)
     result = {"repeats": args.repeats, "cases": rows}
-    save("overhead", result, fig)
+    save("overhead", result, fig, out=args.out)
     return result
 
 

@@ -12,7 +12,7 @@ import json
 import subprocess
 import sys
 
-from benchmarks.common import save
+from benchmarks.common import add_output_argument, save
 
 LIMIT_MB = 24 * 1024
 
@@ -22,6 +22,7 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--tile-batch", type=int, default=32)
+    add_output_argument(parser)
     args = parser.parse_args(argv)
     done = subprocess.run([sys.executable, "-m", "benchmarks.large_image", "--one", str(args.size), "--steps", str(args.steps), "--tile-batch", str(args.tile_batch)],
                           capture_output=True, text=True, check=True)
@@ -29,7 +30,7 @@ def main(argv=None):
     row["limit_mb"] = LIMIT_MB
     row["within_limit"] = row["peak_rss_mb"] <= LIMIT_MB
     print(f"{args.size}x{args.size}, {args.steps} steps: {row['seconds']:.1f}s, peak RSS {row['peak_rss_mb']:.0f} MB (limit {LIMIT_MB} MB): {'ok' if row['within_limit'] else 'OVER'}")
-    save("scale", row)
+    save("scale", row, out=args.out)
     return row
 
 

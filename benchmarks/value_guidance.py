@@ -1,14 +1,18 @@
-"""Reward vs compute for value-guided sampling: plain, best-of-N, SVDD-PM (M = 2, 4, 8), SVDD-MC, FK.
+"""SVDD-PM vs best-of-N vs FK steering at equal compute, on two rewards, over seeds.
 
-    python -m benchmarks.value_guidance [--samples 64] [--steps 20]
+    python -m benchmarks.value_guidance [--samples 32] [--steps 20 50] [--budgets 2 4 8] [--seeds 0 1 2] [--out DIR]
 
-Two rewards: the digits classifier's log p(3 | x) on the class-unconditional digits model, and JPEG
-compressibility (negative kB at quality 95) on the ihc-patches model conditioned on embeddings of real
-patches. Same seeds for every method; DDIM with eta = 1 (the SVDD paper's image setting). Reports mean and
-90th-percentile reward, NFE and reward calls per sample, and wall time; the claim tested is SVDD-PM above
-best-of-N at equal NFE. Every backbone call holds at most --max-batch rows (default: plain's batch), so
-wall-time ratios measure the method, not the CPU's slower per-row speed on larger batches. Writes
-results/value_guidance.json and .png.
+Tasks: the digits classifier's log p(3 | x) on the class-unconditional `digits` model, and JPEG
+compressibility (negative kB at quality 95) on `ihc-patches` conditioned on embeddings of real patches.
+Every method runs DDIM with eta = 1 (the SVDD paper's image setting) from the same seeds. At each budget
+B, SVDD-PM draws M = B candidates per step, best-of-N keeps the best of N = B samples and FK steering
+carries N = B particles (reference settings: max potential, lambda 10, resampling every fifth of the
+steps inside [20%, 80%], adaptive): all cost about B model evaluations per sample and step, and each
+row reports its NFE and reward calls. SVDD-MC (the learned value net; digits only) runs at plain cost.
+For every (task, steps, method, budget): the mean reward over --samples samples, per seed, then the mean
+over seeds with a 95% interval; and the paired difference SVDD-PM minus best-of-N per seed with its
+interval. The claim under test (the paper's Table 1): SVDD-PM above best-of-N at equal NFE. Writes
+value_guidance.json and .png.
 """
 
 from __future__ import annotations
@@ -19,115 +23,119 @@ import time
 import torch
 from diffusers import DDIMScheduler
 
-from benchmarks.common import pyplot, save
-from gen import zoo
-from gen.guidance import SVDD, BestOfN, FKSteering, LearnedValue, PosteriorMeanValue, classifier_log_prob, jpeg_compressibility
+from benchmarks.common import add_output_argument, interval, pyplot, save
 
 
-def methods(reward, value_net, max_batch):
-    out = {"plain": []}
-    for n in (2, 4, 8):
-        out[f"best-of-{n}"] = [BestOfN(reward, n=n, max_batch=max_batch)]
-    for m in (2, 4, 8):
-        out[f"SVDD-PM M={m}"] = [SVDD(PosteriorMeanValue(reward, max_batch=max_batch), num_candidates=m, max_batch=max_batch)]
+def methods(reward, value_net, budget: int, max_batch: int) -> dict:
+    from gen.guidance import SVDD, BestOfN, FKSteering, LearnedValue, PosteriorMeanValue
+
+    out = {
+        "best-of-N": [BestOfN(reward, n=budget, max_batch=max_batch)],
+        "SVDD-PM": [SVDD(PosteriorMeanValue(reward, max_batch=max_batch), num_candidates=budget, max_batch=max_batch)],
+        "FK": [FKSteering(reward, num_particles=budget, max_batch=max_batch)],
+    }
     if value_net is not None:
-        for m in (4, 16):
-            out[f"SVDD-MC M={m}"] = [SVDD(LearnedValue(value_net), num_candidates=m, max_batch=max_batch)]
-    for n in (4, 8):
-        out[f"FK N={n}"] = [FKSteering(reward, num_particles=n, potential="max", resample_every=4, max_batch=max_batch)]
+        out["SVDD-MC"] = [SVDD(LearnedValue(value_net), num_candidates=4 * budget, max_batch=max_batch)]
     return out
 
 
-def run_task(name, generate, reward, value_net, max_batch):
-    rows = {}
-    for label, hooks in methods(reward, value_net, max_batch).items():
-        start = time.perf_counter()
-        out = generate(hooks)
-        seconds = time.perf_counter() - start
-        values = reward(out.images)
-        rows[label] = {
-            "mean_reward": values.mean().item(),
-            "p90_reward": values.quantile(0.9).item(),
-            "nfe_per_sample": out.nfe,
-            "reward_calls_per_sample": out.reward_calls,
-            "wall_s": seconds,
-        }
-        print(f"[{name}] {label:14s} mean {rows[label]['mean_reward']:8.3f}  p90 {rows[label]['p90_reward']:8.3f}  nfe {out.nfe:6.1f}  {seconds:6.2f}s")
-    plain = rows["plain"]["wall_s"]
-    for label, row in rows.items():
-        row["wall_ratio_vs_plain"] = row["wall_s"] / plain
-    return rows
+def summary(values: list[float]) -> dict:
+    low, high = interval(values)
+    return {"mean": sum(values) / len(values), "ci95": [low, high], "per_seed": values}
 
 
-def verdict(rows) -> list[str]:
-    lines = []
-    for m, n in ((2, 2), (4, 4), (8, 8)):
-        svdd, best = rows[f"SVDD-PM M={m}"], rows[f"best-of-{n}"]
-        lines.append(
-            f"SVDD-PM M={m} (nfe {svdd['nfe_per_sample']:.0f}) mean {svdd['mean_reward']:.3f} vs best-of-{n} (nfe {best['nfe_per_sample']:.0f}) "
-            f"{best['mean_reward']:.3f}: {'above' if svdd['mean_reward'] > best['mean_reward'] else 'NOT above'}; "
-            f"wall time {svdd['wall_ratio_vs_plain']:.2f}x plain against the {m}x NFE/step limit"
-        )
-    return lines
+def run_task(generate, reward, value_net, steps_list, budgets, seeds, max_batch, log) -> dict:
+    table = {}
+    for steps in steps_list:
+        rows: dict = {}
+        plain = [reward(generate([], steps, seed).images).mean().item() for seed in seeds]
+        rows["plain"] = {"1": {"reward": summary(plain), "nfe": steps}}
+        log(f"  steps {steps} plain: {rows['plain']['1']['reward']['mean']:.3f}")
+        for budget in budgets:
+            for name in methods(reward, value_net, budget, max_batch):
+                per_seed, nfe, calls, seconds = [], 0.0, 0.0, 0.0
+                for seed in seeds:
+                    start = time.perf_counter()
+                    out = generate(methods(reward, value_net, budget, max_batch)[name], steps, seed)
+                    seconds += time.perf_counter() - start
+                    per_seed.append(reward(out.images).mean().item())
+                    nfe, calls = out.nfe, out.reward_calls
+                rows.setdefault(name, {})[str(budget)] = {"reward": summary(per_seed), "nfe": nfe, "reward_calls": calls, "wall_s": seconds / len(seeds)}
+                log(f"  steps {steps} {name:10s} B={budget}: {rows[name][str(budget)]['reward']['mean']:.3f} (nfe {nfe:.0f}, reward calls {calls:.0f})")
+        for budget in budgets:
+            gap = [a - b for a, b in zip(rows["SVDD-PM"][str(budget)]["reward"]["per_seed"], rows["best-of-N"][str(budget)]["reward"]["per_seed"])]
+            rows["SVDD-PM"][str(budget)]["minus_best_of_n"] = summary(gap)
+        table[str(steps)] = rows
+    return table
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--samples", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--max-batch", type=int, default=0, help="rows per backbone call for the search methods (0: --samples, plain's batch)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--steps", type=int, nargs="+", default=[20, 50])
+    parser.add_argument("--budgets", type=int, nargs="+", default=[2, 4, 8])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--max-batch", type=int, default=0, help="rows per backbone call (0: --samples, plain's batch)")
+    parser.add_argument("--tasks", nargs="+", default=["digit", "jpeg"], choices=["digit", "jpeg"])
+    add_output_argument(parser)
     args = parser.parse_args(argv)
     max_batch = args.max_batch or args.samples
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    results = {"samples": args.samples, "steps": args.steps, "max_batch": max_batch, "tasks": {}}
 
-    digits = zoo.load("digits")
-    digits.scheduler = DDIMScheduler.from_config(digits.scheduler.config)
-    digit_reward = classifier_log_prob(zoo.load("digits-classifier"), 3)
-
-    def gen_digits(hooks):
-        return digits(batch_size=args.samples, num_inference_steps=args.steps, eta=1.0, hooks=hooks, generator=torch.Generator().manual_seed(0), output_type="pt")
-
-    results["tasks"]["digit-3 log-prob (digits, unconditional)"] = run_task("digit", gen_digits, digit_reward, zoo.load("digits-value"), max_batch)
-
-    patches = zoo.load("ihc-patches")
-    patches.scheduler = DDIMScheduler.from_config(patches.scheduler.config)
+    import gen.zoo as zoo
     from gen.data.tissue import random_patches
+    from gen.guidance import classifier_log_prob, jpeg_compressibility
 
-    g = torch.Generator().manual_seed(0)
-    real = torch.cat([random_patches("ihc", args.samples // 2, 32, g), random_patches("retina", args.samples - args.samples // 2, 32, g)])
-    embeddings = patches.embed(real)
-    jpeg = jpeg_compressibility()
+    results = {"samples": args.samples, "seeds": args.seeds, "budgets": args.budgets, "max_batch": max_batch, "eta": 1.0, "tasks": {}}
+    if "digit" in args.tasks:
+        digits = zoo.load("digits")
+        digits.scheduler = DDIMScheduler.from_config(digits.scheduler.config)
+        digits.set_progress_bar_config(disable=True)
 
-    def gen_patches(hooks):
-        return patches(embeddings=embeddings, num_inference_steps=args.steps, eta=1.0, hooks=hooks, generator=torch.Generator().manual_seed(0), output_type="pt")
+        def gen_digits(hooks, steps, seed):
+            return digits(batch_size=args.samples, num_inference_steps=steps, eta=1.0, hooks=hooks, generator=torch.Generator().manual_seed(seed), output_type="pt")
 
-    results["tasks"]["JPEG compressibility (ihc-patches)"] = run_task("jpeg", gen_patches, jpeg, None, max_batch)
-    results["verdict"] = {task: verdict(rows) for task, rows in results["tasks"].items()}
-    for task, lines in results["verdict"].items():
-        print(task)
-        for line in lines:
-            print("  " + line)
+        print("digit-3 log p(3|x), digits (unconditional)")
+        results["tasks"]["digit"] = run_task(gen_digits, classifier_log_prob(zoo.load("digits-classifier"), 3), zoo.load("digits-value"),
+                                             args.steps, args.budgets, args.seeds, max_batch, print)
+    if "jpeg" in args.tasks:
+        patches = zoo.load("ihc-patches")
+        patches.scheduler = DDIMScheduler.from_config(patches.scheduler.config)
+        patches.set_progress_bar_config(disable=True)
+        g = torch.Generator().manual_seed(0)
+        real = torch.cat([random_patches("ihc", args.samples // 2, 32, g), random_patches("retina", args.samples - args.samples // 2, 32, g)])
+        embeddings = patches.embed(real)
+
+        def gen_patches(hooks, steps, seed):
+            return patches(embeddings=embeddings, num_inference_steps=steps, eta=1.0, hooks=hooks, generator=torch.Generator().manual_seed(seed), output_type="pt")
+
+        print("JPEG compressibility (-kB), ihc-patches")
+        results["tasks"]["jpeg"] = run_task(gen_patches, jpeg_compressibility(), None, args.steps, args.budgets, args.seeds, max_batch, print)
+
+    verdicts = []
+    for task, by_steps in results["tasks"].items():
+        for steps, rows in by_steps.items():
+            for budget in args.budgets:
+                gap = rows["SVDD-PM"][str(budget)]["minus_best_of_n"]
+                low, high = gap["ci95"]
+                word = "above" if low > 0 else "below" if high < 0 else "not distinguishable from"
+                verdicts.append(f"{task}, {steps} steps, budget {budget}: SVDD-PM {word} best-of-N (difference {gap['mean']:+.3f}, 95% CI {low:+.3f} to {high:+.3f})")
+    results["verdict"] = verdicts
+    print("\n".join(verdicts))
 
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, (task, rows) in zip(axes, results["tasks"].items()):
-        families = {}
-        for label, row in rows.items():
-            family = label.split(" ")[0].split("-of-")[0]
-            family = {"best": "best-of-N", "SVDD-PM": "SVDD-PM", "SVDD-MC": "SVDD-MC", "FK": "FK", "plain": "plain"}.get(family, family)
-            families.setdefault(family, []).append((row["nfe_per_sample"], row["mean_reward"], row["p90_reward"]))
-        for family, points in families.items():
-            points.sort()
-            nfe, mean, p90 = zip(*points)
-            line = ax.plot(nfe, mean, marker="o", label=f"{family} (mean)")[0]
-            ax.plot(nfe, p90, marker="x", ls="--", color=line.get_color(), alpha=0.6)
-        ax.set_xscale("log")
-        ax.set_xlabel("model evaluations per sample (NFE)")
-        ax.set_ylabel("reward (solid: mean, dashed: 90th percentile)")
-        ax.set_title(task, fontsize=9)
-        ax.legend(fontsize=7)
-    save("value_guidance", results, fig)
+    panels = [(task, steps) for task, by_steps in results["tasks"].items() for steps in by_steps]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
+    for ax, (task, steps) in zip(axes[0], panels):
+        rows = results["tasks"][task][steps]
+        for name, by_budget in rows.items():
+            budgets = sorted(by_budget, key=int)
+            x = [by_budget[b]["nfe"] for b in budgets]
+            y = [by_budget[b]["reward"]["mean"] for b in budgets]
+            err = [[by_budget[b]["reward"]["mean"] - by_budget[b]["reward"]["ci95"][0] for b in budgets], [by_budget[b]["reward"]["ci95"][1] - by_budget[b]["reward"]["mean"] for b in budgets]]
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=name)
+        ax.set_xscale("log"); ax.set_xlabel("model evaluations per sample (NFE)"); ax.set_ylabel("mean reward (95% CI over seeds)")
+        ax.set_title(f"{task}, {steps} steps", fontsize=9); ax.legend(fontsize=7)
+    save("value_guidance", results, fig, out=args.out)
     return results
 
 

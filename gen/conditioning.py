@@ -47,6 +47,18 @@ def class_embedding_tables(model) -> list[tuple[nn.Module, int]]:
     return tables
 
 
+def disable_builtin_label_dropout(model) -> int:
+    """Turn off the label dropout some class tables apply on their own in training (diffusers' DiT
+    `LabelEmbedding`, 10% by default): gen's trainer drops conditions itself (`condition_dropout`), and CEP
+    must know which rows carry the null class. The null row of the table stays. Returns how many tables."""
+    count = 0
+    for module, _ in class_embedding_tables(model):
+        if getattr(module, "dropout_prob", 0) > 0:
+            module.dropout_prob = 0.0
+            count += 1
+    return count
+
+
 @contextlib.contextmanager
 def transformed_class_embeddings(
     model, transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -79,18 +91,20 @@ class ConditionEmbeddingPerturbation:
         self.kind, self.gamma = kind, float(gamma)
 
     def noise(self, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Noise shaped like `like`, drawn in float32 on the generator's device, returned in like's device and dtype."""
         scale = self.gamma / like.shape[-1] ** 0.5
+        where = generator.device if generator is not None else like.device
         if self.kind == "gaussian":
-            eps = torch.randn(like.shape, generator=generator, dtype=torch.float32, device=like.device)
+            eps = torch.randn(like.shape, generator=generator, dtype=torch.float32, device=where)
         else:
-            eps = torch.rand(like.shape, generator=generator, dtype=torch.float32, device=like.device) * 2 - 1
-        return (eps * scale).to(like.dtype)
+            eps = torch.rand(like.shape, generator=generator, dtype=torch.float32, device=where) * 2 - 1
+        return (eps * scale).to(like.device, like.dtype)
 
     def perturb(self, embedding: torch.Tensor, keep: torch.Tensor | None = None, generator=None) -> torch.Tensor:
         """embedding + noise on the rows where keep is True (all rows when keep is None)."""
         noise = self.noise(embedding, generator)
         if keep is not None:
-            noise = noise * keep.reshape(-1, *([1] * (embedding.ndim - 1))).to(noise.dtype)
+            noise = noise * keep.reshape(-1, *([1] * (embedding.ndim - 1))).to(noise.device, noise.dtype)
         return embedding + noise
 
     @contextlib.contextmanager
@@ -108,11 +122,13 @@ class ConditionEmbeddingPerturbation:
 
 
 # -- dropout and synthetic corruption -------------------------------------------------------------------------------
-def drop_mask(batch: int, probability: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """True where the condition is dropped (replaced by the null condition) for classifier-free guidance."""
+def drop_mask(batch: int, probability: float, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """True where the condition is dropped (replaced by the null condition) for classifier-free guidance.
+    Drawn on the generator's device (CPU by default), returned on `device`."""
     if probability <= 0:
-        return torch.zeros(batch, dtype=torch.bool)
-    return torch.rand(batch, generator=generator) < probability
+        return torch.zeros(batch, dtype=torch.bool, device=device)
+    where = generator.device if generator is not None else "cpu"
+    return (torch.rand(batch, generator=generator, device=where) < probability).to(device or where)
 
 
 def corrupt_labels(labels: torch.Tensor, rate: float, num_classes: int, seed: int = 0) -> torch.Tensor:
@@ -140,7 +156,8 @@ def corrupt_pairs(count: int, rate: float, seed: int = 0) -> list[int]:
 class CADS(SamplingHook):
     """Condition-annealed sampling: noise on the condition early, the clean condition late.
 
-    Tensor conditions (``encoder_hidden_states``, ``pooled_projections``, float ``class_labels``) are
+    Tensor conditions (``encoder_hidden_states``, ``pooled_projections``, float ``class_labels``, the large
+    image path's ``embedding_grid``) are
     annealed through the `condition` point; class-label backbones (UNet class tables, DiT) through the
     `denoiser` point, which perturbs the class-embedding outputs of the conditional rows.
 
@@ -149,7 +166,7 @@ class CADS(SamplingHook):
         noise_scale: s, the noise's scale.
         mixing_factor: psi, how much of the rescaled condition to keep.
         rescale: rescale y_hat to y's mean and standard deviation (per sample).
-        seed: seeds the hook's own generator, so runs repeat.
+        seed: mixed into the run's seed for the condition noise: the same pipeline seed gives the same image.
 
     Example:
         >>> pipe(class_labels=[3] * 8, guidance_scale=6.0, hooks=[CADS(noise_scale=0.25)])
@@ -164,7 +181,10 @@ class CADS(SamplingHook):
             raise ValueError(f"mixing_factor: must lie in [0, 1], got {mixing_factor}.")
         self.tau1, self.tau2, self.noise_scale = tau1, tau2, noise_scale
         self.mixing_factor, self.rescale, self.seed = mixing_factor, rescale, seed
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = None
+
+    def setup(self, run) -> None:
+        self.generator = run.hook_generator(self.seed)
 
     def gamma(self, step: Step) -> float:
         t = 1.0 - step.progress
@@ -190,7 +210,7 @@ class CADS(SamplingHook):
     def condition(self, step: Step, cond: Condition) -> Condition:
         gamma = self.gamma(step)
         out = dict(cond)
-        for key in ("encoder_hidden_states", "pooled_projections", "class_labels"):
+        for key in ("encoder_hidden_states", "pooled_projections", "class_labels", "embedding_grid"):
             value = cond.get(key)
             if isinstance(value, torch.Tensor) and value.is_floating_point():
                 out[key] = self.anneal(value, gamma)

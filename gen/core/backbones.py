@@ -31,6 +31,8 @@ class BackboneSpec:
     spatial_multiple: Callable[[Any], int]
     expand_timestep: bool
     defaults: Callable[[Any], Condition] = lambda config: {}
+    # the stock pipeline's row order for classifier-free guidance: kept, so guided outputs match it bit for bit
+    conditional_first: bool = False
 
 
 def _unet_multiple(config) -> int:
@@ -89,6 +91,7 @@ _SPECS: dict[str, BackboneSpec] = {
         widths=lambda c: {"num_classes": c.num_embeds_ada_norm + 1},
         spatial_multiple=lambda c: c.patch_size,
         expand_timestep=True,
+        conditional_first=True,  # DiTPipeline stacks [class labels; null class]
     ),
     "PixArtTransformer2DModel": BackboneSpec(
         accepts=("encoder_hidden_states", "encoder_attention_mask", "added_cond_kwargs", "cross_attention_kwargs"),
@@ -211,6 +214,15 @@ class Backbone:
             timestep = timestep.reshape(1).expand(x.shape[0])
         return self.model(x, timestep=timestep, **kwargs, return_dict=False)[0]
 
+    def embedding_condition(self, embeddings: torch.Tensor) -> Condition:
+        """How a per-sample embedding (B, D) conditions this backbone: as one cross-attention token, and
+        also as the class-embedding input where the UNet projects class vectors into its time embedding
+        (class_embed_type "projection"), which reaches every resnet block."""
+        cond: Condition = {"encoder_hidden_states": embeddings[:, None]}
+        if self.config.get("class_embed_type") in ("projection", "simple_projection"):
+            cond["class_labels"] = embeddings
+        return cond
+
     def split_variance(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(prediction, learned-variance channels or None)."""
         if not self.learns_variance:
@@ -218,11 +230,12 @@ class Backbone:
         return raw[:, : self.in_channels], raw[:, self.in_channels :]
 
 
-def stack_branches(uncond: Condition, cond: Condition, batch: int) -> Condition:
-    """One condition for the [uncond; cond] batch that classifier-free guidance runs in a single call."""
+def stack_branches(first: Condition, second: Condition, batch: int) -> Condition:
+    """One condition for the [first; second] batch (the two branches of classifier-free guidance) that
+    runs in a single call; values that are not per-sample tensors are taken from `second`."""
     merged: Condition = {}
-    for key in cond.keys() | uncond.keys():
-        a, b = uncond.get(key, cond.get(key)), cond.get(key, uncond.get(key))
+    for key in second.keys() | first.keys():
+        a, b = first.get(key, second.get(key)), second.get(key, first.get(key))
         if isinstance(a, dict) and isinstance(b, dict):
             merged[key] = stack_branches(a, b, batch)
         elif isinstance(a, torch.Tensor) and a.ndim > 0 and a.shape[0] == batch:

@@ -148,15 +148,17 @@ class Denoiser:
         batch = x.shape[0]
         guided = uncond is not None and guidance_scale > 1
         x_in = prediction.model_input(self.scheduler, x, t)
+        cond_first = self.backbone.spec.conditional_first
         if guided:
-            raw = self.forward(torch.cat([x_in, x_in]), t, stack_branches(uncond, cond or {}, batch))
+            first, second = (cond or {}, uncond) if cond_first else (uncond, cond or {})
+            raw = self.forward(torch.cat([x_in, x_in]), t, stack_branches(first, second, batch))
         else:
             raw = self.forward(x_in, t, cond)
         eps, variance = self.backbone.split_variance(raw)
         if guided:
-            eps_uncond, eps_cond = eps.chunk(2)
+            eps_uncond, eps_cond = eps.chunk(2)[::-1] if cond_first else eps.chunk(2)
             eps = guidance_combine(eps_uncond, eps_cond, guidance_scale, guidance_rescale)
-            variance = variance.chunk(2)[1] if variance is not None else None
+            variance = variance.chunk(2)[0 if cond_first else 1] if variance is not None else None
         keep_variance = variance is not None and self.scheduler.config.get("variance_type") in ("learned", "learned_range")
         output = torch.cat([eps, variance], dim=1) if keep_variance else eps
         return DenoiserOutput(output=output, evaluations=batch * (2 if guided else 1), x0_fn=lambda: self.x0(x, eps, t))

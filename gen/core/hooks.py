@@ -9,7 +9,10 @@ A hook overrides any of:
   ``ctx.proceed(state)`` runs the rest of the chain, ending in the scheduler's own step.
 - ``observe(state)``: read the state before each step: x_t, the model output and the x0 estimate.
 
-and may define ``validate(run)``, called once before any model evaluation, to reject a setup early.
+and may define ``validate(run)``, called once before any model evaluation, to reject a setup early, and
+``setup(run)``, called at the start of every run, to reset per-run state. A hook that draws random numbers
+takes its generator from ``run.hook_generator(salt)``, seeded from the run's own generator: the same hook
+object with the same pipeline seed gives the same image every time.
 Hooks compose in the order given: conditions and denoisers are threaded through them; the first
 transition wraps the second, and so on.
 """

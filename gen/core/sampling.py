@@ -442,9 +442,13 @@ def sample(
         denoiser.scheduler.set_timesteps(num_inference_steps, device=latents.device)
         timesteps = denoiser.scheduler.timesteps
     run.plan = list(timesteps)
+    info = run_info(run)
     for hook in hooks:
         if hasattr(hook, "validate"):
-            hook.validate(run_info(run))
+            hook.validate(info)
+    for hook in hooks:
+        if hasattr(hook, "setup"):
+            hook.setup(info)
     transitions, observers = run.at["transition"], run.at["observe"]
 
     records = [] if trace else None
@@ -478,7 +482,7 @@ def sample(
 
 @dataclass(frozen=True)
 class RunInfo:
-    """What a hook's `validate` sees before any model evaluation."""
+    """What a hook's `validate` and `setup` see before any model evaluation."""
 
     denoiser: Denoiser
     scheduler: object
@@ -488,6 +492,21 @@ class RunInfo:
     guidance_scale: float
     has_decoder: bool
     hooks: list = field(default_factory=list)
+    generator: object = None
+
+    def hook_generator(self, salt: int = 0) -> torch.Generator:
+        """A CPU generator for a hook's own draws in this run, seeded from the run's generator (its initial
+        seed: drawing it does not move the run's noise) and `salt` (the hook's own seed). Without a run
+        generator it is seeded from torch's global generator, as the run's own noise is."""
+        gens = self.generator if isinstance(self.generator, list) else [self.generator]
+        if gens[0] is None:
+            base = [int(torch.randint(0, 2**62, (1,)))]
+        else:
+            base = [g.initial_seed() for g in gens]
+        seed = 0
+        for value in (*base, salt):
+            seed = (seed * 1_000_003 + int(value)) % (2**62)
+        return torch.Generator().manual_seed(seed)
 
 
 def run_info(run: _Run) -> RunInfo:
@@ -500,4 +519,5 @@ def run_info(run: _Run) -> RunInfo:
         guidance_scale=run.guidance_scale,
         has_decoder=run.decode_fn is not None,
         hooks=list(run.hooks),
+        generator=run.generator,
     )

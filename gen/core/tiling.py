@@ -1,19 +1,22 @@
 """`TiledDenoiser`: one denoiser call over a canvas larger than the backbone's tile, MultiDiffusion-style.
 
 The canvas is covered by overlapping tiles (the last row and column of tiles flush with the far edges).
-At every call each tile is evaluated by the inner denoiser, in batches of at most ``tile_batch_size``
-rows, and the model outputs are averaged where tiles overlap, so the loop then takes one ordinary
-scheduler step on the whole canvas: every step re-fuses the overlaps and no seam survives. Activation
-memory is bounded by the tile batch; only the canvas itself and its accumulators grow with the output.
+At every call the tiles are gathered from the canvas with one index operation per batch of tiles,
+evaluated by the inner denoiser, weighted by a window and scatter-added back (`index_add_`), then divided
+by the summed windows, so the loop takes one ordinary scheduler step on the whole canvas: every step
+re-fuses the overlaps and no seam survives. Activation memory is bounded by the tile batch (picked from
+free memory unless given); only the canvas and its accumulators grow with the output.
 
-Conditions: ``{"embedding_grid": (B, D, h, w)}`` gives each tile the embedding bilinearly interpolated at
-its centre (grid cell (i, j) is centred on patch (i, j) of the canvas) as a one-token
-``encoder_hidden_states``; any other backbone keyword arguments are shared by every tile.
+Conditions: ``{"embedding_grid": (B, D, h, w)}`` gives each tile the embedding interpolated at its centre
+(grid cell (i, j) is centred on patch (i, j) of the canvas), by default on the sphere (slerp, as the
+reference implementation does: linear mixing shrinks the norm the model was trained on), as the
+backbone's embedding condition; any other backbone keyword arguments are shared by every tile.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +25,10 @@ from gen.core.backbones import Condition
 from gen.core.denoiser import Denoiser, DenoiserOutput
 
 BLENDS = ("uniform", "cosine")
+INTERPOLATIONS = ("slerp", "bilinear")
+# Largest automatic tile batch on a CPU: per-row throughput stops improving well before memory runs out.
+CPU_TILE_BATCH_CAP = 64
+GPU_TILE_BATCH_CAP = 2048
 
 
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
@@ -41,6 +48,73 @@ def _window(tile: int, blend: str) -> torch.Tensor:
     return ramp[:, None] * ramp[None, :]
 
 
+def slerp(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation along the last dimension: the direction moves along the great circle, the
+    norm linearly; nearly parallel (or zero) vectors fall back to linear mixing."""
+    w = w.unsqueeze(-1)
+    norm_a, norm_b = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)
+    unit_a, unit_b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+    omega = (unit_a * unit_b).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7).acos()
+    sin = omega.sin()
+    parallel = sin < 1e-4
+    safe = torch.where(parallel, torch.ones_like(sin), sin)
+    wa = torch.where(parallel, 1 - w, ((1 - w) * omega).sin() / safe)
+    wb = torch.where(parallel, w, (w * omega).sin() / safe)
+    direction = F.normalize(wa * unit_a + wb * unit_b, dim=-1)
+    return direction * ((1 - w) * norm_a + w * norm_b)
+
+
+def interpolate_grid(grid: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, mode: str = "slerp") -> torch.Tensor:
+    """The grid (B, D, h, w) at fractional cell coordinates (ys, xs) (n points; cell (i, j) sits at (i, j)),
+    clamped to the grid's edge: (B, n, D). Bilinear in the cells' positions; `mode` says how two
+    embeddings mix (slerp or linear)."""
+    b, d, h, w = grid.shape
+    dtype, grid = grid.dtype, grid.float()  # acos and sin in half precision lose the small angles
+    ys, xs = ys.to(grid.device).clamp(0, h - 1), xs.to(grid.device).clamp(0, w - 1)
+    y0, x0 = ys.floor().long(), xs.floor().long()
+    y1, x1 = (y0 + 1).clamp(max=h - 1), (x0 + 1).clamp(max=w - 1)
+    wy, wx = ys - y0, xs - x0
+    cells = grid.permute(0, 2, 3, 1)  # (B, h, w, D)
+    mix = slerp if mode == "slerp" else (lambda a, c, t: a + (c - a) * t.unsqueeze(-1))
+    top = mix(cells[:, y0, x0], cells[:, y0, x1], wx.expand(b, -1))
+    bottom = mix(cells[:, y1, x0], cells[:, y1, x1], wx.expand(b, -1))
+    return mix(top, bottom, wy.expand(b, -1)).to(dtype)
+
+
+def _free_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+@torch.no_grad()
+def activation_bytes_per_row(inner: Denoiser, tile: int, cond: Condition | None) -> int:
+    """An upper bound on the activation memory one tile row costs: the bytes of every module output in a
+    forward of one row (`cond` holds one row)."""
+    total = [0]
+
+    def count(module, args, output):
+        for value in output if isinstance(output, (tuple, list)) else (output,):
+            if isinstance(value, torch.Tensor):
+                total[0] += value.numel() * value.element_size()
+
+    handles = [m.register_forward_hook(count) for m in inner.model.modules() if not list(m.children())]
+    try:
+        x = torch.zeros(1, inner.in_channels, tile, tile, device=inner.device, dtype=inner.dtype)
+        inner.forward(x, torch.tensor(500), cond)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return max(total[0], 1)
+
+
 class TiledDenoiser(Denoiser):
     """Wraps a denoiser whose backbone sees `tile` x `tile` latents; evaluates any larger canvas.
 
@@ -48,28 +122,35 @@ class TiledDenoiser(Denoiser):
         inner: the tile denoiser.
         tile: tile side in latent pixels.
         overlap: latent pixels shared by neighbouring tiles (0 <= overlap < tile).
-        tile_batch_size: most tiles (times batch) evaluated in one backbone call.
+        tile_batch_size: most tile rows (tiles x batch, x2 under guidance) per backbone call; None picks it
+            from free memory at the first call (capped at 64 on a CPU, 2048 on a GPU).
         patch: canvas pixels per embedding-grid cell (latent units).
         blend: a "cosine" window that weighs tile centres more (default), or "uniform" averaging (MultiDiffusion).
+        interpolation: how embeddings mix between grid cells: "slerp" (default) or "bilinear".
     """
 
-    def __init__(self, inner: Denoiser, tile: int, overlap: int, tile_batch_size: int = 64, patch: int | None = None, blend: str = "cosine"):
+    def __init__(self, inner: Denoiser, tile: int, overlap: int, tile_batch_size: int | None = None, patch: float | None = None,
+                 blend: str = "cosine", interpolation: str = "slerp"):
         if not 0 <= overlap < tile:
             raise ValueError(f"overlap: must satisfy 0 <= overlap < tile ({tile}), got {overlap}; reduce the overlap.")
-        if tile_batch_size < 1:
-            raise ValueError(f"tile_batch_size: must be >= 1, got {tile_batch_size}.")
+        if tile_batch_size is not None and (isinstance(tile_batch_size, bool) or not isinstance(tile_batch_size, int) or tile_batch_size < 1):
+            raise ValueError(f"tile_batch_size: must be an integer >= 1 or None (picked from free memory), got {tile_batch_size!r}.")
         if blend not in BLENDS:
             raise ValueError(f"blend: one of {BLENDS}, got {blend!r}.")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation: one of {INTERPOLATIONS}, got {interpolation!r}.")
         self.__dict__.update(inner.__dict__)
         self.inner, self.tile, self.overlap = inner, tile, overlap
         self.stride, self.tile_batch_size = tile - overlap, tile_batch_size
         self.patch = patch or tile
-        self.window = _window(tile, blend)
+        self.blend, self.interpolation = blend, interpolation
+        self._layouts: dict = {}
+        self._tile_conditions: dict = {}
 
     def check_latents(self, x, name: str = "latents") -> None:
         if isinstance(x, torch.Tensor) and x.ndim == 4 and min(x.shape[2:]) < self.tile:
             raise ValueError(f"{name}: the canvas {tuple(x.shape[2:])} is smaller than one tile ({self.tile}); make the output at least one tile large.")
-        Denoiser.check_latents(self.inner, x[..., : self.tile, : self.tile] if isinstance(x, torch.Tensor) and x.ndim == 4 else x, name)
+        self.inner.check_latents(x[..., : self.tile, : self.tile] if isinstance(x, torch.Tensor) and x.ndim == 4 else x, name)
 
     def check_condition(self, cond: Condition | None, batch: int, name: str = "cond") -> None:
         cond = dict(cond or {})
@@ -82,54 +163,90 @@ class TiledDenoiser(Denoiser):
                 raise ValueError(f"{name}['embedding_grid']: embedding width {grid.shape[1]} does not match the model's {width}.")
             if not torch.isfinite(grid).all():
                 raise ValueError(f"{name}['embedding_grid']: contains NaN or infinite values.")
-            cond["encoder_hidden_states"] = torch.zeros(batch, 1, grid.shape[1])
+            cond.update(self.inner.backbone.embedding_condition(torch.zeros(batch, grid.shape[1])))
         self.inner.check_condition(cond, batch, name)
 
     def positions(self, height: int, width: int) -> list[tuple[int, int]]:
         return [(y, x) for y in tile_starts(height, self.tile, self.stride) for x in tile_starts(width, self.tile, self.stride)]
 
-    def _tile_condition(self, cond: Condition | None, spots: list[tuple[int, int]], canvas: tuple[int, int], batch: int) -> Condition | None:
-        """Per-row conditions for the tiles at `spots` (rows ordered tile-major, then batch)."""
+    def _layout(self, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per canvas size, computed once: the tile corners (n, 2), each tile pixel's flat canvas index
+        (n, tile*tile), the window (tile*tile,) and the summed windows over the canvas (H*W,)."""
+        key = (height, width, device)
+        if key not in self._layouts:
+            corners = torch.tensor(self.positions(height, width), device=device)
+            offsets = torch.arange(self.tile, device=device)
+            rows = corners[:, 0, None, None] + offsets[None, :, None]
+            cols = corners[:, 1, None, None] + offsets[None, None, :]
+            index = (rows * width + cols).reshape(len(corners), -1)
+            window = _window(self.tile, self.blend).to(device).reshape(-1)
+            weight = torch.zeros(height * width, device=device).index_add_(0, index.reshape(-1), window.repeat(len(corners)))
+            self._layouts = {key: (corners, index, window, weight)}
+        return self._layouts[key]
+
+    def _per_tile(self, cond: Condition | None, corners: torch.Tensor, batch: int) -> Condition | None:
+        """The condition of every tile, computed once per condition object: tile-major rows (tile k, sample
+        b) -> row k * batch + b."""
         if cond is None:
             return None
+        key = (id(cond), len(corners))
+        cached = self._tile_conditions.get(key)
+        if cached is not None and cached[0] is cond:
+            return cached[1]
+        n = len(corners)
         out: Condition = {}
-        for key, value in cond.items():
-            if key == "embedding_grid":
-                h, w = canvas
-                centres = torch.tensor([[x + self.tile / 2, y + self.tile / 2] for y, x in spots], dtype=torch.float32)
-                # grid cell (i, j) is centred at ((j + 0.5) * patch, (i + 0.5) * patch): normalise for grid_sample
-                gx = centres[:, 0] / (value.shape[3] * self.patch) * 2 - 1
-                gy = centres[:, 1] / (value.shape[2] * self.patch) * 2 - 1
-                coords = torch.stack([gx, gy], -1)[None, None].expand(batch, 1, -1, 2).to(value)
-                sampled = F.grid_sample(value, coords, mode="bilinear", padding_mode="border", align_corners=False)  # (B, D, 1, n)
-                out["encoder_hidden_states"] = sampled[:, :, 0].permute(2, 0, 1).reshape(-1, 1, value.shape[1])
+        for name, value in cond.items():
+            if name == "embedding_grid":
+                centres = corners.to(torch.float32) + self.tile / 2  # (n, 2): y, x
+                cells = centres / self.patch - 0.5  # cell (i, j) is centred at ((i + 0.5) * patch, (j + 0.5) * patch)
+                embeddings = interpolate_grid(value, cells[:, 0], cells[:, 1], self.interpolation)  # (B, n, D)
+                out.update(self.inner.backbone.embedding_condition(embeddings.transpose(0, 1).reshape(n * batch, -1)))
             elif isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == batch:
-                out[key] = value.repeat(len(spots), *([1] * (value.ndim - 1)))
+                out[name] = value.repeat(n, *([1] * (value.ndim - 1)))
             else:
-                out[key] = value
+                out[name] = value
+        # keep the two latest (this step's cond and uncond); a condition hook makes new ones every step
+        self._tile_conditions = dict(list(self._tile_conditions.items())[-1:]) | {key: (cond, out)}
         return out
 
+    def _rows(self, cond: Condition | None, start: int, stop: int, batch: int) -> Condition | None:
+        """Rows of tiles start..stop of a per-tile condition."""
+        if cond is None:
+            return None
+        return {k: (v[start * batch : stop * batch] if isinstance(v, torch.Tensor) and v.ndim > 0 else v) for k, v in cond.items()}
+
+    def pick_tile_batch(self, batch: int, cond: Condition | None, guided: bool) -> int:
+        """Tiles per backbone call: tile_batch_size rows, or what a quarter of free memory holds."""
+        rows = self.tile_batch_size
+        if rows is None:
+            one = self._rows(cond, 0, 1, batch)
+            one = {k: (v[:1] if isinstance(v, torch.Tensor) and v.ndim > 0 else v) for k, v in (one or {}).items()} or None
+            per_row = activation_bytes_per_row(self.inner, self.tile, one)
+            cap = GPU_TILE_BATCH_CAP if self.inner.device.type == "cuda" else CPU_TILE_BATCH_CAP
+            rows = self.tile_batch_size = int(max(1, min(cap, _free_memory(self.inner.device) // 4 // per_row)))
+        return max(1, rows // (batch * (2 if guided else 1)))
+
     def __call__(self, x, t, cond=None, uncond=None, guidance_scale: float = 1.0, guidance_rescale: float = 0.0) -> DenoiserOutput:
-        batch, _, height, width = x.shape
-        spots = self.positions(height, width)
-        per_call = max(1, self.tile_batch_size // batch)
-        channels = self.in_channels
-        fused = torch.zeros(batch, channels, height, width, dtype=torch.float32, device=x.device)
-        weight = torch.zeros(1, 1, height, width, dtype=torch.float32, device=x.device)
-        window = self.window.to(x.device)
+        batch, channels, height, width = x.shape
+        corners, index, window, weight = self._layout(height, width, x.device)
+        n = len(corners)
+        tile_cond, tile_uncond = self._per_tile(cond, corners, batch), self._per_tile(uncond, corners, batch)
+        per_call = self.pick_tile_batch(batch, tile_cond, uncond is not None and guidance_scale > 1)
+        flat = x.reshape(batch, channels, height * width)
+        fused = torch.zeros(batch, self.in_channels, height * width, dtype=torch.float32, device=x.device)
         evaluations = 0
-        for start in range(0, len(spots), per_call):
-            chunk = spots[start : start + per_call]
-            tiles = torch.cat([x[:, :, y : y + self.tile, c : c + self.tile] for y, c in chunk])
+        for start in range(0, n, per_call):
+            stop = min(start + per_call, n)
+            pixels = index[start:stop].reshape(-1)
+            tiles = flat[:, :, pixels].reshape(batch, channels, stop - start, self.tile, self.tile)
+            tiles = tiles.permute(2, 0, 1, 3, 4).reshape((stop - start) * batch, channels, self.tile, self.tile)
             out = self.inner(
                 tiles, t,
-                cond=self._tile_condition(cond, chunk, (height, width), batch),
-                uncond=self._tile_condition(uncond, chunk, (height, width), batch),
+                cond=self._rows(tile_cond, start, stop, batch), uncond=self._rows(tile_uncond, start, stop, batch),
                 guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
             )
             evaluations += out.evaluations
-            for k, (y, c) in enumerate(chunk):
-                fused[:, :, y : y + self.tile, c : c + self.tile] += out.output[k * batch : (k + 1) * batch, :channels].float() * window
-                weight[:, :, y : y + self.tile, c : c + self.tile] += window
-        output = (fused / weight).to(x.dtype)
+            values = out.output[:, : self.in_channels].float().reshape(stop - start, batch, self.in_channels, -1) * window
+            fused.index_add_(2, pixels, values.permute(1, 2, 0, 3).reshape(batch, self.in_channels, -1))
+        output = (fused / weight).reshape(batch, self.in_channels, height, width).to(x.dtype)
         return DenoiserOutput(output=output, evaluations=evaluations, x0_fn=lambda: self.x0(x, output, t))

@@ -36,9 +36,14 @@ CAPTIONS = {
 }
 
 
+# The sides at which the large-image path regenerates each image: the patch models train on all of them.
+SIDES = {"ihc": (512, 1024), "retina": (512, 1024)}
+NATIVE = {"ihc": 512, "retina": 1024}
+
+
 @functools.lru_cache(maxsize=None)
-def reference_image(name: str) -> torch.Tensor:
-    """(3, H, W) float in [0, 1]."""
+def reference_image(name: str, side: int | None = None) -> torch.Tensor:
+    """(3, side, side) float in [0, 1]; by default IHC at its native 512 and the retina resized to 1024."""
     from skimage import data
 
     if name == "ihc":
@@ -48,8 +53,9 @@ def reference_image(name: str) -> torch.Tensor:
     else:
         raise ValueError(f"name: one of 'ihc', 'retina', got {name!r}.")
     image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float() / 255.0
-    if name == "retina":
-        image = F.interpolate(image[None], size=(1024, 1024), mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
+    side = side or NATIVE[name]
+    if image.shape[1:] != (side, side):
+        image = F.interpolate(image[None], size=(side, side), mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
     return image
 
 
@@ -58,17 +64,31 @@ def tissue_mask(patches: torch.Tensor) -> torch.Tensor:
     return patches.mean(dim=(1, 2, 3)) > 0.08
 
 
-def random_patches(name: str, count: int, size: int = PATCH, generator: torch.Generator | None = None) -> torch.Tensor:
-    """`count` random size x size crops of a reference image that show tissue, (count, 3, size, size) in [0, 1]."""
-    image = reference_image(name)
+def random_patches(name: str, count: int, size: int = PATCH, generator: torch.Generator | None = None, side: int | None = None,
+                   tissue_only: bool = True) -> torch.Tensor:
+    """`count` random size x size crops of a reference image (at `side`), by default only ones that show
+    tissue: (count, 3, size, size) in [0, 1]."""
+    image = reference_image(name, side)
     _, h, w = image.shape
     out = []
     while sum(len(o) for o in out) < count:
         ys = torch.randint(0, h - size + 1, (count,), generator=generator)
         xs = torch.randint(0, w - size + 1, (count,), generator=generator)
         crops = crop_batch(image[None].expand(count, -1, -1, -1), ys, xs, size)
-        out.append(crops[tissue_mask(crops)])
+        out.append(crops[tissue_mask(crops)] if tissue_only else crops)
     return torch.cat(out)[:count]
+
+
+def multiscale_patches(count: int, size: int = PATCH, generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[str]]:
+    """`count` crops spread evenly over both images at every side in SIDES, black background included (the
+    large-image path must regenerate it too); with the name of the source of each."""
+    combos = [(name, side) for name, sides in SIDES.items() for side in sides]
+    crops, names = [], []
+    for i, (name, side) in enumerate(combos):
+        n = count // len(combos) + (i < count % len(combos))
+        crops.append(random_patches(name, n, size, generator, side=side, tissue_only=False))
+        names += [name] * n
+    return torch.cat(crops), names
 
 
 def crop_batch(images: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, size: int) -> torch.Tensor:
@@ -99,18 +119,15 @@ def _dihedral(patches: torch.Tensor, generator: torch.Generator) -> torch.Tensor
     return out
 
 
-def ihc_patches(resolution: int = PATCH, count: int = 6000, seed: int = 0) -> TensorImageDataset:
+def ihc_patches(resolution: int = PATCH, count: int = 24000, seed: int = 0) -> TensorImageDataset:
+    """Patches of both images at every side in SIDES (background included), with flips and quarter turns;
+    each carries its source's caption."""
     g = torch.Generator().manual_seed(seed)
-    per_source = {"ihc": count // 2, "retina": count - count // 2}
-    patches, captions = [], []
-    for name, n in per_source.items():
-        crops = _dihedral(random_patches(name, n, PATCH, g), g)
-        if resolution != PATCH:
-            crops = F.interpolate(crops, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
-        patches.append(crops)
-        captions += [CAPTIONS[name][0]] * n
-    images = torch.cat(patches) * 2 - 1
-    return TensorImageDataset(images, captions=captions)
+    crops, names = multiscale_patches(count, PATCH, g)
+    crops = _dihedral(crops, g)
+    if resolution != PATCH:
+        crops = F.interpolate(crops, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+    return TensorImageDataset(crops * 2 - 1, captions=[CAPTIONS[name][0] for name in names])
 
 
 def embed_dense(embedder, name: str, stride: int = 8, batch_size: int = 512) -> torch.Tensor:

@@ -7,12 +7,17 @@ particle's prediction is reused at the next step, so a run costs N model evaluat
 step: the same budget as SVDD with M = N.
 
 - `BestOfN(reward, n)`: independent samples; at the end keep the one with the highest reward.
-- `FKSteering(reward, num_particles, potential, resample_every, temperature)` (Singhal et al. 2025):
-  every `resample_every` steps the particles are scored with the reward of their decoded x0 estimate and
-  resampled (multinomially, within each sample) with weights exp(potential / temperature), where the
-  potential is the running max of the rewards ("max"), their sum ("sum"), or the change since the
-  previous scoring step ("difference"). With ess_threshold set, resampling happens only when the effective sample
-  size falls below ess_threshold * N. At the end the particle with the highest reward is kept.
+- `FKSteering(reward, num_particles, potential, lmbda, resample_every, resample_window, ess_threshold)`
+  (Singhal et al. 2025, "A general framework for inference-time scaling and steering of diffusion
+  models"): at resampling steps the particles are scored with the reward r_t of their decoded x0 estimate
+  and resampled (multinomially, within each sample) with weights exp(lmbda * potential), the potential
+  being r_t itself ("rt"), the running max of the rewards ("max"), their running sum ("sum"), or the change
+  since the previous resampling step ("difference"). As in the reference implementation: lmbda = 10,
+  resampling every 20% of the steps inside the window [20%, 80%] of the schedule (every 20 steps within
+  t in [20, 80] of 100), and adaptive resampling: only when the effective sample size falls below half the
+  particles (ess_threshold=None resamples every time). At the end the particle with the highest reward is
+  kept. Resampled particles are copies: a deterministic sampler would keep them identical, so FK steering
+  needs a stochastic one (an error names the fix).
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ from __future__ import annotations
 import torch
 
 from gen.core.denoiser import DenoiserOutput
-from gen.guidance.values import PosteriorMeanValue
 from gen.core.hooks import SamplingHook
+from gen.guidance.svdd import check_stochastic
+from gen.guidance.values import PosteriorMeanValue
 
-POTENTIALS = ("max", "sum", "difference")
+POTENTIALS = ("rt", "max", "sum", "difference")
 
 
 class _Particles(SamplingHook):
@@ -42,13 +48,17 @@ class _Particles(SamplingHook):
 
     def _start(self, state, ctx):
         """The population at the first step: the run's noise for particle 0, seeded noise for the others."""
-        self.generator = torch.Generator().manual_seed(self.seed)
         extra_rows = (self.num_particles - 1) * ctx.batch_size
         extra = torch.randn((extra_rows, *state.x.shape[1:]), generator=self.generator, dtype=torch.float32).to(state.x) * ctx.init_noise_sigma
         self.reset(ctx)
         if extra_rows == 0:
             return state.x, state.prediction
         return torch.cat([state.x, extra]), DenoiserOutput.concat([state.prediction, ctx.predict(extra, self.max_batch)])
+
+    def setup(self, run) -> None:
+        """Per run: the particles' noise and resampling draws seeded from the run's generator and `seed`."""
+        self.generator = run.hook_generator(self.seed)
+        self._x = self._prediction = None
 
     def reset(self, ctx) -> None:
         pass
@@ -98,48 +108,74 @@ class FKSteering(_Particles):
     Args:
         reward: batched reward on images in [0, 1].
         num_particles: N per sample.
-        potential: "max", "sum" or "difference".
-        resample_every: score and (maybe) resample every this many steps.
-        temperature: weights are exp(potential / temperature); smaller is greedier.
-        ess_threshold: None resamples at every scoring step; a value in (0, 1] resamples only when the
-            effective sample size is below ess_threshold * N (0.5 is the usual choice).
+        potential: "max" (default), "sum", "difference" or "rt".
+        lmbda: lambda, the potentials' scale: weights are exp(lmbda * potential). 10 as in the reference.
+        resample_every: steps between resampling steps; None: a fifth of the schedule (20 of 100 steps).
+        resample_window: (start, end) as fractions of the schedule; resampling happens at step indices
+            start*n, start*n + resample_every, ... up to end*n.
+        ess_threshold: resample only when the effective sample size is below ess_threshold * N (0.5, the
+            reference's adaptive resampling); None resamples at every resampling step.
     """
 
-    def __init__(self, reward, num_particles: int = 4, potential: str = "max", resample_every: int = 5, temperature: float = 1.0,
-                 ess_threshold: float | None = None, max_batch: int | None = None, seed: int = 0, latent_reward: bool = False):
+    def __init__(self, reward, num_particles: int = 4, potential: str = "max", lmbda: float = 10.0, resample_every: int | None = None,
+                 resample_window: tuple[float, float] = (0.2, 0.8), ess_threshold: float | None = 0.5, max_batch: int | None = None, seed: int = 0,
+                 latent_reward: bool = False):
         super().__init__(reward, num_particles, max_batch, seed, latent_reward)
         if potential not in POTENTIALS:
             raise ValueError(f"potential: one of {POTENTIALS}, got {potential!r}.")
-        if not isinstance(resample_every, int) or resample_every < 1:
-            raise ValueError(f"resample_every: must be an integer >= 1, got {resample_every!r}.")
-        if not isinstance(temperature, (int, float)) or not temperature > 0:
-            raise ValueError(f"temperature: must be > 0, got {temperature!r}.")
+        if isinstance(lmbda, bool) or not isinstance(lmbda, (int, float)) or not 0 < lmbda < float("inf"):
+            raise ValueError(f"lmbda: must be a finite number > 0, got {lmbda!r}.")
+        if resample_every is not None and (isinstance(resample_every, bool) or not isinstance(resample_every, int) or resample_every < 1):
+            raise ValueError(f"resample_every: must be an integer >= 1 or None (a fifth of the steps), got {resample_every!r}.")
+        try:
+            start, end = (float(v) for v in resample_window)
+        except (TypeError, ValueError):
+            raise ValueError(f"resample_window: expected (start, end) fractions of the schedule, got {resample_window!r}.") from None
+        if not 0 <= start <= end <= 1:
+            raise ValueError(f"resample_window: need 0 <= start <= end <= 1, got {resample_window!r}.")
         if ess_threshold is not None and not 0 < ess_threshold <= 1:
             raise ValueError(f"ess_threshold: must lie in (0, 1] or be None, got {ess_threshold!r}.")
-        self.potential, self.resample_every, self.temperature, self.ess_threshold = potential, resample_every, float(temperature), ess_threshold
+        self.potential, self.lmbda, self.resample_every = potential, float(lmbda), resample_every
+        self.resample_window, self.ess_threshold = (start, end), ess_threshold
         self.resamplings = 0
 
+    def resampling_steps(self, num_steps: int) -> list[int]:
+        """The step indices (0-based, counted before the step's update) at which particles are resampled."""
+        every = self.resample_every or max(1, round(num_steps / 5))
+        first, last = round(self.resample_window[0] * num_steps), round(self.resample_window[1] * num_steps)
+        return [i for i in range(first, min(last, num_steps - 2) + 1, every)]
+
+    def validate(self, run) -> None:
+        super().validate(run)
+        check_stochastic(run, "FKSteering")
+        if not self.resampling_steps(len(run.timesteps)):
+            raise ValueError(
+                f"resample_every: with {len(run.timesteps)} steps, resample_every={self.resample_every} and resample_window="
+                f"{self.resample_window} leave no resampling step (FK steering would be plain best-of-N); lower resample_every or widen the window."
+            )
+
+    def setup(self, run) -> None:
+        super().setup(run)
+        self._at = set(self.resampling_steps(len(run.timesteps)))
+
     def reset(self, ctx) -> None:
-        rows = self.num_particles * ctx.batch_size
-        self.running = torch.full((rows,), float("-inf")) if self.potential == "max" else torch.zeros(rows)
-        self.last = None
+        self.previous = None  # the potential's memory: running max or sum, or the last rewards
         self.resamplings = 0
 
     def reweight(self, x, prediction, ctx, step_index):
-        if (step_index + 1) % self.resample_every:
+        if step_index not in self._at:
             return x, prediction
         rewards = self.value.score(x, prediction.x0, ctx.next_timestep, ctx, step_index)
+        previous = torch.zeros_like(rewards) if self.previous is None else self.previous
         if self.potential == "max":
-            self.running = torch.maximum(self.running, rewards)
-            stat = self.running
+            memory = rewards if self.previous is None else torch.maximum(previous, rewards)
         elif self.potential == "sum":
-            self.running = self.running + rewards
-            stat = self.running
-        else:
-            stat = rewards - (self.last if self.last is not None else torch.zeros_like(rewards))
+            memory = previous + rewards
+        else:  # rt, difference: remember the rewards themselves
+            memory = rewards
+        stat = rewards - previous if self.potential == "difference" else memory
         n, batch = self.num_particles, ctx.batch_size
-        log_w = (stat / self.temperature).reshape(n, batch)
-        weights = torch.softmax(log_w, dim=0)
+        weights = torch.softmax((self.lmbda * stat).reshape(n, batch), dim=0)
         ess = 1.0 / (weights**2).sum(dim=0)
         resample = torch.ones(batch, dtype=torch.bool) if self.ess_threshold is None else ess < self.ess_threshold * n
         picks = torch.multinomial(weights.T, n, replacement=True, generator=self.generator).T  # (n, batch)
@@ -147,9 +183,9 @@ class FKSteering(_Particles):
         source = torch.where(resample[None], picks, keep)
         rows = (source * batch + torch.arange(batch)[None]).reshape(-1)
         self.resamplings += int(resample.sum())
-        self.running = self.running[rows]
-        self.last = rewards[rows]
+        self.previous = memory[rows]
         return x[rows], prediction.select(rows)
 
     def __repr__(self) -> str:
-        return f"FKSteering(num_particles={self.num_particles}, potential={self.potential!r}, resample_every={self.resample_every}, temperature={self.temperature})"
+        return (f"FKSteering(num_particles={self.num_particles}, potential={self.potential!r}, lmbda={self.lmbda}, "
+                f"resample_every={self.resample_every}, resample_window={self.resample_window}, ess_threshold={self.ess_threshold})")

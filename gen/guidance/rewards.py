@@ -18,13 +18,14 @@ Reward = Callable[[torch.Tensor], torch.Tensor]
 
 
 def check_reward_values(values, batch: int, name: str = "reward", where: str = "") -> torch.Tensor:
-    """The reward's output as a float tensor of shape (batch,); a clear error otherwise."""
+    """The reward's output as a float32 CPU tensor of shape (batch,) (selection and resampling run on the CPU,
+    whatever device the reward or value net ran on); a clear error otherwise."""
     at = f" {where}" if where else ""
     if not isinstance(values, torch.Tensor):
         raise TypeError(f"{name}: must return a torch.Tensor of shape ({batch},){at}, got {type(values).__name__}.")
     if values.shape != (batch,):
         raise ValueError(f"{name}: must return shape ({batch},) for {batch} images{at}, got {tuple(values.shape)}.")
-    values = values.detach().float()
+    values = values.detach().float().cpu()
     if not torch.isfinite(values).all():
         bad = torch.nonzero(~torch.isfinite(values)).flatten().tolist()
         raise ValueError(f"{name}: returned NaN or infinite values{at} (rows {bad[:8]}).")

@@ -7,7 +7,9 @@ proportional to exp(v / alpha). No gradient is taken: rewards may be non-differe
 Cost, per sample and step: SVDD-PM evaluates the model at each of the M candidates (in one batched call,
 chunked by max_batch) to get their x0 estimates, and the chosen candidate's evaluation is reused as the
 next step's model output, so a run costs 1 + M * (steps - 1) model evaluations (the last step's candidates
-are final samples, scored directly) against `steps` for plain sampling. SVDD-MC scores candidates with a
+are final samples, scored directly) against `steps` for plain sampling. A step that draws no noise (the
+last step of DDPM and of DDIM) gives M copies of one point; SVDD takes it as the plain step, unscored, so
+reward calls are M * (steps - 1) there. SVDD-MC scores candidates with a
 value network and costs one model evaluation per step plus M value-network calls.
 
 Deterministic transitions (DDIM with eta = 0, flow-matching Euler) give M identical candidates: SVDD
@@ -62,7 +64,8 @@ class SVDD(SamplingHook):
         num_candidates: M >= 1. M = 1 with alpha = 0 is plain sampling, exactly.
         alpha: temperature >= 0; 0 takes the arg-max (the paper's image setting).
         max_batch: cap on rows per backbone call (memory); candidates are evaluated in chunks.
-        seed: seeds the generator used for soft selection (alpha > 0).
+        seed: mixed into the run's seed for soft selection (alpha > 0): the same pipeline seed gives the same
+            selection every run.
     """
 
     def __init__(self, value, num_candidates: int = 4, alpha: float = 0.0, max_batch: int | None = None, seed: int = 0):
@@ -74,17 +77,23 @@ class SVDD(SamplingHook):
             raise ValueError(f"alpha: must be a number >= 0 (0 = arg-max), got {alpha!r}.")
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"max_batch: must be >= 1 or None, got {max_batch!r}.")
-        self.value, self.num_candidates, self.alpha, self.max_batch = value, num_candidates, float(alpha), max_batch
-        self.generator = torch.Generator().manual_seed(seed)
+        self.value, self.num_candidates, self.alpha, self.max_batch, self.seed = value, num_candidates, float(alpha), max_batch, seed
+        self.generator = None
 
     def validate(self, run) -> None:
         check_stochastic(run, "SVDD")
         if getattr(self.value, "needs_prediction", False) and not getattr(self.value, "latent_reward", False) and not run.has_decoder:
             raise ValueError("value: PosteriorMeanValue decodes x0 estimates but the run has no decoder; sample through a gen pipeline or steer(), or pass decode= to sample().")
 
+    def setup(self, run) -> None:
+        self.generator = run.hook_generator(self.seed)
+
     def transition(self, state, ctx):
         m, batch = self.num_candidates, ctx.batch_size
         candidates = ctx.propose(state, m)
+        if m > 1 and bool((candidates.reshape(m, batch, -1) == candidates[:batch].reshape(1, batch, -1)).all()):
+            # a step that draws no noise (DDPM's and DDIM's last step) gives M copies of one point: nothing to choose
+            return ctx.next_state(candidates[:batch])
         prediction, reusable = None, False
         if ctx.is_last:
             x0 = candidates

@@ -4,6 +4,10 @@
   model's prediction at each candidate (one evaluation each, reused for the chosen one).
 - `LearnedValue(net)` (SVDD-MC): a network v(x_t, t) regressed on rewards of the model's own samples
   (see gen.training.value). It needs no model evaluation to score a candidate.
+
+Both estimate E[r(x0) | x_t], the soft value v_t(x) = alpha * log E[exp(r(x0) / alpha) | x_t] in its
+alpha -> infinity limit; as alpha -> 0 the soft value becomes the maximum reward reachable from x_t, which
+the search's arg-max selection (SVDD with alpha = 0) approaches by keeping the best of M candidates.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 from gen.pipelines.base import GenPipeline, GenPipelineOutput
 from gen.pipelines.class_conditional import ClassConditionalPipeline
 from gen.pipelines.embedding import EmbeddingToImagePipeline
-from gen.pipelines.hybrid import HybridDistilledPipeline, HybridHook
+from gen.pipelines.hybrid import BaseFirstHook, HybridDistilledPipeline, HybridHook
 from gen.pipelines.large_image import LargeImagePipeline, LargeImagePipelineOutput
 from gen.pipelines.steer import SteeredPipeline, steer
 from gen.pipelines.text_to_image import TextToImagePipeline
@@ -17,6 +17,7 @@ __all__ = [
     "GenPipeline",
     "GenPipelineOutput",
     "HybridDistilledPipeline",
+    "BaseFirstHook",
     "HybridHook",
     "SteeredPipeline",
     "TextToImagePipeline",

@@ -16,6 +16,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from gen.core.backbones import Backbone
 from gen.pipelines.base import GenPipeline
 
 
@@ -41,13 +42,20 @@ class EmbeddingToImagePipeline(GenPipeline):
 
     model_cpu_offload_seq = "unet->transformer->vae"
 
-    def __init__(self, scheduler, unet=None, transformer=None, vae=None, embedder: str = "zoo:patch-encoder"):
+    def __init__(self, scheduler, unet=None, transformer=None, vae=None, embedder: str = "zoo:patch-encoder", guidance_scale: float = 1.0,
+                 num_inference_steps: int = 50):
         super().__init__()
         if (unet is None) == (transformer is None):
             raise ValueError("unet, transformer: pass exactly one backbone.")
         self.register_modules(unet=unet, transformer=transformer, vae=vae, scheduler=scheduler)
-        self.register_to_config(embedder=embedder)
+        # the sampling defaults saved with the model (the zoo's chose them by measurement)
+        self.register_to_config(embedder=embedder, guidance_scale=guidance_scale, num_inference_steps=num_inference_steps)
         self._embedder = None
+
+    def sampling_defaults(self, guidance_scale, num_inference_steps) -> tuple:
+        """The call's values, or the ones saved with the model where the call gives None."""
+        return (self.config.get("guidance_scale", 1.0) if guidance_scale is None else guidance_scale,
+                self.config.get("num_inference_steps", 50) if num_inference_steps is None else num_inference_steps)
 
     @property
     def embedding_width(self) -> int:
@@ -99,8 +107,8 @@ class EmbeddingToImagePipeline(GenPipeline):
         images=None,
         *,
         num_images_per_embedding: int = 1,
-        guidance_scale: float = 1.0,
-        num_inference_steps: int = 50,
+        guidance_scale: float | None = None,
+        num_inference_steps: int | None = None,
         generator=None,
         eta: float | None = None,
         latents: torch.Tensor | None = None,
@@ -110,6 +118,7 @@ class EmbeddingToImagePipeline(GenPipeline):
         return_dict: bool = True,
     ):
         """Generate from `embeddings` (B, D), or make variations of `images` (embedded first)."""
+        guidance_scale, num_inference_steps = self.sampling_defaults(guidance_scale, num_inference_steps)
         hooks = self.check_common(num_inference_steps, output_type, hooks, guidance_scale)
         if (embeddings is None) == (images is None):
             raise ValueError("embeddings, images: pass exactly one of them.")
@@ -123,10 +132,11 @@ class EmbeddingToImagePipeline(GenPipeline):
         embeddings = self.check_embeddings(embeddings).repeat_interleave(num_images_per_embedding, dim=0)
         embeddings = embeddings.to(self._execution_device, self.backbone.dtype)
         latents = self.prepare_latents(len(embeddings), None, None, generator, latents)
+        backbone = Backbone(self.backbone)
         return self.generate(
             latents,
-            {"encoder_hidden_states": embeddings[:, None]},
-            {"encoder_hidden_states": torch.zeros_like(embeddings)[:, None]},
+            backbone.embedding_condition(embeddings),
+            backbone.embedding_condition(torch.zeros_like(embeddings)),
             guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, generator=generator, eta=eta,
             hooks=hooks, trace=trace, output_type=output_type, return_dict=return_dict,
         )

@@ -2,10 +2,19 @@
 model after.
 
 Distilled few-step models keep the base model's concepts but lose diversity, and the first timestep
-decides most of it; so `HybridDistilledPipeline` runs the base model for the first k steps of *its*
-schedule and hands the state to the distilled model, which finishes on its own few-step grid.
+decides most of it. Two ways to hand over, both in `HybridDistilledPipeline(handover=...)`:
 
-Handover, by noise level: the state after k base steps sits at the base scheduler's noise level for
+- ``"first-steps"`` (default; the paper's): the run follows the distilled model's own few-step grid and
+  scheduler; the base model takes the first k steps (from pure noise at the top of the schedule), the
+  distilled model the rest, from its second timestep when k = 1 (`BaseFirstHook`). The base steps are
+  deterministic DDIM updates to the grid's next timestep, so the layout the base model decides carries
+  over (a consistency scheduler's own step would re-noise the blurry first x0 estimate with fresh noise and
+  lose it: measured, that made the hybrid *less* diverse than the distilled model on the zoo's digits).
+  Cost: k base evaluations (guided) plus the remaining distilled steps.
+- ``"noise-level"``: the base model runs the first k steps of *its* scheduler, then the state continues on
+  the distilled scheduler (`HybridHook`), for base schedules finer than the distilled grid.
+
+Handover by noise level (``"noise-level"``, `HybridHook`): the state after k base steps sits at the base scheduler's noise level for
 timestep t_k. The distilled scheduler continues from its grid point of the same log-SNR if one is within
 0.05 (else from the training timestep of nearest log-SNR, prepended to its grid for schedulers that take
 custom timesteps), keeping only its grid points below that level; the state is rescaled by the ratio of
@@ -13,7 +22,7 @@ the two schedules' signal coefficients (1 when both are variance preserving over
 base evaluations plus the distilled steps left after the handover.
 
     >>> hybrid = HybridDistilledPipeline(zoo.load("digits"), zoo.load("digits-distilled"), base_steps=1)
-    >>> out = hybrid(class_labels=[3] * 8, distilled_steps=4, guidance_scale=2.0)
+    >>> out = hybrid(class_labels=[3] * 8, distilled_steps=4, guidance_scale=2.0)   # base at t=999, distilled 759, 499, 259
 
 The `HybridHook` behind it works with any pair of pipelines through `steer`:
 
@@ -26,9 +35,58 @@ from __future__ import annotations
 import torch
 from diffusers import DiffusionPipeline
 
+from gen.core import prediction
 from gen.core.denoiser import Denoiser
 from gen.core.hooks import SamplingHook
 from gen.core.sampling import plan_handover
+
+
+class BaseFirstHook(SamplingHook):
+    """Denoiser and transition hook for a run on the distilled model: the base model takes the first
+    `base_steps` steps of the run's grid (deterministic DDIM updates from its predictions), the distilled
+    model the rest with the run's own scheduler.
+
+    Args:
+        base: the base backbone (any model gen.Denoiser takes; it must predict what the run's scheduler
+            consumes, e.g. epsilon).
+        base_steps: k >= 1.
+        unguided_after: evaluate the distilled steps without the unconditional branch (distilled models with
+            guidance baked in), while the base steps take the run's guidance.
+
+        >>> steer(turbo_pipe)(prompt, num_inference_steps=4, hooks=[BaseFirstHook(base_pipe.unet, base_steps=1)])
+    """
+
+    def __init__(self, base, base_steps: int = 1, unguided_after: bool = False):
+        if isinstance(base_steps, bool) or not isinstance(base_steps, int) or base_steps < 1:
+            raise ValueError(f"base_steps: must be an integer >= 1, got {base_steps!r}.")
+        self.base, self.base_steps, self.unguided_after = base, base_steps, unguided_after
+        self._base_denoiser = None
+
+    def validate(self, run) -> None:
+        denoiser = Denoiser(self.base, run.scheduler)
+        if denoiser.in_channels != run.denoiser.in_channels:
+            raise ValueError(f"base: latent channels differ (base {denoiser.in_channels}, distilled {run.denoiser.in_channels}); the two models must share a latent space.")
+        if self.base_steps >= len(run.timesteps):
+            raise ValueError(f"base_steps: {self.base_steps} must be smaller than the run's {len(run.timesteps)} steps, or the distilled model never runs.")
+        self._base_denoiser = denoiser
+
+    def denoiser(self, step, current: Denoiser) -> Denoiser:
+        if step.index < self.base_steps:
+            return self._base_denoiser
+        return _Unguided(current) if self.unguided_after else current
+
+    def transition(self, state, ctx):
+        """A base step: the deterministic DDIM update from this timestep to the grid's next one."""
+        if state.step.index >= self.base_steps:
+            return ctx.proceed(state)
+        den = ctx.denoiser
+        here, there = den.noise_level(state.step.timestep), den.noise_level(ctx.next_timestep)
+        x0 = prediction.to_x0(state.model_output[:, : den.in_channels], state.x, here, den.prediction_type)
+        eps = (state.x - here.alpha.to(x0.dtype) * x0) / here.sigma.to(x0.dtype)
+        return ctx.next_state(there.alpha.to(x0.dtype) * x0 + there.sigma.to(x0.dtype) * eps)
+
+    def __repr__(self) -> str:
+        return f"BaseFirstHook(base_steps={self.base_steps}, unguided_after={self.unguided_after})"
 
 
 class HybridHook(SamplingHook):
@@ -89,28 +147,44 @@ class HybridDistilledPipeline(DiffusionPipeline):
     their guidance baked in (as `gen.training.distill` makes them).
     """
 
-    def __init__(self, base, distilled, base_steps: int = 1, distilled_steps: int = 4):
+    HANDOVERS = ("first-steps", "noise-level")
+
+    def __init__(self, base, distilled, base_steps: int = 1, distilled_steps: int = 4, handover: str = "first-steps"):
         super().__init__()
         self.base, self.distilled = base, distilled
         _check_pair(base, distilled)
-        self.register_to_config(base_steps=base_steps, distilled_steps=distilled_steps)
+        _check_handover(handover)
+        self.register_to_config(base_steps=base_steps, distilled_steps=distilled_steps, handover=handover)
         self.set_progress_bar_config(disable=True)
 
     @torch.no_grad()
-    def __call__(self, *args, base_steps: int | None = None, distilled_steps: int | None = None, hooks=(), **kwargs):
-        """The base pipeline's call; NFE counts base and distilled evaluations together.
+    def __call__(self, *args, base_steps: int | None = None, distilled_steps: int | None = None, handover: str | None = None, hooks=(), **kwargs):
+        """The base pipeline's call arguments; NFE counts base and distilled evaluations together.
 
-        num_inference_steps (the base schedule) defaults to distilled_steps, so the base model takes the
-        first k steps of the same coarse grid the distilled model uses (the paper's setting: one big base
-        step), with the base scheduler's own spacing: gen does not change your sampler. (The stock
-        "leading" spacing starts a 4-step grid at t = 750 of 1000; a scheduler configured with
-        timestep_spacing="trailing" starts at 999.) Pass num_inference_steps for a finer base schedule."""
+        handover="first-steps" (the default, the paper's): the run follows the distilled model's
+        `distilled_steps`-step grid and scheduler, the base model predicting for the first `base_steps`
+        steps (guided when guidance_scale > 1), the distilled model (unguided: its guidance is baked in)
+        for the rest. handover="noise-level": the base pipeline runs its own scheduler for
+        num_inference_steps (default distilled_steps) steps and hands over after `base_steps` of them."""
         k = self.config.base_steps if base_steps is None else base_steps
         n = self.config.distilled_steps if distilled_steps is None else distilled_steps
+        mode = self.config.handover if handover is None else handover
+        _check_handover(mode)
+        guided = kwargs.get("guidance_scale", 1.0) > 1
+        if mode == "first-steps":
+            if kwargs.get("num_inference_steps", n) != n:
+                raise ValueError("num_inference_steps: with handover='first-steps' the run follows the distilled grid; set distilled_steps instead.")
+            kwargs["num_inference_steps"] = n
+            return self.distilled(*args, hooks=[BaseFirstHook(self.base.backbone, k, unguided_after=guided), *list(hooks)], **kwargs)
         kwargs.setdefault("num_inference_steps", n)
         distilled = Denoiser(self.distilled.backbone, self.distilled.scheduler)
-        hook = _UnguidedAfterHandover(distilled, k, n) if kwargs.get("guidance_scale", 1.0) > 1 else HybridHook(distilled, k, n)
+        hook = _UnguidedAfterHandover(distilled, k, n) if guided else HybridHook(distilled, k, n)
         return self.base(*args, hooks=[hook, *list(hooks)], **kwargs)
+
+
+def _check_handover(handover) -> None:
+    if handover not in HybridDistilledPipeline.HANDOVERS:
+        raise ValueError(f"handover: one of {HybridDistilledPipeline.HANDOVERS}, got {handover!r}.")
 
 
 class _UnguidedAfterHandover(HybridHook):

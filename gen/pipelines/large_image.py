@@ -26,7 +26,7 @@ import torch
 from gen.core.denoiser import Denoiser
 from gen.pipelines.base import GenPipelineOutput
 from gen.pipelines.embedding import EmbeddingToImagePipeline, images_to_tensor
-from gen.core.tiling import BLENDS, TiledDenoiser
+from gen.core.tiling import BLENDS, INTERPOLATIONS, TiledDenoiser
 
 
 @dataclass
@@ -77,11 +77,12 @@ class LargeImagePipeline(EmbeddingToImagePipeline):
         width: int | None = None,
         patch_size: int | None = None,
         overlap: int | None = None,
-        tile_batch_size: int = 64,
+        tile_batch_size: int | None = None,
         blend: str = "cosine",
+        interpolation: str = "slerp",
         num_images: int = 1,
-        guidance_scale: float = 1.0,
-        num_inference_steps: int = 50,
+        guidance_scale: float | None = None,
+        num_inference_steps: int | None = None,
         generator=None,
         eta: float | None = None,
         latents: torch.Tensor | None = None,
@@ -91,7 +92,10 @@ class LargeImagePipeline(EmbeddingToImagePipeline):
         return_dict: bool = True,
     ):
         """Generate num_images images of height x width (default: the grid's extent) from a reference image
-        or an embedding grid. overlap (pixels, default a quarter tile) must be smaller than a tile."""
+        or an embedding grid. overlap (pixels, default a quarter tile) must be smaller than a tile.
+        tile_batch_size caps the tile rows per backbone call (None: picked from free memory);
+        interpolation ("slerp" or "bilinear") mixes the grid's embeddings between cells."""
+        guidance_scale, num_inference_steps = self.sampling_defaults(guidance_scale, num_inference_steps)
         hooks = self.check_common(num_inference_steps, output_type, hooks, guidance_scale)
         if (reference is None) == (embedding_grid is None):
             raise ValueError("reference, embedding_grid: pass exactly one of them.")
@@ -104,6 +108,8 @@ class LargeImagePipeline(EmbeddingToImagePipeline):
             raise ValueError(f"overlap: must be a multiple of the VAE factor {factor}, got {overlap}.")
         if blend not in BLENDS:
             raise ValueError(f"blend: one of {BLENDS}, got {blend!r}.")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation: one of {INTERPOLATIONS}, got {interpolation!r}.")
         if not isinstance(num_images, int) or num_images < 1:
             raise ValueError(f"num_images: must be an integer >= 1, got {num_images!r}.")
         if reference is not None:
@@ -118,7 +124,8 @@ class LargeImagePipeline(EmbeddingToImagePipeline):
                 raise ValueError(f"{name}: {size} is smaller than one tile ({tile}).")
             if size % factor:
                 raise ValueError(f"{name}: must be a multiple of the VAE factor {factor}, got {size}.")
-        denoiser = TiledDenoiser(Denoiser(self.backbone, self.scheduler), tile // factor, overlap // factor, tile_batch_size, patch=patch / factor, blend=blend)
+        denoiser = TiledDenoiser(Denoiser(self.backbone, self.scheduler), tile // factor, overlap // factor, tile_batch_size, patch=patch / factor,
+                                 blend=blend, interpolation=interpolation)
         device, dtype = self._execution_device, self.backbone.dtype
         grid_batch = grid.permute(2, 0, 1)[None].expand(num_images, -1, -1, -1).to(device, dtype)
         if latents is None:

@@ -150,7 +150,8 @@ def _dit(pipe, a: dict) -> _Prepared:
     )
 
     def finish(x):
-        images = _numpy_images(pipe, decode(x), a["output_type"])
+        samples = pipe.vae.decode(1 / pipe.vae.config.scaling_factor * x).sample  # in the VAE's dtype, as stock
+        images = _numpy_images(pipe, (samples / 2 + 0.5).clamp(0, 1), a["output_type"])
         return ImagePipelineOutput(images=images) if a["return_dict"] else (images,)
 
     return _Prepared(Denoiser(model, pipe.scheduler), latents, loop, finish)

@@ -10,6 +10,7 @@ import contextlib
 import torch
 
 from gen.conditioning import ConditionEmbeddingPerturbation, drop_mask
+from gen.core.backbones import Backbone
 
 class NoCondition:
     kind = "none"
@@ -34,7 +35,7 @@ class ClassCondition:
 
     def __call__(self, batch, generator, dropout: float, cep, cep_generator=None) -> dict:
         labels = torch.as_tensor(batch["label"]).long()
-        dropped = drop_mask(len(labels), dropout, generator)
+        dropped = drop_mask(len(labels), dropout, generator, device=labels.device)
         return {"class_labels": torch.where(dropped, torch.full_like(labels, self.num_classes), labels)}
 
     def cep_context(self, model, cep: ConditionEmbeddingPerturbation | None, generator):
@@ -75,21 +76,27 @@ class TextCondition:
 
 
 class EmbeddingCondition:
-    """Precomputed image embeddings (B, D) -> one cross-attention token (B, 1, D); dropped rows take the zero
-    vector (the null embedding); CEP perturbs the kept rows."""
+    """Precomputed image embeddings (B, D) -> the backbone's embedding condition (one cross-attention token,
+    and the time-embedding input where the model has one; see `Backbone.embedding_condition`); dropped rows
+    take the zero vector (the null embedding); CEP perturbs the kept rows."""
 
     kind = "embedding"
 
     def __init__(self, width: int):
         self.width = width
+        self.backbone = None
+
+    def bind(self, model) -> None:
+        """Condition this model (its `Backbone.embedding_condition` decides the keyword arguments)."""
+        self.backbone = Backbone(model)
 
     def __call__(self, batch, generator, dropout: float, cep, cep_generator=None) -> dict:
         embedding = batch["embedding"].float()
-        dropped = drop_mask(len(embedding), dropout, generator)
+        dropped = drop_mask(len(embedding), dropout, generator, device=embedding.device)
         embedding = embedding * (~dropped)[:, None].float()
         if cep is not None:
             embedding = cep.perturb(embedding, ~dropped, cep_generator)
-        return {"encoder_hidden_states": embedding[:, None, :]}
+        return self.backbone.embedding_condition(embedding)
 
     def cep_context(self, model, cep, generator):
         return contextlib.nullcontext()

@@ -5,7 +5,8 @@
 | unet     | none             | UNet2DModel                                                  |
 | unet     | class            | UNet2DModel, class table of num_classes + 1 rows (last: null) |
 | unet     | text             | UNet2DConditionModel, cross-attention on the text encoder's states |
-| unet     | embedding        | UNet2DConditionModel, linear projection (encoder_hid_proj) then cross-attention |
+| unet     | embedding        | UNet2DConditionModel, linear projection (encoder_hid_proj) then cross-attention; with |
+|          |                  | embedding_in_time also projected into the time embedding (class_embed_type "projection") |
 | dit      | class            | DiTTransformer2DModel (its null class is num_classes)        |
 | dit      | text / embedding | PixArtTransformer2DModel (caption projection then cross-attention) |
 """
@@ -33,6 +34,7 @@ class Architecture:
     dit_head_dim: int = 16
     patch_size: int = 2
     norm_num_groups: int = 0  # 0: the largest count leaving >= 4 channels per group (see _groups)
+    embedding_in_time: bool = False
 
 
 def _groups(channels: tuple[int, ...]) -> int:
@@ -100,6 +102,8 @@ def build_backbone(
     extra = {}
     if condition == "embedding":
         extra = dict(encoder_hid_dim=condition_width, encoder_hid_dim_type="text_proj", cross_attention_dim=arch.cross_attention_dim)
+        if arch.embedding_in_time:
+            extra.update(class_embed_type="projection", projection_class_embeddings_input_dim=condition_width)
     else:
         extra = dict(cross_attention_dim=condition_width)
     common["attention_head_dim"] = arch.attention_head_dim

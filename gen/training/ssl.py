@@ -11,20 +11,23 @@ import torch.nn.functional as F
 from gen.data.tissue import crop_batch, quarter_turns
 
 
-def augment(crops: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
-    """A random view: crop, quarter turn, flip, brightness/contrast/saturation jitter, sometimes blur."""
+def augment(crops: torch.Tensor, size: int, generator: torch.Generator, turns: bool = True, jitter: float = 1.0) -> torch.Tensor:
+    """A random view: crop, (quarter turn, flip,) brightness/contrast/saturation jitter scaled by `jitter`,
+    sometimes blur. Without turns the encoder keeps orientation (where vessels run), which a model that
+    regenerates images from the embeddings needs."""
     b, _, h, w = crops.shape
     ys = torch.randint(0, h - size + 1, (b,), generator=generator)
     xs = torch.randint(0, w - size + 1, (b,), generator=generator)
     views = crop_batch(crops, ys, xs, size)
-    views = quarter_turns(views, torch.randint(0, 4, (b,), generator=generator))
-    flip = torch.rand(b, generator=generator) < 0.5
-    views[flip] = views[flip].flip(-1)
-    rand = lambda lo, hi: (lo + (hi - lo) * torch.rand(b, 1, 1, 1, generator=generator))
+    if turns:
+        views = quarter_turns(views, torch.randint(0, 4, (b,), generator=generator))
+        flip = torch.rand(b, generator=generator) < 0.5
+        views[flip] = views[flip].flip(-1)
+    rand = lambda lo, hi: (1 + (lo - 1) * jitter + (hi - lo) * jitter * torch.rand(b, 1, 1, 1, generator=generator))
     gray = views.mean(dim=1, keepdim=True)
     views = gray + (views - gray) * rand(0.6, 1.4)  # saturation
     mean = views.mean(dim=(1, 2, 3), keepdim=True)
-    views = mean + (views - mean) * rand(0.7, 1.3) + rand(-0.15, 0.15)  # contrast, brightness
+    views = mean + (views - mean) * rand(0.7, 1.3) + (rand(0.85, 1.15) - 1)  # contrast, brightness
     blur = torch.rand(b, generator=generator) < 0.3
     if blur.any():
         kernel = torch.tensor([1.0, 2.0, 1.0])
@@ -43,7 +46,8 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tenso
 
 
 def train_simclr(encoder, sample_crops: Callable[[int, torch.Generator], torch.Tensor], steps: int = 600, batch_size: int = 256,
-                 view_size: int = 32, temperature: float = 0.2, learning_rate: float = 2e-3, seed: int = 0, progress: bool = True) -> list:
+                 view_size: int = 32, temperature: float = 0.2, learning_rate: float = 2e-3, seed: int = 0, progress: bool = True,
+                 turns: bool = True, jitter: float = 1.0) -> list:
     """Train `encoder` (with `represent()` and a `projection` head) on crops from sample_crops(n, g)."""
     from tqdm.auto import tqdm
 
@@ -55,8 +59,8 @@ def train_simclr(encoder, sample_crops: Callable[[int, torch.Generator], torch.T
     history = []
     for step in tqdm(range(steps), desc="simclr", disable=not progress):
         crops = sample_crops(batch_size, g)
-        a = encoder.projection(encoder.represent(augment(crops, view_size, g)))
-        b = encoder.projection(encoder.represent(augment(crops, view_size, g)))
+        a = encoder.projection(encoder.represent(augment(crops, view_size, g, turns, jitter)))
+        b = encoder.projection(encoder.represent(augment(crops, view_size, g, turns, jitter)))
         loss = nt_xent(a, b, temperature)
         optimizer.zero_grad()
         loss.backward()

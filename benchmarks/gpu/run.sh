@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# One device session (see ../shared/GPU.md): the GPU test suite, then the GPU benchmarks, logs under $OUT.
+# Run from the repository root on the GPU machine, with the diffusers wheel carried in .whl/:
+#   bash benchmarks/gpu/run.sh            (OUT defaults to out/gpu)
+# then copy $OUT/* into benchmarks/results/gpu/.
+set -uo pipefail
+OUT=${OUT:-out/gpu}
+mkdir -p "$OUT"
+if ! python3 -c "import diffusers" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+fi
+export PYTHONPATH=$PWD:${PYTHONPATH:-} HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/device.txt"
+python3 -m pytest -m gpu -q -p no:cacheprovider 2>&1 | tee "$OUT/gpu-test.log"
+python3 -m benchmarks.tiling_overhead --device cuda --dtype float16 --sizes 1024 2048 4096 --tile-batch 1024 --repeats 5 --out "$OUT" 2>&1 | tee "$OUT/tiling_overhead.log"
+python3 -m benchmarks.gpu_overhead --out "$OUT" 2>&1 | tee "$OUT/gpu_overhead.log"
