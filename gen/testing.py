@@ -319,3 +319,44 @@ def ddim_pipeline():
     from diffusers import DDIMPipeline
 
     return _quiet(DDIMPipeline(tiny_unet(), DDIMScheduler(num_train_timesteps=100)))
+
+
+def load_tiny_ip_adapter(unet: UNet2DConditionModel, image_embed_dim: int = 16, seed: int = 0) -> None:
+    """Load a random IP-Adapter (image projection to 4 tokens, key/value projections in every cross-attention)
+    into `unet`, in the state-dict layout diffusers' loader converts, so `ip_adapter_image_embeds` work."""
+    g = torch.Generator().manual_seed(seed)
+    cross = unet.config.cross_attention_dim
+    image_proj = {"proj.weight": torch.randn(4 * cross, image_embed_dim, generator=g) * 0.1, "proj.bias": torch.zeros(4 * cross),
+                  "norm.weight": torch.ones(cross), "norm.bias": torch.zeros(cross)}
+    ip_adapter, key_id = {}, 1
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        block = name.split(".")[0]
+        channels = unet.config.block_out_channels
+        hidden = channels[-1] if block == "mid_block" else (list(reversed(channels)) if block == "up_blocks" else channels)[int(name.split(".")[1])]
+        ip_adapter[f"{key_id}.to_k_ip.weight"] = torch.randn(hidden, cross, generator=g) * 0.1
+        ip_adapter[f"{key_id}.to_v_ip.weight"] = torch.randn(hidden, cross, generator=g) * 0.1
+        key_id += 2
+    unet._load_ip_adapter_weights([{"image_proj": image_proj, "ip_adapter": ip_adapter}])
+
+
+def tiny_image_encoder(projection_dim: int = 16, seed: int = 0):
+    """(CLIPImageProcessor, CLIPVisionModelWithProjection) at 32x32 with `projection_dim` image embeddings:
+    the image encoder of an IP-Adapter, built from a config."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    config = CLIPVisionConfig(hidden_size=32, intermediate_size=37, projection_dim=projection_dim, num_hidden_layers=2, num_attention_heads=4,
+                              image_size=32, patch_size=8)
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return processor, CLIPVisionModelWithProjection(config).eval()
+
+
+def ip_adapter_pipeline() -> StableDiffusionPipeline:
+    """`stable_diffusion_pipeline` with a tiny IP-Adapter loaded and its image encoder registered."""
+    pipe = stable_diffusion_pipeline()
+    load_tiny_ip_adapter(pipe.unet)
+    processor, encoder = tiny_image_encoder()
+    pipe.register_modules(feature_extractor=processor, image_encoder=encoder)
+    return pipe

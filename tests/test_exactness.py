@@ -62,11 +62,6 @@ def test_sample_alone_matches_ddpm_pipeline():
     assert out.nfe == 7
 
 
-def test_return_dict_false_keeps_stock_tuple_and_appends_counts():
-    pipe = tiny.ddpm_pipeline()
-    images, counts = steer(pipe)(batch_size=1, num_inference_steps=3, output_type="np", return_dict=False, generator=torch.Generator().manual_seed(0))
-    assert images.shape == (1, 8, 8, 3)
-    assert counts["nfe"] == 3
 
 
 def test_callback_on_step_end_can_replace_latents():

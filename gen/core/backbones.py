@@ -233,28 +233,31 @@ class Backbone:
 def stack_branches(first: Condition, second: Condition, batch: int) -> Condition:
     """One condition for the [first; second] batch (the two branches of classifier-free guidance) that
     runs in a single call; values that are not per-sample tensors are taken from `second`."""
-    merged: Condition = {}
-    for key in second.keys() | first.keys():
-        a, b = first.get(key, second.get(key)), second.get(key, first.get(key))
-        if isinstance(a, dict) and isinstance(b, dict):
-            merged[key] = stack_branches(a, b, batch)
-        elif isinstance(a, torch.Tensor) and a.ndim > 0 and a.shape[0] == batch:
-            merged[key] = torch.cat([a, b])
-        else:
-            merged[key] = b
-    return merged
+    return {key: _stack(first.get(key, second.get(key)), second.get(key, first.get(key)), batch) for key in second.keys() | first.keys()}
+
+
+def _stack(a, b, batch: int):
+    if isinstance(a, dict) and isinstance(b, dict):
+        return stack_branches(a, b, batch)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):  # e.g. one tensor per IP-Adapter
+        return type(b)(_stack(x, y, batch) for x, y in zip(a, b))
+    if isinstance(a, torch.Tensor) and a.ndim > 0 and a.shape[0] == batch:
+        return torch.cat([a, b])
+    return b
 
 
 def repeat_condition(cond: Condition | None, times: int, batch: int) -> Condition | None:
     """Tile per-sample condition tensors `times` over the batch (candidate-major: row m*batch + b)."""
     if cond is None or times == 1:
         return cond
-    out: Condition = {}
-    for key, value in cond.items():
-        if isinstance(value, dict):
-            out[key] = repeat_condition(value, times, batch)
-        elif isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == batch:
-            out[key] = value.repeat(times, *([1] * (value.ndim - 1)))
-        else:
-            out[key] = value
-    return out
+    return {key: _repeat(value, times, batch) for key, value in cond.items()}
+
+
+def _repeat(value, times: int, batch: int):
+    if isinstance(value, dict):
+        return repeat_condition(value, times, batch)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_repeat(v, times, batch) for v in value)
+    if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == batch:
+        return value.repeat(times, *([1] * (value.ndim - 1)))
+    return value

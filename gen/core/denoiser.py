@@ -147,21 +147,24 @@ class Denoiser:
     ) -> DenoiserOutput:
         batch = x.shape[0]
         guided = uncond is not None and guidance_scale > 1
-        x_in = prediction.model_input(self.scheduler, x, t)
-        cond_first = self.backbone.spec.conditional_first
-        if guided:
-            first, second = (cond or {}, uncond) if cond_first else (uncond, cond or {})
-            raw = self.forward(torch.cat([x_in, x_in]), t, stack_branches(first, second, batch))
-        else:
-            raw = self.forward(x_in, t, cond)
-        eps, variance = self.backbone.split_variance(raw)
-        if guided:
-            eps_uncond, eps_cond = eps.chunk(2)[::-1] if cond_first else eps.chunk(2)
-            eps = guidance_combine(eps_uncond, eps_cond, guidance_scale, guidance_rescale)
-            variance = variance.chunk(2)[0 if cond_first else 1] if variance is not None else None
+        eps_uncond, eps_cond, variance = self.branches(x, t, cond, uncond if guided else None)
+        eps = guidance_combine(eps_uncond, eps_cond, guidance_scale, guidance_rescale) if guided else eps_cond
         keep_variance = variance is not None and self.scheduler.config.get("variance_type") in ("learned", "learned_range")
         output = torch.cat([eps, variance], dim=1) if keep_variance else eps
         return DenoiserOutput(output=output, evaluations=batch * (2 if guided else 1), x0_fn=lambda: self.x0(x, eps, t))
+
+    def branches(self, x: torch.Tensor, t, cond: Condition | None, uncond: Condition | None):
+        """(unconditional prediction or None, conditional prediction, learned variance of the conditional branch
+        or None): one backbone call, over [uncond; cond] stacked in the stock pipeline's order when uncond is given."""
+        x_in = prediction.model_input(self.scheduler, x, t)
+        if uncond is None:
+            eps, variance = self.backbone.split_variance(self.forward(x_in, t, cond))
+            return None, eps, variance
+        cond_first = self.backbone.spec.conditional_first
+        first, second = (cond or {}, uncond) if cond_first else (uncond, cond or {})
+        eps, variance = self.backbone.split_variance(self.forward(torch.cat([x_in, x_in]), t, stack_branches(first, second, x.shape[0])))
+        eps_uncond, eps_cond = eps.chunk(2)[::-1] if cond_first else eps.chunk(2)
+        return eps_uncond, eps_cond, variance.chunk(2)[0 if cond_first else 1] if variance is not None else None
 
     def x0(self, x: torch.Tensor, output: torch.Tensor, t) -> torch.Tensor:
         """The clean-sample estimate, clipped as the scheduler's own step would clip it."""

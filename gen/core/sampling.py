@@ -118,10 +118,11 @@ def _step_parameters(scheduler_class: type) -> frozenset:
     return frozenset(inspect.signature(scheduler_class.step).parameters)
 
 
-def _step_kwargs(scheduler, generator, eta) -> dict:
-    """What the stock pipelines pass to step(): eta and generator where step() takes them."""
+def _step_kwargs(scheduler, generator, eta, extra: dict | None = None) -> dict:
+    """What the stock pipelines pass to step(): eta and generator where step() takes them, and any
+    scheduler-specific extras (DDIM's use_clipped_model_output)."""
     accepted = _step_parameters(type(scheduler))
-    kwargs = {}
+    kwargs = {k: v for k, v in (extra or {}).items() if k in accepted}
     if "generator" in accepted:
         kwargs["generator"] = generator
     if "eta" in accepted and eta is not None:
@@ -146,8 +147,9 @@ def _train_log_snr(scheduler) -> torch.Tensor:
 class _Run:
     """Everything one call of `sample` shares across steps."""
 
-    def __init__(self, denoiser, cond, uncond, guidance_scale, guidance_rescale, generator, eta, hooks, decode, batch):
+    def __init__(self, denoiser, cond, uncond, guidance_scale, guidance_rescale, generator, eta, hooks, decode, batch, step_kwargs=None):
         self.base_denoiser = denoiser
+        self.step_kwargs = step_kwargs
         self.cond, self.uncond = cond, uncond
         self.guidance_scale, self.guidance_rescale = guidance_scale, guidance_rescale
         self.generator, self.eta = generator, eta
@@ -317,7 +319,7 @@ class StepContext:
     def scheduler_step(self, model_output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The scheduler's step on any multiple of the batch, in one call (stateful schedulers advance once)."""
         times = x.shape[0] // self.batch_size
-        kwargs = _step_kwargs(self.scheduler, _repeat_generator(self._run.generator, times), self._run.eta)
+        kwargs = _step_kwargs(self.scheduler, _repeat_generator(self._run.generator, times), self._run.eta, self._run.step_kwargs)
         return self.scheduler.step(model_output, self.step.timestep, x, **kwargs, return_dict=False)[0]
 
     def propose(self, state: SamplingState, num_candidates: int) -> torch.Tensor:
@@ -345,6 +347,19 @@ class StepContext:
         """The state for the next step; pass the prediction made at x by `predict_next` to reuse it."""
         step = self._run.step_at(self.step.index + 1) if not self.is_last else replace(self.step, index=self.step.index + 1)
         return SamplingState(step=step, x=x, prediction=prediction)
+
+    def update_guidance(self, cond: Condition | None = None, uncond: Condition | None = None, guidance_scale: float | None = None,
+                        drop_uncond: bool = False) -> None:
+        """Change the run's condition, unconditional branch or guidance scale for the steps after this one (what
+        a stock `callback_on_step_end` may do: new prompt embeddings, a guidance cut-off)."""
+        run = self._run
+        if cond is not None:
+            run.cond = cond
+        if uncond is not None or drop_uncond:
+            run.uncond = None if drop_uncond else uncond
+        if guidance_scale is not None:
+            run.guidance_scale = guidance_scale
+        run._resolved = {i: v for i, v in run._resolved.items() if i <= self.step.index}
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] for latents (the pipeline's VAE decode, or the pixel mapping); counted."""
@@ -374,6 +389,17 @@ def _transition_chain(run: _Run, transitions: Sequence, state: SamplingState, de
     return link(0)(state)
 
 
+def check_eta(scheduler, eta) -> None:
+    """eta means something only to schedulers whose step() takes it (DDIM: 0 deterministic, 1 DDPM-like)."""
+    if eta is None:
+        return
+    name = type(scheduler).__name__
+    if "eta" not in _step_parameters(type(scheduler)):
+        raise ValueError(f"eta: {name}.step takes no eta, so eta={eta!r} would be ignored; leave eta unset, or use DDIMScheduler.from_config(scheduler.config) for a tunable eta.")
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
+        raise ValueError(f"eta: must be a number in [0, 1] (0 deterministic, 1 as stochastic as DDPM), got {eta!r}.")
+
+
 def check_steps(num_inference_steps, timesteps) -> None:
     if timesteps is None:
         if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps <= 0:
@@ -401,6 +427,8 @@ def sample(
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
     trace: bool = False,
     progress_bar: Callable | None = None,
+    interrupt: Callable[[], bool] | None = None,
+    step_kwargs: dict | None = None,
 ) -> SampleOutput:
     """Denoise `latents` (x_T, already scaled by the scheduler's init_noise_sigma) to samples.
 
@@ -416,6 +444,9 @@ def sample(
         decode: latents -> images in [0, 1]; used by value-guided transitions (and counted).
         trace: keep every step's x_t and x0 estimate (on the CPU) in the output.
         progress_bar: a ``DiffusionPipeline.progress_bar``-like factory taking ``total=``.
+        interrupt: asked before every step; True stops the loop there (a stock callback's ``pipe._interrupt``).
+        step_kwargs: further keyword arguments for ``scheduler.step`` where it takes them (DDIM's
+            ``use_clipped_model_output``).
 
     Returns:
         `SampleOutput` with samples, nfe, reward_calls, decodes and the optional trace.
@@ -436,8 +467,9 @@ def sample(
     if isinstance(generator, list) and len(generator) != batch:
         raise ValueError(f"generator: got a list of {len(generator)} generators for a batch of {batch}; pass one per sample.")
     hooks = check_hooks(hooks)
+    check_eta(denoiser.scheduler, eta)
 
-    run = _Run(denoiser, cond, uncond, guidance_scale, guidance_rescale, generator, eta, hooks, decode, batch)
+    run = _Run(denoiser, cond, uncond, guidance_scale, guidance_rescale, generator, eta, hooks, decode, batch, step_kwargs)
     if timesteps is None:
         denoiser.scheduler.set_timesteps(num_inference_steps, device=latents.device)
         timesteps = denoiser.scheduler.timesteps
@@ -458,6 +490,8 @@ def sample(
     with bar as progress:
         index = 0
         while index < len(run.plan):
+            if interrupt is not None and interrupt():
+                break
             step_denoiser, step_cond = run.resolve(index)
             if step_denoiser.scheduler is not run.scheduler:
                 state = SamplingState(step=state.step, x=run.hand_over(index, active, step_denoiser, state.x))

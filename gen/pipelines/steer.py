@@ -1,16 +1,27 @@
-"""`steer(pipe)`: run an existing diffusers pipeline through gen's loop, with hooks.
+"""`steer(pipe)`: the same diffusers pipeline, its denoising run through gen's loop, with hooks.
 
-    >>> pipe = StableDiffusionPipeline.from_pretrained(...)
-    >>> out = steer(pipe)("a photo of a cat", num_inference_steps=30, hooks=[CADS()])
+    >>> pipe = steer(StableDiffusionPipeline.from_pretrained(...))
+    >>> out = pipe("a photo of a cat", num_inference_steps=30, hooks=[CADS()])
     >>> out.images, out.nfe, out.reward_calls
+
+`steer(pipe)` returns an instance of a subclass of the pipeline's own class (so `isinstance(out, type(pipe))`
+and it is a `DiffusionPipeline`) that shares the pipeline's state: its components, scheduler, config and
+progress-bar settings are the same objects. Its `__call__` shows the stock signature plus `hooks` and
+`trace`; it stays steered through `.to()`, `save_pretrained` (which writes the stock class name) and
+`type(pipe).from_pretrained`, offloading and `set_progress_bar_config`.
 
 The stock arguments keep their stock meaning and defaults. Each adapter prepares the inputs with the
 pipeline's own methods (`check_inputs`, `encode_prompt`, `prepare_latents`, `retrieve_timesteps`), runs
-`gen.sample`, and finishes with the pipeline's own decoding and post-processing, so the output is the
-stock output type, with `nfe`, `reward_calls`, `decodes` (per sample) and `trace` added.
-With no hooks the result equals the stock pipeline's. One difference by design: gen passes the
-generator to `scheduler.step` for DiT and SD3 too (their stock loops draw step noise from the global
-RNG), so with a stochastic scheduler those two draw other noise than stock, from the same distribution.
+`gen.sample`, and finishes with the pipeline's own decoding and post-processing. Callbacks behave as in the
+stock loops: `callback_on_step_end` may return new latents or prompt embeddings, change
+`pipe._guidance_scale` (e.g. diffusers' `SDCFGCutoffCallback`) or set `pipe._interrupt`; legacy
+`callback`/`callback_steps` are honoured with stock's deprecation warnings where stock deprecates them.
+The output is the stock output type with `nfe`, `reward_calls`, `decodes` (per sample) and `trace`
+added; `return_dict=False` gives the stock tuple (the counts of the last call are then in
+`pipe.last_counts`). With no hooks the result equals the stock pipeline's. One difference by design: gen
+passes the generator to `scheduler.step` for DiT and SD3 too (their stock loops draw step noise from the
+global RNG), so with a stochastic scheduler those two draw other noise than stock, from the same
+distribution.
 """
 
 from __future__ import annotations
@@ -33,11 +44,12 @@ from diffusers import (
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
+from diffusers.utils import deprecate
 from diffusers.utils.torch_utils import randn_tensor
 
-from gen.core.denoiser import Denoiser
+from gen.core.denoiser import Denoiser, DenoiserOutput, guidance_combine
 from gen.core.hooks import SamplingHook, check_hooks
-from gen.core.sampling import SampleOutput, sample
+from gen.core.sampling import SampleOutput, _step_parameters, sample
 
 
 @dataclass
@@ -74,25 +86,49 @@ def _numpy_images(pipe, images: torch.Tensor, output_type: str):
     return pipe.numpy_to_pil(images) if output_type == "pil" else images
 
 
-def _refuse(args: dict, names: tuple[str, ...], pipeline: str) -> None:
-    """A clear error for stock arguments (None by default) that gen's loop does not reproduce."""
-    for name in names:
-        if args.get(name) is not None:
-            raise ValueError(f"{name}: not supported by gen.pipelines.steer for {pipeline} yet; leave it unset.")
+def _stock_eta(scheduler, eta):
+    """Stock pipelines pass eta only to schedulers whose step takes it (prepare_extra_step_kwargs)."""
+    return eta if "eta" in _step_parameters(type(scheduler)) else None
+
+
+def _split_branches(stacked: torch.Tensor, guided: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Stock loops hold [uncond; cond] stacked under guidance: (uncond, cond)."""
+    return tuple(stacked.chunk(2)) if guided else (None, stacked)
 
 
 class _StockCallback(SamplingHook):
-    """`callback_on_step_end` as the stock loops call it: after each step, may replace the latents."""
+    """`callback_on_step_end` as the stock loops call it, after each step, with the tensors they expose; what
+    it returns (latents, prompt embeddings) and what it changes on the pipeline (guidance scale) takes effect
+    for the following steps, as in stock."""
 
-    def __init__(self, pipe, callback, tensor_inputs, tensors: dict[str, torch.Tensor]):
-        self.pipe, self.callback, self.tensor_inputs, self.tensors = pipe, callback, tensor_inputs, tensors
+    def __init__(self, pipe, callback, tensor_inputs, tensors: dict[str, torch.Tensor], read_back: Callable | None = None):
+        self.pipe, self.callback, self.tensor_inputs, self.tensors = pipe, callback, tensor_inputs, dict(tensors)
+        self.read_back = read_back
 
     def transition(self, state, ctx):
         new = ctx.proceed(state)
         values = {**self.tensors, "latents": new.x}
-        result = self.callback(self.pipe, state.step.index, state.step.timestep, {k: values[k] for k in self.tensor_inputs})
-        latents = (result or {}).get("latents", new.x)
+        guided_before = self.pipe.do_classifier_free_guidance
+        scale_before = self.pipe._guidance_scale
+        outputs = dict(self.callback(self.pipe, state.step.index, state.step.timestep, {k: values[k] for k in self.tensor_inputs}) or {})
+        latents = outputs.pop("latents", new.x)
+        self.tensors.update({k: v for k, v in outputs.items() if k in self.tensors})
+        if self.read_back is not None and (outputs or self.pipe._guidance_scale != scale_before):
+            self.read_back(ctx, self.tensors, self.pipe, guided_before)
         return new if latents is new.x else ctx.next_state(latents)
+
+
+class _LegacyCallback(SamplingHook):
+    """The deprecated `callback(step, timestep, latents)` every `callback_steps` steps."""
+
+    def __init__(self, callback, every: int):
+        self.callback, self.every = callback, every
+
+    def transition(self, state, ctx):
+        new = ctx.proceed(state)
+        if state.step.index % self.every == 0:
+            self.callback(state.step.index, state.step.timestep, new.x)
+        return new
 
 
 class _LastStepDenoised(SamplingHook):
@@ -105,12 +141,45 @@ class _LastStepDenoised(SamplingHook):
         return ctx.next_state(result[1])
 
 
-def _callback_hooks(pipe, args, tensors) -> list:
-    callback = args.get("callback_on_step_end")
+def _callback_hooks(pipe, a, tensors, read_back=None) -> list:
+    callback = a.get("callback_on_step_end")
     if callback is None:
         return []
-    inputs = getattr(callback, "tensor_inputs", None) or args.get("callback_on_step_end_tensor_inputs") or ["latents"]
-    return [_StockCallback(pipe, callback, inputs, tensors)]
+    inputs = getattr(callback, "tensor_inputs", None) or a.get("callback_on_step_end_tensor_inputs") or ["latents"]
+    return [_StockCallback(pipe, callback, inputs, tensors, read_back)]
+
+
+def _legacy_callbacks(kwargs: dict) -> list:
+    """`callback` / `callback_steps` in **kwargs, deprecated by stock SD with these warnings, still honoured."""
+    callback, every = kwargs.pop("callback", None), kwargs.pop("callback_steps", None)
+    message = "Passing `{}` as an input argument to `__call__` is deprecated, consider using `callback_on_step_end`"
+    if callback is not None:
+        deprecate("callback", "1.0.0", message.format("callback"))
+    if every is not None:
+        deprecate("callback_steps", "1.0.0", message.format("callback_steps"))
+    return [_LegacyCallback(callback, every or 1)] if callback is not None else []
+
+
+def _guided_embeds_read_back(keys: dict[str, str]):
+    """After a callback, rebuild the run's branches from the stock loop's tensors (`keys`: stock name -> backbone
+    keyword), stacked [uncond; cond] while guidance is on; and take the pipeline's guidance scale, which a
+    callback may have changed (a cut-off to 0 leaves only the conditional half, as in stock)."""
+
+    def read_back(ctx, tensors, pipe, guided_before):
+        guided = pipe.do_classifier_free_guidance
+        cond, uncond = dict(ctx.cond or {}), (dict(ctx.uncond) if ctx.uncond is not None else {})
+        for stock_name, key in keys.items():
+            value = tensors[stock_name]
+            stacked = value.shape[0] == 2 * ctx.batch_size
+            if stacked and not guided:
+                value, stacked = value.chunk(2)[1], False
+            negative, positive = _split_branches(value, stacked)
+            cond[key] = positive
+            if negative is not None:
+                uncond[key] = negative
+        ctx.update_guidance(cond=cond, uncond=uncond if guided else None, guidance_scale=pipe._guidance_scale, drop_uncond=not guided)
+
+    return read_back
 
 
 # -- adapters: one per stock pipeline family ------------------------------------------------------------------------
@@ -119,10 +188,11 @@ def _unconditional(pipe, a: dict) -> _Prepared:
     size = unet.config.sample_size
     size = (size, size) if isinstance(size, int) else tuple(size)
     batch = a["batch_size"]
-    if isinstance(a["generator"], list) and len(a["generator"]) != batch:
-        raise ValueError(f"generator: {len(a['generator'])} generators for batch_size={batch}; pass one per image.")
+    if "eta" in a and not 0.0 <= a["eta"] <= 1.0:
+        raise ValueError(f"`eta` should be between 0 and 1 (inclusive), but received {a['eta']}. ")
     latents = randn_tensor((batch, unet.config.in_channels, *size), generator=a["generator"], device=pipe._execution_device, dtype=unet.dtype)
-    loop = dict(num_inference_steps=a["num_inference_steps"], generator=a["generator"], eta=a.get("eta"), decode=_pixel_images)
+    loop = dict(num_inference_steps=a["num_inference_steps"], generator=a["generator"], eta=_stock_eta(pipe.scheduler, a.get("eta")), decode=_pixel_images,
+                step_kwargs={"use_clipped_model_output": a["use_clipped_model_output"]} if a.get("use_clipped_model_output") is not None else None)
 
     def finish(x):
         images = _numpy_images(pipe, _pixel_images(x), a["output_type"])
@@ -134,19 +204,18 @@ def _unconditional(pipe, a: dict) -> _Prepared:
 def _dit(pipe, a: dict) -> _Prepared:
     model = pipe.transformer
     device = pipe._execution_device
+    batch = len(a["class_labels"])  # as stock: a bare int is a TypeError
     labels = torch.tensor(a["class_labels"], device=device).reshape(-1)
-    batch = len(labels)
     size = model.config.sample_size
     latents = randn_tensor((batch, model.config.in_channels, size, size), generator=a["generator"], device=device, dtype=model.dtype)
-    null = torch.full_like(labels, model.config.num_embeds_ada_norm)
-    decode = _vae_decoder(pipe.vae)
+    null = torch.full_like(labels, 1000)  # DiTPipeline's null class
     loop = dict(
         num_inference_steps=a["num_inference_steps"],
         cond={"class_labels": labels},
         uncond={"class_labels": null},
         guidance_scale=a["guidance_scale"],
         generator=a["generator"],
-        decode=decode,
+        decode=_vae_decoder(pipe.vae),
     )
 
     def finish(x):
@@ -158,16 +227,18 @@ def _dit(pipe, a: dict) -> _Prepared:
 
 
 def _stable_diffusion(pipe, a: dict) -> _Prepared:
-    _refuse(a, ("ip_adapter_image", "ip_adapter_image_embeds"), "StableDiffusionPipeline")
-    if a.get("kwargs"):
-        raise ValueError(f"{sorted(a['kwargs'])}: deprecated callback arguments are not supported; use callback_on_step_end.")
+    kwargs = dict(a.get("kwargs") or {})
     unet = pipe.unet
-    height = a["height"] or unet.config.sample_size * pipe.vae_scale_factor
-    width = a["width"] or unet.config.sample_size * pipe.vae_scale_factor
+    height, width = a["height"], a["width"]
+    if not height or not width:  # stock: either missing resets both to the UNet's size
+        size = unet.config.sample_size
+        height, width = ((size, size) if isinstance(size, int) else tuple(size)[:2])
+        height, width = height * pipe.vae_scale_factor, width * pipe.vae_scale_factor
     pipe.check_inputs(
-        a["prompt"], height, width, None, a["negative_prompt"], a["prompt_embeds"], a["negative_prompt_embeds"],
-        None, None, a["callback_on_step_end_tensor_inputs"],
+        a["prompt"], height, width, kwargs.get("callback_steps"), a["negative_prompt"], a["prompt_embeds"], a["negative_prompt_embeds"],
+        a["ip_adapter_image"], a["ip_adapter_image_embeds"], a["callback_on_step_end_tensor_inputs"],
     )
+    legacy = _legacy_callbacks(kwargs)
     pipe._guidance_scale, pipe._guidance_rescale = a["guidance_scale"], a["guidance_rescale"]
     pipe._clip_skip, pipe._cross_attention_kwargs, pipe._interrupt = a["clip_skip"], a["cross_attention_kwargs"], False
     prompt = a["prompt"]
@@ -177,32 +248,43 @@ def _stable_diffusion(pipe, a: dict) -> _Prepared:
     embeds, negative = pipe.encode_prompt(
         prompt, device, a["num_images_per_prompt"], pipe.do_classifier_free_guidance, a["negative_prompt"],
         prompt_embeds=a["prompt_embeds"], negative_prompt_embeds=a["negative_prompt_embeds"],
-        lora_scale=attention.get("scale") if attention else None, clip_skip=a["clip_skip"],
+        lora_scale=attention.get("scale") if attention else None, clip_skip=pipe.clip_skip,
     )
-    timesteps, _ = retrieve_timesteps(pipe.scheduler, a["num_inference_steps"], device, a["timesteps"], a["sigmas"])
+    guided = pipe.do_classifier_free_guidance
     n = batch * a["num_images_per_prompt"]
+    image_embeds = None
+    if a["ip_adapter_image"] is not None or a["ip_adapter_image_embeds"] is not None:
+        image_embeds = pipe.prepare_ip_adapter_image_embeds(a["ip_adapter_image"], a["ip_adapter_image_embeds"], device, n, guided)
+    timesteps, _ = retrieve_timesteps(pipe.scheduler, a["num_inference_steps"], device, a["timesteps"], a["sigmas"])
     latents = pipe.prepare_latents(n, unet.config.in_channels, height, width, embeds.dtype, device, a["generator"], a["latents"])
     cond: dict = {"encoder_hidden_states": embeds}
+    uncond: dict | None = {"encoder_hidden_states": negative} if guided else None
+    if image_embeds is not None:  # each adapter's embeddings are stacked [uncond; cond] under guidance
+        halves = [_split_branches(e, guided) for e in image_embeds]
+        cond["added_cond_kwargs"] = {"image_embeds": [c for _, c in halves]}
+        if guided:
+            uncond["added_cond_kwargs"] = {"image_embeds": [u for u, _ in halves]}
     if unet.config.time_cond_proj_dim is not None:
         scale = torch.tensor(a["guidance_scale"] - 1).repeat(n)
         cond["timestep_cond"] = pipe.get_guidance_scale_embedding(scale, embedding_dim=unet.config.time_cond_proj_dim).to(device=device, dtype=latents.dtype)
     if attention is not None:
         cond["cross_attention_kwargs"] = attention
-    guided = pipe.do_classifier_free_guidance
     pipe._num_timesteps = len(timesteps)
     decode = _vae_decoder(pipe.vae)
     loop = dict(
         timesteps=timesteps,
         cond=cond,
-        uncond={"encoder_hidden_states": negative} if guided else None,
+        uncond=uncond,
         guidance_scale=a["guidance_scale"],
         guidance_rescale=a["guidance_rescale"],
         generator=a["generator"],
-        eta=a["eta"],
+        eta=_stock_eta(pipe.scheduler, a["eta"]),
         decode=decode,
+        interrupt=lambda: pipe._interrupt,
     )
     stock_embeds = torch.cat([negative, embeds]) if guided else embeds
-    hooks = _callback_hooks(pipe, a, {"prompt_embeds": stock_embeds, "negative_prompt_embeds": negative})
+    hooks = _callback_hooks(pipe, a, {"prompt_embeds": stock_embeds, "negative_prompt_embeds": negative},
+                            _guided_embeds_read_back({"prompt_embeds": "encoder_hidden_states"})) + legacy
 
     def finish(x):
         if a["output_type"] == "latent":
@@ -225,7 +307,9 @@ def _pixart(pipe, a: dict) -> _Prepared:
         ASPECT_RATIO_1024_BIN,
     )
 
-    _refuse(a, ("callback",), "PixArtAlphaPipeline")
+    if "mask_feature" in (a.get("kwargs") or {}):
+        deprecate("mask_feature", "1.0.0", "The use of `mask_feature` is deprecated. It is no longer used in any computation and that doesn't affect the end "
+                  "results. It will be removed in a future version.", standard_warn=False)
     model = pipe.transformer
     height = a["height"] or model.config.sample_size * pipe.vae_scale_factor
     width = a["width"] or model.config.sample_size * pipe.vae_scale_factor
@@ -233,10 +317,7 @@ def _pixart(pipe, a: dict) -> _Prepared:
     binning = a["use_resolution_binning"]
     if binning:
         if model.config.sample_size not in bins:
-            raise ValueError(
-                f"use_resolution_binning: PixArt bins exist for sample sizes {sorted(bins)}, not "
-                f"{model.config.sample_size}; pass use_resolution_binning=False."
-            )
+            raise ValueError("Invalid sample size")  # stock's own message
         original = (height, width)
         height, width = pipe.image_processor.classify_height_width_bin(height, width, ratios=bins[model.config.sample_size])
     pipe.check_inputs(
@@ -264,15 +345,14 @@ def _pixart(pipe, a: dict) -> _Prepared:
         }
     if hasattr(pipe.scheduler, "set_begin_index"):
         pipe.scheduler.set_begin_index(0)
-    decode = _vae_decoder(pipe.vae)
     loop = dict(
         timesteps=timesteps,
         cond={"encoder_hidden_states": embeds, "encoder_attention_mask": mask, "added_cond_kwargs": added},
         uncond={"encoder_hidden_states": negative, "encoder_attention_mask": negative_mask, "added_cond_kwargs": added} if guided else None,
         guidance_scale=a["guidance_scale"],
         generator=a["generator"],
-        eta=a["eta"],
-        decode=decode,
+        eta=_stock_eta(pipe.scheduler, a["eta"]),
+        decode=_vae_decoder(pipe.vae),
     )
 
     def finish(x):
@@ -287,14 +367,43 @@ def _pixart(pipe, a: dict) -> _Prepared:
         return ImagePipelineOutput(images=image) if a["return_dict"] else (image,)
 
     hooks = [_LastStepDenoised()] if steps == 1 else []
+    if a["callback"] is not None:  # ordinary arguments of PixArt-α's call (no deprecation there)
+        hooks.append(_LegacyCallback(a["callback"], a["callback_steps"]))
     return _Prepared(Denoiser(model, pipe.scheduler), latents, loop, finish, hooks)
+
+
+class _SkipLayerGuidance(SamplingHook):
+    """SD3's skip-layer guidance: inside the step window, add scale * (cond - cond with `layers` skipped),
+    one more (conditional, unguided) transformer call per sample, as the stock loop makes it."""
+
+    def __init__(self, layers, scale: float, start: float, stop: float, cond: dict):
+        self.layers, self.scale, self.start, self.stop, self.cond = list(layers), scale, start, stop, cond
+
+    def denoiser(self, step, current):
+        if not step.index > step.num_steps * self.start or not step.index < step.num_steps * self.stop:
+            return current
+        return _SkipLayerDenoiser(current, self)
+
+
+class _SkipLayerDenoiser(Denoiser):
+    def __init__(self, inner: Denoiser, guidance: _SkipLayerGuidance):
+        self.__dict__.update(inner.__dict__)
+        self._inner, self._guidance = inner, guidance
+
+    def __call__(self, x, t, cond=None, uncond=None, guidance_scale=1.0, guidance_rescale=0.0):
+        if uncond is None or guidance_scale <= 1:
+            return self._inner(x, t, cond=cond)
+        eps_uncond, eps_cond, _ = self._inner.branches(x, t, cond, uncond)
+        guided = guidance_combine(eps_uncond, eps_cond, guidance_scale, guidance_rescale)
+        skipped = self._inner.forward(x, t, {**self._guidance.cond, "skip_layers": self._guidance.layers})
+        output = guided + (eps_cond - skipped) * self._guidance.scale
+        return DenoiserOutput(output=output, evaluations=3 * x.shape[0], x0_fn=lambda: self.x0(x, output, t))
 
 
 def _sd3(pipe, a: dict) -> _Prepared:
     from diffusers.pipelines.stable_diffusion_3.pipeline_output import StableDiffusion3PipelineOutput
     from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift
 
-    _refuse(a, ("ip_adapter_image", "ip_adapter_image_embeds", "skip_guidance_layers"), "StableDiffusion3Pipeline")
     model = pipe.transformer
     height = a["height"] or pipe.default_sample_size * pipe.vae_scale_factor
     width = a["width"] or pipe.default_sample_size * pipe.vae_scale_factor
@@ -318,7 +427,7 @@ def _sd3(pipe, a: dict) -> _Prepared:
         negative_prompt_2=a["negative_prompt_2"], negative_prompt_3=a["negative_prompt_3"], do_classifier_free_guidance=guided,
         prompt_embeds=a["prompt_embeds"], negative_prompt_embeds=a["negative_prompt_embeds"],
         pooled_prompt_embeds=a["pooled_prompt_embeds"], negative_pooled_prompt_embeds=a["negative_pooled_prompt_embeds"],
-        device=device, clip_skip=a["clip_skip"], num_images_per_prompt=a["num_images_per_prompt"],
+        device=device, clip_skip=pipe.clip_skip, num_images_per_prompt=a["num_images_per_prompt"],
         max_sequence_length=a["max_sequence_length"], lora_scale=attention.get("scale") if attention else None,
     )
     n = batch * a["num_images_per_prompt"]
@@ -331,23 +440,32 @@ def _sd3(pipe, a: dict) -> _Prepared:
         mu = calculate_shift(seq, config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5), config.get("max_shift", 1.16))
     if mu is not None:
         scheduler_kwargs["mu"] = mu
-    timesteps, _ = retrieve_timesteps(pipe.scheduler, a["num_inference_steps"], device, sigmas=a["sigmas"], **scheduler_kwargs)
+    timesteps, steps = retrieve_timesteps(pipe.scheduler, a["num_inference_steps"], device, sigmas=a["sigmas"], **scheduler_kwargs)
     pipe._num_timesteps = len(timesteps)
+    if (a["ip_adapter_image"] is not None and pipe.is_ip_adapter_active) or a["ip_adapter_image_embeds"] is not None:
+        # as stock: the embeddings ride in joint_attention_kwargs, stacked [uncond; cond] like the guided batch
+        image_embeds = pipe.prepare_ip_adapter_image_embeds(a["ip_adapter_image"], a["ip_adapter_image_embeds"], device, n, guided)
+        pipe._joint_attention_kwargs = {**(attention or {}), "ip_adapter_image_embeds": image_embeds}
+        attention = pipe._joint_attention_kwargs
     cond = {"encoder_hidden_states": embeds, "pooled_projections": pooled}
     if attention is not None:
         cond["joint_attention_kwargs"] = attention
-    decode = _vae_decoder(pipe.vae, shift=True)
     loop = dict(
         timesteps=timesteps,
         cond=cond,
         uncond={"encoder_hidden_states": negative, "pooled_projections": negative_pooled} if guided else None,
         guidance_scale=a["guidance_scale"],
         generator=a["generator"],
-        decode=decode,
+        decode=_vae_decoder(pipe.vae, shift=True),
+        interrupt=lambda: pipe._interrupt,
     )
+    hooks = []
+    if a["skip_guidance_layers"] is not None and guided:
+        hooks.append(_SkipLayerGuidance(a["skip_guidance_layers"], a["skip_layer_guidance_scale"], a["skip_layer_guidance_start"], a["skip_layer_guidance_stop"], cond))
     stock_embeds = torch.cat([negative, embeds]) if guided else embeds
     stock_pooled = torch.cat([negative_pooled, pooled]) if guided else pooled
-    hooks = _callback_hooks(pipe, a, {"prompt_embeds": stock_embeds, "pooled_prompt_embeds": stock_pooled})
+    hooks += _callback_hooks(pipe, a, {"prompt_embeds": stock_embeds, "pooled_prompt_embeds": stock_pooled},
+                             _guided_embeds_read_back({"prompt_embeds": "encoder_hidden_states", "pooled_prompt_embeds": "pooled_projections"}))
 
     def finish(x):
         if a["output_type"] == "latent":
@@ -370,6 +488,7 @@ _ADAPTERS: list[tuple[type, Callable]] = [
     (PixArtAlphaPipeline, _pixart),
     (StableDiffusion3Pipeline, _sd3),
 ]
+SUPPORTED = tuple(cls for cls, _ in _ADAPTERS)
 
 
 @functools.lru_cache(maxsize=None)
@@ -383,45 +502,77 @@ def _with_counts(output_class: type) -> type:
 
 
 class SteeredPipeline:
-    """A diffusers pipeline whose denoising runs through `gen.sample` (see `steer`)."""
+    """Mixed in front of a stock pipeline class by `steer`: `isinstance(pipe, SteeredPipeline)` tells a
+    steered pipeline; `last_counts` holds the counts of its latest call."""
 
-    def __init__(self, pipe):
-        for cls, adapter in _ADAPTERS:
-            if isinstance(pipe, cls):
-                self.pipe, self._adapter = pipe, adapter
-                return
-        names = ", ".join(cls.__name__ for cls, _ in _ADAPTERS)
-        raise TypeError(f"pipe: steer() supports {names}; got {type(pipe).__name__}.")
+    last_counts: dict | None = None
 
-    def __getattr__(self, name):
-        return getattr(self.pipe, name)
 
-    @torch.no_grad()
+def _adapter_for(cls: type) -> Callable:
+    for stock, adapter in _ADAPTERS:
+        if issubclass(cls, stock):
+            return adapter
+    names = ", ".join(c.__name__ for c in SUPPORTED)
+    raise TypeError(f"pipe: steer() supports {names}; got {cls.__name__}.")
+
+
+def _run(pipe, adapter, args, kwargs, hooks, trace):
+    hooks = check_hooks(hooks)
+    stock_call = super(type(pipe), pipe).__call__
+    try:
+        bound = inspect.signature(stock_call).bind(*args, **kwargs)
+    except TypeError as err:
+        raise TypeError(f"{type(pipe).__name__}.__call__: {err}") from None
+    bound.apply_defaults()
+    arguments = dict(bound.arguments)
+    var_keyword = next((p.name for p in inspect.signature(stock_call).parameters.values() if p.kind is p.VAR_KEYWORD), None)
+    if var_keyword is not None:
+        arguments["kwargs"] = arguments.pop(var_keyword, {})
+    prepared = adapter(pipe, arguments)
+    generator, rows = prepared.loop.get("generator"), prepared.latents.shape[0]
+    if isinstance(generator, list) and len(generator) > rows:  # stock draws with the first `rows` of a longer list
+        prepared.loop["generator"] = generator[:rows]
+    result: SampleOutput = sample(prepared.denoiser, prepared.latents, hooks=prepared.hooks + hooks, trace=trace, progress_bar=pipe.progress_bar, **prepared.loop)
+    stock = prepared.finish(result.samples)
+    counts = {"nfe": result.nfe, "reward_calls": result.reward_calls, "decodes": result.decodes, "trace": result.trace}
+    pipe.last_counts = counts
+    if isinstance(stock, tuple):
+        return stock
+    fields = {f.name: getattr(stock, f.name) for f in dataclasses.fields(stock)}
+    return _with_counts(type(stock))(**fields, **counts)
+
+
+def _call_signature(cls: type) -> inspect.Signature:
+    """The stock __call__'s signature with keyword-only `hooks` and `trace` before any **kwargs."""
+    signature = inspect.signature(cls.__call__)
+    params = list(signature.parameters.values())
+    extra = [inspect.Parameter("hooks", inspect.Parameter.KEYWORD_ONLY, default=(), annotation="Sequence[SamplingHook]"),
+             inspect.Parameter("trace", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=bool)]
+    at = next((i for i, p in enumerate(params) if p.kind is p.VAR_KEYWORD), len(params))
+    return signature.replace(parameters=params[:at] + extra + params[at:])
+
+
+@functools.lru_cache(maxsize=None)
+def steered_class(cls: type) -> type:
+    """The steered subclass of a stock pipeline class (same name, so save_pretrained writes the stock name)."""
+    adapter = _adapter_for(cls)
+
     def __call__(self, *args, hooks=(), trace: bool = False, **kwargs):
-        """The stock call, with `hooks` (gen.SamplingHook list) and `trace` added."""
-        hooks = check_hooks(hooks)
-        try:
-            bound = inspect.signature(self.pipe.__call__).bind(*args, **kwargs)
-        except TypeError as err:
-            raise TypeError(f"{type(self.pipe).__name__} arguments: {err}") from None
-        bound.apply_defaults()
-        prepared = self._adapter(self.pipe, dict(bound.arguments))
-        result: SampleOutput = sample(
-            prepared.denoiser,
-            prepared.latents,
-            hooks=prepared.hooks + hooks,
-            trace=trace,
-            progress_bar=self.pipe.progress_bar,
-            **prepared.loop,
-        )
-        stock = prepared.finish(result.samples)
-        counts = {"nfe": result.nfe, "reward_calls": result.reward_calls, "decodes": result.decodes, "trace": result.trace}
-        if isinstance(stock, tuple):
-            return (*stock, counts)
-        fields = {f.name: getattr(stock, f.name) for f in dataclasses.fields(stock)}
-        return _with_counts(type(stock))(**fields, **counts)
+        with torch.no_grad():
+            return _run(self, adapter, args, kwargs, hooks, trace)
+
+    __call__.__signature__ = _call_signature(cls)
+    __call__.__doc__ = f"{cls.__name__}'s call, run through gen's loop: the stock arguments, plus `hooks` (gen.SamplingHook list) and `trace`.\n\n{cls.__call__.__doc__ or ''}"
+    return type(cls.__name__, (SteeredPipeline, cls), {"__call__": __call__, "__module__": cls.__module__, "__qualname__": cls.__qualname__})
 
 
-def steer(pipe) -> SteeredPipeline:
-    """Wrap a DDPM, DDIM, DiT, Stable Diffusion, PixArt-α or SD3 pipeline so its call takes `hooks=[...]`."""
-    return SteeredPipeline(pipe)
+def steer(pipe):
+    """The pipeline, steerable: an instance of a subclass of its own class sharing all its state, whose call
+    takes `hooks=[...]` and `trace=` (see the module docstring). DDPM, DDIM, DiT, Stable Diffusion, PixArt-α
+    and SD3 pipelines (and their subclasses) are supported."""
+    if isinstance(pipe, SteeredPipeline):
+        return pipe
+    cls = steered_class(type(pipe))
+    steered = object.__new__(cls)
+    object.__setattr__(steered, "__dict__", pipe.__dict__)  # one state: components, config, progress-bar settings
+    return steered
