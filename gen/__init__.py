@@ -13,6 +13,7 @@ Layers (each imports only from layers below it; checked by `lint-imports`, see p
     gen.guidance | gen.conditioning | gen.embedders | gen.analysis
     gen.core                                       sampling, denoiser, backbones, prediction, hooks, tiling
     gen.data | gen.io | gen.plugins                data sources, atomic files, named-model resolution
+    gen.errors                                     error types and how the command line reports them
 """
 
 from gen.core.denoiser import Denoiser, DenoiserOutput

@@ -26,6 +26,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+from gen.errors import ArgumentError, require_choice, require_int, require_number
 from gen.core.backbones import Condition
 from gen.core.denoiser import Denoiser
 from gen.core.hooks import SamplingHook, Step
@@ -84,10 +85,8 @@ class ConditionEmbeddingPerturbation:
     """CEP: c + (gamma / sqrt(d)) * eps on condition embeddings, in training only (see module docstring)."""
 
     def __init__(self, kind: str = "gaussian", gamma: float = 1.0):
-        if kind not in CEP_KINDS:
-            raise ValueError(f"cep: unknown kind {kind!r}; choose one of {CEP_KINDS}.")
-        if not isinstance(gamma, (int, float)) or gamma < 0 or gamma != gamma:
-            raise ValueError(f"cep_gamma: must be a number >= 0, got {gamma!r}.")
+        require_choice(kind, "cep", CEP_KINDS)
+        require_number(gamma, "cep_gamma", minimum=0)
         self.kind, self.gamma = kind, float(gamma)
 
     def noise(self, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -173,12 +172,15 @@ class CADS(SamplingHook):
     """
 
     def __init__(self, tau1: float = 0.6, tau2: float = 0.9, noise_scale: float = 0.25, mixing_factor: float = 1.0, rescale: bool = True, seed: int = 0):
+        for name, value in (("tau1", tau1), ("tau2", tau2), ("noise_scale", noise_scale), ("mixing_factor", mixing_factor)):
+            require_number(value, name)
+        require_int(seed, "seed", minimum=0)
         if not 0 <= tau1 < tau2 <= 1:
-            raise ValueError(f"tau1, tau2: need 0 <= tau1 < tau2 <= 1, got {tau1}, {tau2}.")
+            raise ArgumentError(f"tau1, tau2: need 0 <= tau1 < tau2 <= 1, got {tau1}, {tau2}.")
         if noise_scale < 0:
-            raise ValueError(f"noise_scale: must be >= 0, got {noise_scale}.")
+            raise ArgumentError(f"noise_scale: must be >= 0, got {noise_scale}.")
         if not 0 <= mixing_factor <= 1:
-            raise ValueError(f"mixing_factor: must lie in [0, 1], got {mixing_factor}.")
+            raise ArgumentError(f"mixing_factor: must lie in [0, 1], got {mixing_factor}.")
         self.tau1, self.tau2, self.noise_scale = tau1, tau2, noise_scale
         self.mixing_factor, self.rescale, self.seed = mixing_factor, rescale, seed
         self.generator = None

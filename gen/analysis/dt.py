@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 from PIL import Image
 
+from gen.errors import ArgumentError
 from gen.core.hooks import SamplingHook
 from gen.io import save_image
 
@@ -48,7 +49,7 @@ class DTVisualizer(SamplingHook):
     def images(self) -> torch.Tensor:
         """(steps, samples, C, H, W) in [0, 1]."""
         if not self.frames:
-            raise ValueError("DTVisualizer: nothing recorded yet; pass it in hooks=[...] of a sampling call first.")
+            raise ArgumentError("DTVisualizer: nothing recorded yet; pass it in hooks=[...] of a sampling call first.")
         with torch.no_grad():
             return torch.stack([self.decode(frame).float().cpu() for frame in self.frames])
 

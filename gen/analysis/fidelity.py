@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gen.errors import ArgumentError
 from gen.analysis.metrics import frechet_distance
 from gen.core.tiling import tile_starts
 
@@ -24,7 +25,7 @@ BACKGROUND = 0.05
 
 def _check(image: torch.Tensor, name: str) -> torch.Tensor:
     if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[0] != 1 or image.shape[1] != 3:
-        raise ValueError(f"{name}: expected a (1, 3, H, W) tensor in [0, 1], got {tuple(getattr(image, 'shape', ())) or type(image).__name__}.")
+        raise ArgumentError(f"{name}: expected a (1, 3, H, W) tensor in [0, 1], got {tuple(getattr(image, 'shape', ())) or type(image).__name__}.")
     return image.float().cpu()
 
 
@@ -42,7 +43,7 @@ def patch_cosine(embedder, image: torch.Tensor, grid: torch.Tensor) -> torch.Ten
     rows, cols, _ = grid.shape
     patch = image.shape[2] // rows
     if image.shape[2] != rows * patch or image.shape[3] != cols * patch:
-        raise ValueError(f"image: {tuple(image.shape[2:])} is not the grid {rows}x{cols} times one patch size.")
+        raise ArgumentError(f"image: {tuple(image.shape[2:])} is not the grid {rows}x{cols} times one patch size.")
     embedded = embedder.embed_images(grid_patches(image, patch)).float()
     return F.cosine_similarity(embedded, grid.reshape(rows * cols, -1).float().cpu(), dim=-1).reshape(rows, cols)
 
@@ -79,7 +80,7 @@ def vesselness_correlation(reference: torch.Tensor, output: torch.Tensor, mask: 
     """Pearson correlation of the two vesselness maps over mask (default: the reference's fundus)."""
     mask = (fundus_mask(reference) if mask is None else mask).numpy()
     if mask.sum() < 2:
-        raise ValueError("mask: fewer than two pixels to correlate.")
+        raise ArgumentError("mask: fewer than two pixels to correlate.")
     a, b = vesselness(reference)[mask], vesselness(output)[mask]
     return float(np.corrcoef(a, b)[0, 1])
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from gen.errors import ArgumentError
+
 
 class FeatureSpace:
     """Batched features and predictions of a classifier for images in [0, 1]."""
@@ -26,7 +28,7 @@ class FeatureSpace:
     @torch.no_grad()
     def _map(self, fn, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4:
-            raise ValueError(f"images: expected (batch, channels, height, width) in [0, 1], got shape {tuple(images.shape)}.")
+            raise ArgumentError(f"images: expected (batch, channels, height, width) in [0, 1], got shape {tuple(images.shape)}.")
         return torch.cat([fn(images[i : i + self.batch_size]).float().cpu() for i in range(0, len(images), self.batch_size)])
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -38,9 +40,9 @@ class FeatureSpace:
 
 def _check(features: torch.Tensor, name: str, minimum: int = 2) -> torch.Tensor:
     if features.ndim != 2 or len(features) < minimum:
-        raise ValueError(f"{name}: expected (N >= {minimum}, D) features, got shape {tuple(features.shape)}.")
+        raise ArgumentError(f"{name}: expected (N >= {minimum}, D) features, got shape {tuple(features.shape)}.")
     if not torch.isfinite(features).all():
-        raise ValueError(f"{name}: contains NaN or infinite values.")
+        raise ArgumentError(f"{name}: contains NaN or infinite values.")
     return features.double()
 
 

@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 import torch
 
+from gen.errors import ArgumentError, ArgumentTypeError
+
 Condition = dict[str, Any]
 
 
@@ -129,7 +131,7 @@ def backbone_spec(model) -> BackboneSpec:
         if cls.__name__ in _SPECS and cls.__module__.startswith("diffusers."):
             return _SPECS[cls.__name__]
     names = ", ".join(_SPECS)
-    raise TypeError(
+    raise ArgumentTypeError(
         f"model: gen.Denoiser supports {names}; got {type(unwrap(model)).__name__}. Load the backbone as one of these "
         "diffusers classes (e.g. UNet2DConditionModel.from_pretrained(repo, subfolder='unet'))."
     )
@@ -166,43 +168,49 @@ class Backbone:
     def check_latents(self, x, name: str = "latents") -> None:
         if not isinstance(x, torch.Tensor) or x.ndim != 4:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"{name}: expected a (batch, channels, height, width) tensor, got {got}.")
+            raise ArgumentError(f"{name}: expected a (batch, channels, height, width) tensor, got {got}.")
         if x.shape[1] != self.in_channels:
-            raise ValueError(
+            raise ArgumentError(
                 f"{name}: the backbone takes {self.in_channels} channels, got shape {tuple(x.shape)}; "
                 f"draw latents of shape (batch, {self.in_channels}, H, W)."
             )
         multiple = self.spec.spatial_multiple(self.config)
         if x.shape[2] % multiple or x.shape[3] % multiple:
-            raise ValueError(f"{name}: height and width must be multiples of {multiple} for this backbone, got {tuple(x.shape[2:])}.")
+            raise ArgumentError(f"{name}: height and width must be multiples of {multiple} for this backbone, got {tuple(x.shape[2:])}.")
         if not torch.isfinite(x).all():
-            raise ValueError(f"{name}: contains NaN or infinite values.")
+            raise ArgumentError(f"{name}: contains NaN or infinite values.")
+
+    def required(self) -> tuple[str, ...]:
+        """The conditions a call cannot do without (class labels where the model has a class embedding)."""
+        widths = self.widths()
+        extra = ("class_labels",) if ("num_classes" in widths or "class_labels" in widths) and "class_labels" not in self.spec.requires else ()
+        return self.spec.requires + extra
 
     def check_condition(self, cond: Condition | None, batch: int, name: str = "cond") -> None:
+        if cond is not None and not isinstance(cond, dict):
+            raise ArgumentTypeError(f"{name}: expected a dict of backbone keyword arguments, got {type(cond).__name__}.")
         cond = cond or {}
-        if not isinstance(cond, dict):
-            raise TypeError(f"{name}: expected a dict of backbone keyword arguments, got {type(cond).__name__}.")
         unknown = set(cond) - set(self.spec.accepts)
         if unknown:
-            raise ValueError(f"{name}: {self.name} takes {self.spec.accepts}, not {sorted(unknown)}.")
-        missing = [k for k in self.spec.requires if k not in cond]
+            raise ArgumentError(f"{name}: {self.name} takes {self.spec.accepts}, not {sorted(unknown)}.")
+        missing = [k for k in self.required() if k not in cond]
         if missing:
-            raise ValueError(f"{name}: {self.name} needs {missing}; pass them in {name}={{...}}.")
+            raise ArgumentError(f"{name}: {self.name} needs {missing}; pass them in {name}={{...}}.")
         widths = self.widths()
         for key, value in cond.items():
             if not isinstance(value, torch.Tensor):
                 continue
             if value.ndim > 0 and value.shape[0] != batch:
-                raise ValueError(f"{name}[{key!r}]: batch {value.shape[0]} does not match the latents' batch {batch}.")
+                raise ArgumentError(f"{name}[{key!r}]: batch {value.shape[0]} does not match the latents' batch {batch}.")
             if value.is_floating_point() and not torch.isfinite(value).all():
-                raise ValueError(f"{name}[{key!r}]: contains NaN or infinite values.")
+                raise ArgumentError(f"{name}[{key!r}]: contains NaN or infinite values.")
             if key == "class_labels" and not value.is_floating_point() and "num_classes" in widths:
                 n = widths["num_classes"]
                 if value.numel() and (value.min() < 0 or value.max() >= n):
-                    raise ValueError(f"{name}['class_labels']: labels must lie in [0, {n}), got {value.tolist()}.")
+                    raise ArgumentError(f"{name}['class_labels']: labels must lie in [0, {n}), got {value.tolist()}.")
             expected = widths.get(key)
             if expected is not None and value.is_floating_point() and value.shape[-1] != expected:
-                raise ValueError(
+                raise ArgumentError(
                     f"{name}[{key!r}]: width {value.shape[-1]} does not match the backbone's {expected}; "
                     f"project or re-encode the condition to {expected} features."
                 )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from gen.errors import ArgumentError
 from gen.core import prediction
 from gen.core.backbones import Backbone, Condition, stack_branches
 from gen.core.prediction import NoiseLevel
@@ -87,12 +88,12 @@ class Denoiser:
                 if prediction_type in allowed
                 else f"a scheduler that consumes {prediction_type!r} predictions"
             )
-            raise ValueError(
+            raise ArgumentError(
                 f"prediction_type: the model predicts {prediction_type!r} but {type(scheduler).__name__} is "
                 f"configured for {served!r} (it can serve {allowed}). Pass scheduler={fix}."
             )
         if served not in prediction.PREDICTION_TYPES:
-            raise ValueError(
+            raise ArgumentError(
                 f"scheduler: prediction_type {served!r} in {type(scheduler).__name__}'s config is not one of "
                 f"{prediction.PREDICTION_TYPES}; set it with from_config(..., prediction_type=...)."
             )

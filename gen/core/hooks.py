@@ -24,6 +24,7 @@ from typing import Sequence
 
 import torch
 
+from gen.errors import ArgumentTypeError
 from gen.core.backbones import Condition
 from gen.core.denoiser import Denoiser
 
@@ -85,7 +86,7 @@ def check_hooks(hooks, name: str = "hooks") -> list:
     hooks = list(hooks)
     for i, hook in enumerate(hooks):
         if not points_of(hook):
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"{name}[{i}]: {type(hook).__name__} implements none of the hook points {HOOK_POINTS}; subclass "
                 "gen.SamplingHook and override at least one of them."
             )

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from gen.errors import ArgumentError
+
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample", "flow")
 
 _VE_SCHEDULERS = {
@@ -63,7 +65,7 @@ def schedule_family(scheduler) -> str:
         return "ve"
     if hasattr(scheduler, "alphas_cumprod"):
         return "vp"
-    raise ValueError(
+    raise ArgumentError(
         f"scheduler: {name} is not supported by gen (its noise parametrization is unknown). Use a DDPM/DDIM/"
         "DPM-Solver/UniPC/LCM (variance preserving), Euler/Heun/LMS (variance exploding) or FlowMatchEuler scheduler."
     )
@@ -136,7 +138,7 @@ def to_x0(output: torch.Tensor, x: torch.Tensor, level: NoiseLevel, prediction_t
         return output
     if prediction_type == "flow":  # x = a*x0 + s*(v + x0); a + s = 1 on flow schedules
         return (x - s * output) / (a + s)
-    raise ValueError(f"prediction_type: {prediction_type!r} is not one of {PREDICTION_TYPES}.")
+    raise ArgumentError(f"prediction_type: {prediction_type!r} is not one of {PREDICTION_TYPES}.")
 
 
 def from_x0(x0: torch.Tensor, x: torch.Tensor, level: NoiseLevel, prediction_type: str) -> torch.Tensor:
@@ -151,7 +153,7 @@ def from_x0(x0: torch.Tensor, x: torch.Tensor, level: NoiseLevel, prediction_typ
         return (a * eps - s * x0) / (a * a + s * s).sqrt()
     if prediction_type == "flow":
         return eps - x0
-    raise ValueError(f"prediction_type: {prediction_type!r} is not one of {PREDICTION_TYPES}.")
+    raise ArgumentError(f"prediction_type: {prediction_type!r} is not one of {PREDICTION_TYPES}.")
 
 
 def convert(output: torch.Tensor, x: torch.Tensor, level: NoiseLevel, source: str, target: str) -> torch.Tensor:

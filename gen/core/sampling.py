@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
@@ -29,6 +30,7 @@ from typing import Callable, Sequence
 import torch
 from diffusers.utils import BaseOutput
 
+from gen.errors import ArgumentError, ArgumentTypeError
 from gen.core import prediction
 from gen.core.backbones import Condition, repeat_condition
 from gen.core.denoiser import Denoiser, DenoiserOutput
@@ -238,7 +240,7 @@ def plan_handover(level: prediction.NoiseLevel, scheduler, index: int = 0) -> tu
     grid = getattr(scheduler, "timesteps", None)
     name = type(scheduler).__name__
     if grid is None or getattr(scheduler, "num_inference_steps", None) is None:
-        raise ValueError(f"hooks: the denoiser for step {index} brings a {name} with no timesteps; call its set_timesteps(n) before sampling.")
+        raise ArgumentError(f"hooks: the denoiser for step {index} brings a {name} with no timesteps; call its set_timesteps(n) before sampling.")
     grid_levels = torch.stack([prediction.noise_level(scheduler, t).log_snr for t in grid])
     gap = (grid_levels - level.log_snr).abs()
     if float(gap.min()) < _SNAP:
@@ -257,7 +259,7 @@ def plan_handover(level: prediction.NoiseLevel, scheduler, index: int = 0) -> tu
     if "timesteps" in inspect.signature(scheduler.set_timesteps).parameters and not on_grid:
         return start, [start] + later
     if not on_grid:
-        raise ValueError(
+        raise ArgumentError(
             f"hooks: {name} takes no custom timesteps and the handover level (timestep {start}) is not on its grid "
             f"{[int(t) for t in grid]}; use a scheduler that takes custom timesteps (DDPM, LCM, Euler, DPM-Solver) for the incoming model."
         )
@@ -364,7 +366,7 @@ class StepContext:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] for latents (the pipeline's VAE decode, or the pixel mapping); counted."""
         if self._run.decode_fn is None:
-            raise ValueError("decode: this run was given no decoder; pass decode= to sample() or use a gen pipeline.")
+            raise ArgumentError("decode: this run was given no decoder; pass decode= to sample() or use a gen pipeline.")
         self._run.counts.decode_rows += latents.shape[0]
         return self._run.decode_fn(latents)
 
@@ -395,19 +397,35 @@ def check_eta(scheduler, eta) -> None:
         return
     name = type(scheduler).__name__
     if "eta" not in _step_parameters(type(scheduler)):
-        raise ValueError(f"eta: {name}.step takes no eta, so eta={eta!r} would be ignored; leave eta unset, or use DDIMScheduler.from_config(scheduler.config) for a tunable eta.")
+        raise ArgumentError(f"eta: {name}.step takes no eta, so eta={eta!r} would be ignored; leave eta unset, or use DDIMScheduler.from_config(scheduler.config) for a tunable eta.")
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
-        raise ValueError(f"eta: must be a number in [0, 1] (0 deterministic, 1 as stochastic as DDPM), got {eta!r}.")
+        raise ArgumentError(f"eta: must be a number in [0, 1] (0 deterministic, 1 as stochastic as DDPM), got {eta!r}.")
+
+
+def check_generator(generator, batch: int) -> None:
+    """None, one torch.Generator (on the CPU or the model's device), or a list of one per sample."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return
+    if isinstance(generator, (list, tuple)) and all(isinstance(g, torch.Generator) for g in generator):
+        if len(generator) != batch:
+            raise ArgumentError(f"generator: got a list of {len(generator)} generators for {batch} samples; pass one per sample (or a single generator).")
+        return
+    raise ArgumentTypeError(f"generator: expected a torch.Generator or a list of them, got {type(generator).__name__}.")
+
+
+def check_guidance_scale(guidance_scale) -> None:
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale) or guidance_scale < 0:
+        raise ArgumentError(f"guidance_scale: must be a finite number >= 0 (1 or less: no guidance), got {guidance_scale!r}.")
 
 
 def check_steps(num_inference_steps, timesteps) -> None:
     if timesteps is None:
         if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps <= 0:
-            raise ValueError(
+            raise ArgumentError(
                 f"num_inference_steps: must be a positive integer, got {num_inference_steps!r}."
             )
     elif len(timesteps) == 0:
-        raise ValueError("timesteps: got an empty schedule; pass at least one timestep.")
+        raise ArgumentError("timesteps: got an empty schedule; pass at least one timestep.")
 
 
 @torch.no_grad()
@@ -457,21 +475,28 @@ def sample(
         >>> out = sample(den, x, num_inference_steps=50, hooks=[MyHook()])
     """
     if not isinstance(denoiser, Denoiser):
-        raise TypeError(f"denoiser: expected a gen.Denoiser, got {type(denoiser).__name__}; wrap it: Denoiser(model, scheduler).")
+        raise ArgumentTypeError(f"denoiser: expected a gen.Denoiser, got {type(denoiser).__name__}; wrap it: Denoiser(model, scheduler).")
     denoiser.check_latents(latents)
     batch = latents.shape[0]
     denoiser.check_condition(cond, batch, "cond")
     if uncond is not None:
         denoiser.check_condition(uncond, batch, "uncond")
     check_steps(num_inference_steps, timesteps)
-    if isinstance(generator, list) and len(generator) != batch:
-        raise ValueError(f"generator: got a list of {len(generator)} generators for a batch of {batch}; pass one per sample.")
+    check_guidance_scale(guidance_scale)
+    if guidance_scale > 1 and uncond is None:
+        raise ArgumentError(f"guidance_scale: {guidance_scale} asks for classifier-free guidance but no uncond was given, so none would run; pass uncond={{...}} (the null condition) or guidance_scale=1.")
+    if not isinstance(guidance_rescale, (int, float)) or not 0 <= guidance_rescale <= 1:
+        raise ArgumentError(f"guidance_rescale: must be a number in [0, 1], got {guidance_rescale!r}.")
+    check_generator(generator, batch)
     hooks = check_hooks(hooks)
     check_eta(denoiser.scheduler, eta)
 
     run = _Run(denoiser, cond, uncond, guidance_scale, guidance_rescale, generator, eta, hooks, decode, batch, step_kwargs)
     if timesteps is None:
-        denoiser.scheduler.set_timesteps(num_inference_steps, device=latents.device)
+        try:
+            denoiser.scheduler.set_timesteps(num_inference_steps, device=latents.device)
+        except ValueError as err:  # e.g. more steps than training timesteps
+            raise ArgumentError(f"num_inference_steps: {type(denoiser.scheduler).__name__} cannot take {num_inference_steps} steps ({err}).") from None
         timesteps = denoiser.scheduler.timesteps
     run.plan = list(timesteps)
     info = run_info(run)

@@ -21,6 +21,7 @@ import os
 import torch
 import torch.nn.functional as F
 
+from gen.errors import ArgumentError
 from gen.core.backbones import Condition
 from gen.core.denoiser import Denoiser, DenoiserOutput
 
@@ -81,7 +82,8 @@ def interpolate_grid(grid: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, mod
     return mix(top, bottom, wy.expand(b, -1)).to(dtype)
 
 
-def _free_memory(device: torch.device) -> int:
+def free_memory(device: torch.device) -> int:
+    """Bytes free on device (the CUDA allocator's view, or the system's available memory)."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     try:
@@ -132,13 +134,13 @@ class TiledDenoiser(Denoiser):
     def __init__(self, inner: Denoiser, tile: int, overlap: int, tile_batch_size: int | None = None, patch: float | None = None,
                  blend: str = "cosine", interpolation: str = "slerp"):
         if not 0 <= overlap < tile:
-            raise ValueError(f"overlap: must satisfy 0 <= overlap < tile ({tile}), got {overlap}; reduce the overlap.")
+            raise ArgumentError(f"overlap: must satisfy 0 <= overlap < tile ({tile}), got {overlap}; reduce the overlap.")
         if tile_batch_size is not None and (isinstance(tile_batch_size, bool) or not isinstance(tile_batch_size, int) or tile_batch_size < 1):
-            raise ValueError(f"tile_batch_size: must be an integer >= 1 or None (picked from free memory), got {tile_batch_size!r}.")
+            raise ArgumentError(f"tile_batch_size: must be an integer >= 1 or None (picked from free memory), got {tile_batch_size!r}.")
         if blend not in BLENDS:
-            raise ValueError(f"blend: one of {BLENDS}, got {blend!r}.")
+            raise ArgumentError(f"blend: one of {BLENDS}, got {blend!r}.")
         if interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation: one of {INTERPOLATIONS}, got {interpolation!r}.")
+            raise ArgumentError(f"interpolation: one of {INTERPOLATIONS}, got {interpolation!r}.")
         self.__dict__.update(inner.__dict__)
         self.inner, self.tile, self.overlap = inner, tile, overlap
         self.stride, self.tile_batch_size = tile - overlap, tile_batch_size
@@ -149,7 +151,7 @@ class TiledDenoiser(Denoiser):
 
     def check_latents(self, x, name: str = "latents") -> None:
         if isinstance(x, torch.Tensor) and x.ndim == 4 and min(x.shape[2:]) < self.tile:
-            raise ValueError(f"{name}: the canvas {tuple(x.shape[2:])} is smaller than one tile ({self.tile}); make the output at least one tile large.")
+            raise ArgumentError(f"{name}: the canvas {tuple(x.shape[2:])} is smaller than one tile ({self.tile}); make the output at least one tile large.")
         self.inner.check_latents(x[..., : self.tile, : self.tile] if isinstance(x, torch.Tensor) and x.ndim == 4 else x, name)
 
     def check_condition(self, cond: Condition | None, batch: int, name: str = "cond") -> None:
@@ -158,11 +160,11 @@ class TiledDenoiser(Denoiser):
         if grid is not None:
             width = self.inner.backbone.widths().get("encoder_hidden_states")
             if not isinstance(grid, torch.Tensor) or grid.ndim != 4 or grid.shape[0] != batch:
-                raise ValueError(f"{name}['embedding_grid']: expected (batch={batch}, D, h, w), got {tuple(getattr(grid, 'shape', ()))}.")
+                raise ArgumentError(f"{name}['embedding_grid']: expected (batch={batch}, D, h, w), got {tuple(getattr(grid, 'shape', ()))}.")
             if width is not None and grid.shape[1] != width:
-                raise ValueError(f"{name}['embedding_grid']: embedding width {grid.shape[1]} does not match the model's {width}.")
+                raise ArgumentError(f"{name}['embedding_grid']: embedding width {grid.shape[1]} does not match the model's {width}.")
             if not torch.isfinite(grid).all():
-                raise ValueError(f"{name}['embedding_grid']: contains NaN or infinite values.")
+                raise ArgumentError(f"{name}['embedding_grid']: contains NaN or infinite values.")
             cond.update(self.inner.backbone.embedding_condition(torch.zeros(batch, grid.shape[1])))
         self.inner.check_condition(cond, batch, name)
 
@@ -223,7 +225,7 @@ class TiledDenoiser(Denoiser):
             one = {k: (v[:1] if isinstance(v, torch.Tensor) and v.ndim > 0 else v) for k, v in (one or {}).items()} or None
             per_row = activation_bytes_per_row(self.inner, self.tile, one)
             cap = GPU_TILE_BATCH_CAP if self.inner.device.type == "cuda" else CPU_TILE_BATCH_CAP
-            rows = self.tile_batch_size = int(max(1, min(cap, _free_memory(self.inner.device) // 4 // per_row)))
+            rows = self.tile_batch_size = int(max(1, min(cap, free_memory(self.inner.device) // 4 // per_row)))
         return max(1, rows // (batch * (2 if guided else 1)))
 
     def __call__(self, x, t, cond=None, uncond=None, guidance_scale: float = 1.0, guidance_rescale: float = 0.0) -> DenoiserOutput:

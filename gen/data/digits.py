@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from gen.errors import ArgumentError
 from gen.data.dataset import TensorImageDataset, resize, to_unit_range
 
 SPLITS = ("train", "test", "all")
@@ -16,7 +17,7 @@ def digits(resolution: int = 16, split: str = "train") -> TensorImageDataset:
     from sklearn.datasets import load_digits
 
     if split not in SPLITS:
-        raise ValueError(f"split: one of {SPLITS}, got {split!r}.")
+        raise ArgumentError(f"split: one of {SPLITS}, got {split!r}.")
     data = load_digits()
     images = torch.tensor(data.images, dtype=torch.float32)[:, None] / 16.0
     labels = torch.tensor(data.target, dtype=torch.long)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gen.errors import ArgumentError
 from gen.data.dataset import TensorImageDataset
 
 PATCH = 32
@@ -51,7 +52,7 @@ def reference_image(name: str, side: int | None = None) -> torch.Tensor:
     elif name == "retina":
         array = data.retina()
     else:
-        raise ValueError(f"name: one of 'ihc', 'retina', got {name!r}.")
+        raise ArgumentError(f"name: one of 'ihc', 'retina', got {name!r}.")
     image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float() / 255.0
     side = side or NATIVE[name]
     if image.shape[1:] != (side, side):

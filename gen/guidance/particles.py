@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import torch
 
+from gen.errors import ArgumentError, require_choice, require_int, require_number
 from gen.core.denoiser import DenoiserOutput
 from gen.core.hooks import SamplingHook
 from gen.guidance.svdd import check_stochastic
@@ -34,17 +35,16 @@ POTENTIALS = ("rt", "max", "sum", "difference")
 
 class _Particles(SamplingHook):
     def __init__(self, reward, num_particles: int, max_batch: int | None, seed: int, latent_reward: bool):
-        if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
-            raise ValueError(f"num_particles: must be an integer >= 1, got {num_particles!r}.")
-        if max_batch is not None and max_batch < 1:
-            raise ValueError(f"max_batch: must be >= 1 or None, got {max_batch!r}.")
+        require_int(num_particles, "num_particles", minimum=1)
+        require_int(max_batch, "max_batch", minimum=1, optional=True)
+        require_int(seed, "seed", minimum=0)
         self.value = PosteriorMeanValue(reward, latent_reward=latent_reward)
         self.num_particles, self.max_batch, self.seed = num_particles, max_batch, seed
         self._x = self._prediction = None
 
     def validate(self, run) -> None:
         if not self.value.latent_reward and not run.has_decoder:
-            raise ValueError("reward: scoring needs decoded images but the run has no decoder; use a gen pipeline or steer(), or pass decode= to sample().")
+            raise ArgumentError("reward: scoring needs decoded images but the run has no decoder; use a gen pipeline or steer(), or pass decode= to sample().")
 
     def _start(self, state, ctx):
         """The population at the first step: the run's noise for particle 0, seeded noise for the others."""
@@ -121,20 +121,17 @@ class FKSteering(_Particles):
                  resample_window: tuple[float, float] = (0.2, 0.8), ess_threshold: float | None = 0.5, max_batch: int | None = None, seed: int = 0,
                  latent_reward: bool = False):
         super().__init__(reward, num_particles, max_batch, seed, latent_reward)
-        if potential not in POTENTIALS:
-            raise ValueError(f"potential: one of {POTENTIALS}, got {potential!r}.")
-        if isinstance(lmbda, bool) or not isinstance(lmbda, (int, float)) or not 0 < lmbda < float("inf"):
-            raise ValueError(f"lmbda: must be a finite number > 0, got {lmbda!r}.")
-        if resample_every is not None and (isinstance(resample_every, bool) or not isinstance(resample_every, int) or resample_every < 1):
-            raise ValueError(f"resample_every: must be an integer >= 1 or None (a fifth of the steps), got {resample_every!r}.")
-        try:
-            start, end = (float(v) for v in resample_window)
-        except (TypeError, ValueError):
-            raise ValueError(f"resample_window: expected (start, end) fractions of the schedule, got {resample_window!r}.") from None
-        if not 0 <= start <= end <= 1:
-            raise ValueError(f"resample_window: need 0 <= start <= end <= 1, got {resample_window!r}.")
-        if ess_threshold is not None and not 0 < ess_threshold <= 1:
-            raise ValueError(f"ess_threshold: must lie in (0, 1] or be None, got {ess_threshold!r}.")
+        require_choice(potential, "potential", POTENTIALS)
+        if require_number(lmbda, "lmbda", minimum=0) == 0:
+            raise ArgumentError("lmbda: must be > 0 (the potentials' scale), got 0.")
+        require_int(resample_every, "resample_every", minimum=1, optional=True)
+        if not isinstance(resample_window, (tuple, list)) or len(resample_window) != 2:
+            raise ArgumentError(f"resample_window: expected (start, end) fractions of the schedule, got {resample_window!r}.")
+        start, end = (require_number(v, "resample_window", minimum=0, maximum=1) for v in resample_window)
+        if start > end:
+            raise ArgumentError(f"resample_window: need start <= end, got {resample_window!r}.")
+        if require_number(ess_threshold, "ess_threshold", minimum=0, maximum=1, optional=True) == 0:
+            raise ArgumentError("ess_threshold: must lie in (0, 1] or be None, got 0.")
         self.potential, self.lmbda, self.resample_every = potential, float(lmbda), resample_every
         self.resample_window, self.ess_threshold = (start, end), ess_threshold
         self.resamplings = 0
@@ -149,7 +146,7 @@ class FKSteering(_Particles):
         super().validate(run)
         check_stochastic(run, "FKSteering")
         if not self.resampling_steps(len(run.timesteps)):
-            raise ValueError(
+            raise ArgumentError(
                 f"resample_every: with {len(run.timesteps)} steps, resample_every={self.resample_every} and resample_window="
                 f"{self.resample_window} leave no resampling step (FK steering would be plain best-of-N); lower resample_every or widen the window."
             )

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import torch
 
+from gen.errors import ArgumentError, ArgumentTypeError, require_int, require_number
 from gen.core.hooks import SamplingHook
 from gen.core.sampling import can_branch, is_stochastic
 
@@ -37,9 +38,9 @@ def check_stochastic(run, who: str) -> None:
             "DDIMScheduler": "pass eta=1.0 (the SVDD paper's setting) or any eta > 0",
             "FlowMatchEulerDiscreteScheduler": "use FlowMatchEulerDiscreteScheduler.from_config(config, stochastic_sampling=True)",
         }.get(name, "use a stochastic scheduler (DDPM, DDIM with eta > 0, Euler ancestral, SDE DPM-Solver)")
-        raise ValueError(f"scheduler: {who} needs a stochastic transition to draw distinct candidates, but {name} (eta={run.eta}) is deterministic; {fix}.")
+        raise ArgumentError(f"scheduler: {who} needs a stochastic transition to draw distinct candidates, but {name} (eta={run.eta}) is deterministic; {fix}.")
     if not can_branch(scheduler):
-        raise ValueError(
+        raise ArgumentError(
             f"scheduler: {name} keeps a history of past outputs, which candidates would pollute; use a single-step "
             f"scheduler (DDPM, DDIM, Euler ancestral, FlowMatchEuler) for {who}."
         )
@@ -70,20 +71,18 @@ class SVDD(SamplingHook):
 
     def __init__(self, value, num_candidates: int = 4, alpha: float = 0.0, max_batch: int | None = None, seed: int = 0):
         if not hasattr(value, "score"):
-            raise TypeError(f"value: expected a PosteriorMeanValue or LearnedValue, got {type(value).__name__}; wrap a reward as PosteriorMeanValue(reward).")
-        if isinstance(num_candidates, bool) or not isinstance(num_candidates, int) or num_candidates < 1:
-            raise ValueError(f"num_candidates: must be an integer >= 1, got {num_candidates!r}.")
-        if not isinstance(alpha, (int, float)) or alpha < 0 or alpha != alpha:
-            raise ValueError(f"alpha: must be a number >= 0 (0 = arg-max), got {alpha!r}.")
-        if max_batch is not None and max_batch < 1:
-            raise ValueError(f"max_batch: must be >= 1 or None, got {max_batch!r}.")
+            raise ArgumentTypeError(f"value: expected a PosteriorMeanValue or LearnedValue, got {type(value).__name__}; wrap a reward as PosteriorMeanValue(reward).")
+        require_int(num_candidates, "num_candidates", minimum=1)
+        require_number(alpha, "alpha", minimum=0)
+        require_int(max_batch, "max_batch", minimum=1, optional=True)
+        require_int(seed, "seed", minimum=0)
         self.value, self.num_candidates, self.alpha, self.max_batch, self.seed = value, num_candidates, float(alpha), max_batch, seed
         self.generator = None
 
     def validate(self, run) -> None:
         check_stochastic(run, "SVDD")
         if getattr(self.value, "needs_prediction", False) and not getattr(self.value, "latent_reward", False) and not run.has_decoder:
-            raise ValueError("value: PosteriorMeanValue decodes x0 estimates but the run has no decoder; sample through a gen pipeline or steer(), or pass decode= to sample().")
+            raise ArgumentError("value: PosteriorMeanValue decodes x0 estimates but the run has no decoder; sample through a gen pipeline or steer(), or pass decode= to sample().")
 
     def setup(self, run) -> None:
         self.generator = run.hook_generator(self.seed)

@@ -18,6 +18,7 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
+from gen.errors import ArgumentTypeError, require_int
 from gen.guidance.rewards import check_reward_values
 
 
@@ -53,8 +54,11 @@ class PosteriorMeanValue:
     needs_prediction = True
 
     def __init__(self, reward, latent_reward: bool = False, max_batch: int | None = None):
-        if not callable(reward):
-            raise TypeError(f"reward: expected a callable on images, got {type(reward).__name__}.")
+        if not callable(reward) or isinstance(reward, type):
+            raise ArgumentTypeError(f"reward: expected a callable on images, got {type(reward).__name__}.")
+        if not isinstance(latent_reward, bool):
+            raise ArgumentTypeError(f"latent_reward: expected True or False, got {latent_reward!r}.")
+        require_int(max_batch, "max_batch", minimum=1, optional=True)
         self.reward, self.latent_reward, self.max_batch = reward, latent_reward, max_batch
 
     def score(self, candidates: torch.Tensor, x0: torch.Tensor, timestep, ctx, step: int | None) -> torch.Tensor:
@@ -76,7 +80,7 @@ class LearnedValue:
 
     def __init__(self, net, max_batch: int | None = None):
         if not callable(net):
-            raise TypeError(f"net: expected a callable value network, got {type(net).__name__}.")
+            raise ArgumentTypeError(f"net: expected a callable value network, got {type(net).__name__}.")
         self.net, self.max_batch = net, max_batch
 
     @torch.no_grad()

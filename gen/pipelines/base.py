@@ -14,10 +14,11 @@ from diffusers import AutoencoderKL, AutoencoderTiny, DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from gen.core.backbones import Condition, supported_backbones
+from gen.errors import ArgumentError
+from gen.core.backbones import Backbone, Condition, supported_backbones
 from gen.core.denoiser import Denoiser
 from gen.core.hooks import check_hooks
-from gen.core.sampling import SampleOutput, check_steps, sample
+from gen.core.sampling import SampleOutput, check_generator, check_guidance_scale, check_steps, sample
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
@@ -34,11 +35,66 @@ class GenPipelineOutput(BaseOutput):
     trace: list | None = None
 
 
+STUB_MODULE = "gen_pipeline"
+
+
+def stub_source(class_name: str) -> str:
+    """The one-line module a saved gen pipeline folder carries, so diffusers can find its class the way it
+    finds any custom pipeline (``_class_name: ["gen_pipeline", class_name]``)."""
+    return (
+        f'"""Written by gen (pip install gen-diffusion): this folder holds a gen.pipelines.{class_name}. Load it with\n'
+        f"gen.pipelines.{class_name}.from_pretrained(folder), or with\n"
+        f'diffusers.DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)."""\n\n'
+        f"from gen.pipelines import {class_name}  # noqa: F401\n"
+    )
+
+
 class GenPipeline(DiffusionPipeline):
     """Base for gen's pipelines. Subclasses register ``unet`` or ``transformer``, ``scheduler`` and
-    optionally ``vae``, and call `generate` from their ``__call__``."""
+    optionally ``vae``, and call `generate` from their ``__call__``.
+
+    Saved folders record their class the diffusers way for custom pipelines: model_index.json's
+    ``_class_name`` is ``["gen_pipeline", "<Class>"]`` and the folder holds a one-line gen_pipeline.py that
+    imports the class from gen, so ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)``
+    loads it; ``<Class>.from_pretrained(folder)`` trusts that file only when it is exactly what gen writes."""
 
     _optional_components = ["unet", "transformer", "vae"]
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        import json
+        from pathlib import Path
+
+        from gen.io import write_json, write_text
+
+        super().save_pretrained(save_directory, *args, **kwargs)
+        folder = Path(save_directory)
+        index = json.loads((folder / "model_index.json").read_text())
+        index["_class_name"] = [STUB_MODULE, type(self).__name__]
+        write_text(folder / f"{STUB_MODULE}.py", stub_source(type(self).__name__))
+        write_json(folder / "model_index.json", index)
+
+    def load_lora_weights(self, folder, adapter_scale: float = 1.0) -> None:
+        """Load a LoRA that gen's trainer wrote (`--lora-rank`) into the backbone, as diffusers' loader mixins
+        do for Stable Diffusion (UNet2DModel and DiT have none)."""
+        from gen.core.lora import load_lora
+
+        load_lora(self.backbone, folder, scale=adapter_scale)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        import os
+
+        stub = os.path.join(str(pretrained_model_name_or_path), f"{STUB_MODULE}.py")
+        if os.path.isfile(stub):
+            with open(stub) as handle:
+                text = handle.read()
+            if not any(text == stub_source(name) for name in _gen_pipeline_names()):
+                raise ArgumentError(
+                    f"pretrained_model_name_or_path: {stub} is not the file gen writes; it may run other code. Inspect it, then load "
+                    "with DiffusionPipeline.from_pretrained(folder, trust_remote_code=True) if you trust it."
+                )
+            kwargs.setdefault("trust_remote_code", True)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @classmethod
     def _get_signature_types(cls):
@@ -62,15 +118,29 @@ class GenPipeline(DiffusionPipeline):
         return Denoiser(self.backbone, self.scheduler)
 
     def latent_size(self, height: int | None, width: int | None) -> tuple[int, int]:
+        """The latent (or pixel) size for an image of height x width (None: the model's own size)."""
         size = self.backbone.config.sample_size
         default = (size, size) if isinstance(size, int) else tuple(size)
         f = self.vae_scale_factor
+        multiple = f * Backbone(self.backbone).spec.spatial_multiple(self.backbone.config)
+        for name, value in (("height", height), ("width", width)):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < multiple or value % multiple:
+                raise ArgumentError(f"{name}: must be a positive multiple of {multiple} (the VAE factor times the backbone's downsampling), got {value!r}.")
         return ((height // f) if height else default[0], (width // f) if width else default[1])
 
     def prepare_latents(self, batch: int, height: int | None, width: int | None, generator, latents=None) -> torch.Tensor:
-        if latents is not None:
-            return latents.to(self._execution_device, self.backbone.dtype)
+        """Initial noise for `batch` samples (drawn as diffusers draws it), or the given latents checked and placed."""
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ArgumentError(f"batch_size: must be an integer >= 1, got {batch!r}.")
         shape = (batch, self.backbone.config.in_channels, *self.latent_size(height, width))
+        check_memory(shape, self.backbone.dtype, self._execution_device)
+        check_generator(generator, batch)
+        if latents is not None:
+            if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != shape:
+                raise ArgumentError(f"latents: expected a tensor of shape {shape}, got {tuple(getattr(latents, 'shape', ())) or type(latents).__name__}.")
+            return latents.to(self._execution_device, self.backbone.dtype)
         x = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=self.backbone.dtype)
         return x * self.scheduler.init_noise_sigma
 
@@ -90,13 +160,14 @@ class GenPipeline(DiffusionPipeline):
         array = images.cpu().permute(0, 2, 3, 1).float().numpy()
         return to_pil(array) if output_type == "pil" else array
 
-    @staticmethod
-    def check_common(num_inference_steps, output_type, hooks, guidance_scale) -> list:
+    def check_common(self, num_inference_steps, output_type, hooks, guidance_scale) -> list:
         check_steps(num_inference_steps, None)
+        most = self.scheduler.config.get("num_train_timesteps")
+        if most and num_inference_steps > most:
+            raise ArgumentError(f"num_inference_steps: {num_inference_steps} is more than the scheduler's {most} training timesteps; use at most {most}.")
         if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type: must be one of {OUTPUT_TYPES}, got {output_type!r}.")
-        if not isinstance(guidance_scale, (int, float)) or guidance_scale < 0:
-            raise ValueError(f"guidance_scale: must be a number >= 0, got {guidance_scale!r}.")
+            raise ArgumentError(f"output_type: must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        check_guidance_scale(guidance_scale)
         return check_hooks(hooks)
 
     def generate(
@@ -137,6 +208,26 @@ class GenPipeline(DiffusionPipeline):
             images=images, nfe=result.nfe, reward_calls=result.reward_calls, decodes=result.decodes, trace=result.trace, **extra_output
         )
         return output if return_dict else (images, output)
+
+
+def check_memory(shape: tuple, dtype: torch.dtype, device, buffers: int = 8) -> None:
+    """Refuse, before allocating, a request whose canvas buffers alone (latents, noise, outputs: about
+    `buffers` copies) would take more than half the free memory."""
+    from gen.core.tiling import free_memory
+
+    need = buffers * torch.finfo(dtype).bits // 8
+    for size in shape:
+        need *= size
+    free = free_memory(torch.device(device))
+    if need > free // 2:
+        raise ArgumentError(f"batch_size, height, width: {tuple(shape)} latents need about {need / 2**30:.1f} GiB of buffers, more than half the "
+                            f"{free / 2**30:.1f} GiB free; ask for fewer or smaller images.")
+
+
+def _gen_pipeline_names() -> list[str]:
+    import gen.pipelines
+
+    return [name for name in dir(gen.pipelines) if isinstance(getattr(gen.pipelines, name), type) and issubclass(getattr(gen.pipelines, name), DiffusionPipeline)]
 
 
 def to_pil(array: np.ndarray) -> list[PIL.Image.Image]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from gen.errors import ArgumentError
 from gen.pipelines.base import GenPipeline
 
 
@@ -26,7 +27,7 @@ class ClassConditionalPipeline(GenPipeline):
     def __init__(self, scheduler, unet=None, transformer=None, vae=None, num_classes: int | None = None, class_names: list[str] | None = None):
         super().__init__()
         if (unet is None) == (transformer is None):
-            raise ValueError("unet, transformer: pass exactly one backbone.")
+            raise ArgumentError("unet, transformer: pass exactly one backbone.")
         self.register_modules(unet=unet, transformer=transformer, vae=vae, scheduler=scheduler)
         if num_classes is None:
             num_classes = unet.config.num_class_embeds - 1 if unet is not None else transformer.config.num_embeds_ada_norm
@@ -39,13 +40,18 @@ class ClassConditionalPipeline(GenPipeline):
     def check_labels(self, class_labels, batch_size: int | None) -> torch.Tensor:
         if class_labels is None:
             if not isinstance(batch_size, int) or batch_size < 1:
-                raise ValueError(f"batch_size: with class_labels=None (unconditional) pass batch_size >= 1, got {batch_size!r}.")
+                raise ArgumentError(f"batch_size: with class_labels=None (unconditional) pass batch_size >= 1, got {batch_size!r}.")
             return torch.full((batch_size,), self.null_class, dtype=torch.long)
-        labels = torch.as_tensor(class_labels).reshape(-1)
-        if labels.is_floating_point() or labels.numel() == 0:
-            raise ValueError(f"class_labels: expected a non-empty list of integer classes, got {class_labels!r}.")
+        try:
+            labels = torch.as_tensor(class_labels).reshape(-1)
+        except (TypeError, ValueError, RuntimeError):
+            raise ArgumentError(f"class_labels: expected integer classes (a list or tensor), got {class_labels!r}.") from None
+        if labels.is_floating_point() or labels.dtype == torch.bool or labels.numel() == 0:
+            raise ArgumentError(f"class_labels: expected a non-empty list of integer classes, got {class_labels!r}.")
+        if batch_size is not None and batch_size != labels.numel():
+            raise ArgumentError(f"batch_size: {batch_size!r} does not match the {labels.numel()} class_labels; leave batch_size unset (one image per label).")
         if labels.min() < 0 or labels.max() >= self.config.num_classes:
-            raise ValueError(f"class_labels: classes must lie in [0, {self.config.num_classes}), got {labels.tolist()}.")
+            raise ArgumentError(f"class_labels: classes must lie in [0, {self.config.num_classes}), got {labels.tolist()}.")
         return labels.long()
 
     @torch.no_grad()

@@ -12,27 +12,17 @@ embedding works.
 
 from __future__ import annotations
 
-import numpy as np
-import PIL.Image
 import torch
 
+from gen.errors import ArgumentError
 from gen.core.backbones import Backbone
 from gen.pipelines.base import GenPipeline
+from gen.pipelines.images import to_unit_tensor
 
 
 def images_to_tensor(images, name: str = "images") -> torch.Tensor:
-    """PIL image(s), a numpy array (B, H, W, C) or a tensor (B, C, H, W) -> float tensor in [0, 1]."""
-    if isinstance(images, PIL.Image.Image):
-        images = [images]
-    if isinstance(images, (list, tuple)) and images and isinstance(images[0], PIL.Image.Image):
-        images = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images])
-    if isinstance(images, np.ndarray):
-        images = torch.from_numpy(images.astype(np.float32)).permute(0, 3, 1, 2)
-    if not isinstance(images, torch.Tensor) or images.ndim != 4:
-        raise ValueError(f"{name}: expected PIL images, a (B, H, W, C) array or a (B, C, H, W) tensor in [0, 1].")
-    if not torch.isfinite(images).all():
-        raise ValueError(f"{name}: contains NaN or infinite values.")
-    return images.float()
+    """`PipelineImageInput` -> float tensor (B, C, H, W) in [0, 1] (see gen.pipelines.images)."""
+    return to_unit_tensor(images, name)
 
 
 class EmbeddingToImagePipeline(GenPipeline):
@@ -46,7 +36,7 @@ class EmbeddingToImagePipeline(GenPipeline):
                  num_inference_steps: int = 50):
         super().__init__()
         if (unet is None) == (transformer is None):
-            raise ValueError("unet, transformer: pass exactly one backbone.")
+            raise ArgumentError("unet, transformer: pass exactly one backbone.")
         self.register_modules(unet=unet, transformer=transformer, vae=vae, scheduler=scheduler)
         # the sampling defaults saved with the model (the zoo's chose them by measurement)
         self.register_to_config(embedder=embedder, guidance_scale=guidance_scale, num_inference_steps=num_inference_steps)
@@ -84,16 +74,16 @@ class EmbeddingToImagePipeline(GenPipeline):
 
         embedder = load_embedder(embedder)
         if embedder.width != self.embedding_width:
-            raise ValueError(f"embedder: produces width {embedder.width} but the model was trained on width {self.embedding_width}; use the embedder it was trained with.")
+            raise ArgumentError(f"embedder: produces width {embedder.width} but the model was trained on width {self.embedding_width}; use the embedder it was trained with.")
         self._embedder = embedder
 
     def check_embeddings(self, embeddings, name: str = "embeddings") -> torch.Tensor:
         if not isinstance(embeddings, torch.Tensor) or embeddings.ndim != 2:
-            raise ValueError(f"{name}: expected a (batch, {self.embedding_width}) tensor, got {tuple(getattr(embeddings, 'shape', ())) or type(embeddings).__name__}.")
+            raise ArgumentError(f"{name}: expected a (batch, {self.embedding_width}) tensor, got {tuple(getattr(embeddings, 'shape', ())) or type(embeddings).__name__}.")
         if embeddings.shape[1] != self.embedding_width:
-            raise ValueError(f"{name}: width {embeddings.shape[1]} does not match the model's {self.embedding_width}; embed with the encoder the model was trained on.")
+            raise ArgumentError(f"{name}: width {embeddings.shape[1]} does not match the model's {self.embedding_width}; embed with the encoder the model was trained on.")
         if not torch.isfinite(embeddings).all():
-            raise ValueError(f"{name}: contains NaN or infinite values.")
+            raise ArgumentError(f"{name}: contains NaN or infinite values.")
         return embeddings.float()
 
     def embed(self, images) -> torch.Tensor:
@@ -121,13 +111,13 @@ class EmbeddingToImagePipeline(GenPipeline):
         guidance_scale, num_inference_steps = self.sampling_defaults(guidance_scale, num_inference_steps)
         hooks = self.check_common(num_inference_steps, output_type, hooks, guidance_scale)
         if (embeddings is None) == (images is None):
-            raise ValueError("embeddings, images: pass exactly one of them.")
+            raise ArgumentError("embeddings, images: pass exactly one of them.")
         if not isinstance(num_images_per_embedding, int) or num_images_per_embedding < 1:
-            raise ValueError(f"num_images_per_embedding: must be an integer >= 1, got {num_images_per_embedding!r}.")
+            raise ArgumentError(f"num_images_per_embedding: must be an integer >= 1, got {num_images_per_embedding!r}.")
         if images is not None:
             images = images_to_tensor(images)
             if self.embedder.width != self.embedding_width:
-                raise ValueError(f"embedder: width {self.embedder.width} does not match the model's {self.embedding_width}.")
+                raise ArgumentError(f"embedder: width {self.embedder.width} does not match the model's {self.embedding_width}.")
             embeddings = self.embedder.embed_images(images)
         embeddings = self.check_embeddings(embeddings).repeat_interleave(num_images_per_embedding, dim=0)
         embeddings = embeddings.to(self._execution_device, self.backbone.dtype)

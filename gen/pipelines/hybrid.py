@@ -35,6 +35,7 @@ from __future__ import annotations
 import torch
 from diffusers import DiffusionPipeline
 
+from gen.errors import ArgumentError, ArgumentTypeError
 from gen.core import prediction
 from gen.core.denoiser import Denoiser
 from gen.core.hooks import SamplingHook
@@ -58,16 +59,16 @@ class BaseFirstHook(SamplingHook):
 
     def __init__(self, base, base_steps: int = 1, unguided_after: bool = False):
         if isinstance(base_steps, bool) or not isinstance(base_steps, int) or base_steps < 1:
-            raise ValueError(f"base_steps: must be an integer >= 1, got {base_steps!r}.")
+            raise ArgumentError(f"base_steps: must be an integer >= 1, got {base_steps!r}.")
         self.base, self.base_steps, self.unguided_after = base, base_steps, unguided_after
         self._base_denoiser = None
 
     def validate(self, run) -> None:
         denoiser = Denoiser(self.base, run.scheduler)
         if denoiser.in_channels != run.denoiser.in_channels:
-            raise ValueError(f"base: latent channels differ (base {denoiser.in_channels}, distilled {run.denoiser.in_channels}); the two models must share a latent space.")
+            raise ArgumentError(f"base: latent channels differ (base {denoiser.in_channels}, distilled {run.denoiser.in_channels}); the two models must share a latent space.")
         if self.base_steps >= len(run.timesteps):
-            raise ValueError(f"base_steps: {self.base_steps} must be smaller than the run's {len(run.timesteps)} steps, or the distilled model never runs.")
+            raise ArgumentError(f"base_steps: {self.base_steps} must be smaller than the run's {len(run.timesteps)} steps, or the distilled model never runs.")
         self._base_denoiser = denoiser
 
     def denoiser(self, step, current: Denoiser) -> Denoiser:
@@ -103,32 +104,32 @@ class HybridHook(SamplingHook):
 
     def __init__(self, distilled: Denoiser, base_steps: int = 1, distilled_steps: int = 4):
         if not isinstance(distilled, Denoiser):
-            raise TypeError(f"distilled: expected a gen.Denoiser, got {type(distilled).__name__}; wrap it: Denoiser(model, scheduler).")
+            raise ArgumentTypeError(f"distilled: expected a gen.Denoiser, got {type(distilled).__name__}; wrap it: Denoiser(model, scheduler).")
         if isinstance(base_steps, bool) or not isinstance(base_steps, int) or base_steps < 1:
-            raise ValueError(f"base_steps: must be an integer >= 1, got {base_steps!r}.")
+            raise ArgumentError(f"base_steps: must be an integer >= 1, got {base_steps!r}.")
         if not isinstance(distilled_steps, int) or distilled_steps < 1:
-            raise ValueError(f"distilled_steps: must be an integer >= 1, got {distilled_steps!r}.")
+            raise ArgumentError(f"distilled_steps: must be an integer >= 1, got {distilled_steps!r}.")
         self.distilled, self.base_steps, self.distilled_steps = distilled, base_steps, distilled_steps
 
     def validate(self, run) -> None:
         base = run.denoiser
         if base.in_channels != self.distilled.in_channels:
-            raise ValueError(
+            raise ArgumentError(
                 f"distilled: latent channels differ (base {base.in_channels}, distilled {self.distilled.in_channels}); the two models must share a latent space."
             )
         base_size, distilled_size = base.config.get("sample_size"), self.distilled.config.get("sample_size")
         if base_size != distilled_size:
-            raise ValueError(f"distilled: sample sizes differ (base {base_size}, distilled {distilled_size}); the two models must share a latent space.")
+            raise ArgumentError(f"distilled: sample sizes differ (base {base_size}, distilled {distilled_size}); the two models must share a latent space.")
         if self.base_steps >= len(run.timesteps):
-            raise ValueError(
+            raise ArgumentError(
                 f"base_steps: {self.base_steps} must be smaller than the base schedule's {len(run.timesteps)} steps, or the distilled model never runs."
             )
         if self.distilled.scheduler is run.scheduler:
-            raise ValueError("distilled: give the distilled denoiser its own scheduler instance (it is re-planned at the handover).")
+            raise ArgumentError("distilled: give the distilled denoiser its own scheduler instance (it is re-planned at the handover).")
         try:
             self.distilled.scheduler.set_timesteps(self.distilled_steps)
         except ValueError as err:
-            raise ValueError(f"distilled_steps: the distilled scheduler cannot take {self.distilled_steps} steps: {err}") from None
+            raise ArgumentError(f"distilled_steps: the distilled scheduler cannot take {self.distilled_steps} steps: {err}") from None
         plan_handover(base.noise_level(run.timesteps[self.base_steps]), self.distilled.scheduler, self.base_steps)
 
     def denoiser(self, step, current: Denoiser) -> Denoiser:
@@ -173,7 +174,7 @@ class HybridDistilledPipeline(DiffusionPipeline):
         guided = kwargs.get("guidance_scale", 1.0) > 1
         if mode == "first-steps":
             if kwargs.get("num_inference_steps", n) != n:
-                raise ValueError("num_inference_steps: with handover='first-steps' the run follows the distilled grid; set distilled_steps instead.")
+                raise ArgumentError("num_inference_steps: with handover='first-steps' the run follows the distilled grid; set distilled_steps instead.")
             kwargs["num_inference_steps"] = n
             return self.distilled(*args, hooks=[BaseFirstHook(self.base.backbone, k, unguided_after=guided), *list(hooks)], **kwargs)
         kwargs.setdefault("num_inference_steps", n)
@@ -184,7 +185,7 @@ class HybridDistilledPipeline(DiffusionPipeline):
 
 def _check_handover(handover) -> None:
     if handover not in HybridDistilledPipeline.HANDOVERS:
-        raise ValueError(f"handover: one of {HybridDistilledPipeline.HANDOVERS}, got {handover!r}.")
+        raise ArgumentError(f"handover: one of {HybridDistilledPipeline.HANDOVERS}, got {handover!r}.")
 
 
 class _UnguidedAfterHandover(HybridHook):
@@ -207,14 +208,14 @@ class _Unguided(Denoiser):
 def _check_pair(base, distilled) -> None:
     for name, pipe in (("base", base), ("distilled", distilled)):
         if not hasattr(pipe, "backbone") or not hasattr(pipe, "scheduler"):
-            raise TypeError(f"{name}: expected a gen pipeline (with a backbone and a scheduler), got {type(pipe).__name__}; for stock diffusers pipelines use steer(base)(..., hooks=[HybridHook(...)]).")
+            raise ArgumentTypeError(f"{name}: expected a gen pipeline (with a backbone and a scheduler), got {type(pipe).__name__}; for stock diffusers pipelines use steer(base)(..., hooks=[HybridHook(...)]).")
     a, b = base.backbone.config, distilled.backbone.config
     if a.in_channels != b.in_channels or a.sample_size != b.sample_size:
-        raise ValueError(
+        raise ArgumentError(
             f"distilled: latent shapes differ (base {a.in_channels}x{a.sample_size}, distilled {b.in_channels}x{b.sample_size}); the models must share a latent space."
         )
     vae_a, vae_b = getattr(base, "vae", None), getattr(distilled, "vae", None)
     if (vae_a is None) != (vae_b is None) or (vae_a is not None and vae_a.config.latent_channels != vae_b.config.latent_channels):
-        raise ValueError("distilled: one model is latent and the other is not (or their VAEs differ); the models must share a latent space.")
+        raise ArgumentError("distilled: one model is latent and the other is not (or their VAEs differ); the models must share a latent space.")
     if base.scheduler is distilled.scheduler:
-        raise ValueError("distilled: the two pipelines share one scheduler object; give the distilled pipeline its own.")
+        raise ArgumentError("distilled: the two pipelines share one scheduler object; give the distilled pipeline its own.")

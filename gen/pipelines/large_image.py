@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from gen.errors import ArgumentError, require_choice, require_int
 from gen.core.denoiser import Denoiser
 from gen.pipelines.base import GenPipelineOutput
 from gen.pipelines.embedding import EmbeddingToImagePipeline, images_to_tensor
@@ -41,24 +42,28 @@ class LargeImagePipeline(EmbeddingToImagePipeline):
     """Same components as `EmbeddingToImagePipeline`; generates images of any size from embedding grids."""
 
     def embed_grid(self, reference, patch: int | None = None) -> torch.Tensor:
-        """The (h, w, D) grid of embeddings of non-overlapping patch x patch crops of a reference image."""
-        image = images_to_tensor(reference, "reference")[:1]
+        """The grid of embeddings of non-overlapping patch x patch crops of the reference image(s): (h, w, D) for
+        one image, (B, h, w, D) for several of one size. A size that is not a multiple of the patch gets one
+        more row or column of cells, over the image's last patch-size pixels (the whole image is covered)."""
+        images = images_to_tensor(reference, "reference")
         patch = patch or self.tile_size
-        _, _, height, width = image.shape
+        batch, channels, height, width = images.shape
         if min(height, width) < patch:
-            raise ValueError(f"reference: {height}x{width} is smaller than one patch ({patch}); give an image at least {patch} pixels on each side.")
-        rows, cols = height // patch, width // patch
-        crops = image[0, :, : rows * patch, : cols * patch].unfold(1, patch, patch).unfold(2, patch, patch)
-        crops = crops.permute(1, 2, 0, 3, 4).reshape(-1, image.shape[1], patch, patch)
-        return self.embedder.embed_images(crops).reshape(rows, cols, -1)
+            raise ArgumentError(f"reference: {height}x{width} is smaller than one patch ({patch}); give an image at least {patch} pixels on each side.")
+        rows, cols = -(-height // patch), -(-width // patch)
+        ys = [min(i * patch, height - patch) for i in range(rows)]
+        xs = [min(j * patch, width - patch) for j in range(cols)]
+        crops = torch.stack([images[:, :, y : y + patch, x : x + patch] for y in ys for x in xs], dim=1)  # (B, cells, C, p, p)
+        grid = self.embedder.embed_images(crops.reshape(-1, channels, patch, patch)).reshape(batch, rows, cols, -1)
+        return grid[0] if batch == 1 else grid
 
     def check_grid(self, grid) -> torch.Tensor:
-        if not isinstance(grid, torch.Tensor) or grid.ndim != 3:
-            raise ValueError(f"embedding_grid: expected an (h, w, D={self.embedding_width}) tensor, got {tuple(getattr(grid, 'shape', ())) or type(grid).__name__}.")
-        if grid.shape[2] != self.embedding_width:
-            raise ValueError(f"embedding_grid: width {grid.shape[2]} does not match the model's {self.embedding_width}; embed with the encoder the model was trained on.")
+        if not isinstance(grid, torch.Tensor) or grid.ndim not in (3, 4):
+            raise ArgumentError(f"embedding_grid: expected an (h, w, D={self.embedding_width}) or (B, h, w, D) tensor, got {tuple(getattr(grid, 'shape', ())) or type(grid).__name__}.")
+        if grid.shape[-1] != self.embedding_width:
+            raise ArgumentError(f"embedding_grid: width {grid.shape[-1]} does not match the model's {self.embedding_width}; embed with the encoder the model was trained on.")
         if not torch.isfinite(grid).all():
-            raise ValueError("embedding_grid: contains NaN or infinite values.")
+            raise ArgumentError("embedding_grid: contains NaN or infinite values.")
         return grid.float()
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -91,45 +96,46 @@ class LargeImagePipeline(EmbeddingToImagePipeline):
         output_type: str = "pil",
         return_dict: bool = True,
     ):
-        """Generate num_images images of height x width (default: the grid's extent) from a reference image
-        or an embedding grid. overlap (pixels, default a quarter tile) must be smaller than a tile.
+        """Generate num_images images of height x width per reference image or embedding grid (default size:
+        the reference's, or the grid's extent). overlap (pixels, default a quarter tile) must be smaller than a tile.
         tile_batch_size caps the tile rows per backbone call (None: picked from free memory);
         interpolation ("slerp" or "bilinear") mixes the grid's embeddings between cells."""
         guidance_scale, num_inference_steps = self.sampling_defaults(guidance_scale, num_inference_steps)
         hooks = self.check_common(num_inference_steps, output_type, hooks, guidance_scale)
         if (reference is None) == (embedding_grid is None):
-            raise ValueError("reference, embedding_grid: pass exactly one of them.")
+            raise ArgumentError("reference, embedding_grid: pass exactly one of them.")
         tile, factor = self.tile_size, self.vae_scale_factor
-        patch = patch_size or tile
-        overlap = tile // 4 if overlap is None else overlap
-        if not isinstance(overlap, int) or not 0 <= overlap < tile:
-            raise ValueError(f"overlap: must be an integer with 0 <= overlap < tile size ({tile}), got {overlap!r}.")
+        patch = require_int(patch_size, "patch_size", minimum=1, optional=True) or tile
+        overlap = tile // 4 if overlap is None else require_int(overlap, "overlap", minimum=0, maximum=tile - 1)
         if overlap % factor:
-            raise ValueError(f"overlap: must be a multiple of the VAE factor {factor}, got {overlap}.")
-        if blend not in BLENDS:
-            raise ValueError(f"blend: one of {BLENDS}, got {blend!r}.")
-        if interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation: one of {INTERPOLATIONS}, got {interpolation!r}.")
-        if not isinstance(num_images, int) or num_images < 1:
-            raise ValueError(f"num_images: must be an integer >= 1, got {num_images!r}.")
+            raise ArgumentError(f"overlap: must be a multiple of the VAE factor {factor}, got {overlap}.")
+        require_choice(blend, "blend", BLENDS)
+        require_choice(interpolation, "interpolation", INTERPOLATIONS)
+        require_int(num_images, "num_images", minimum=1)
+        require_int(tile_batch_size, "tile_batch_size", minimum=1, optional=True)
+        height = require_int(height, "height", minimum=1, optional=True)
+        width = require_int(width, "width", minimum=1, optional=True)
         if reference is not None:
             reference = images_to_tensor(reference, "reference")
             if min(reference.shape[2:]) < tile:
-                raise ValueError(f"reference: {tuple(reference.shape[2:])} is smaller than one tile ({tile}); give an image at least {tile} pixels on each side.")
+                raise ArgumentError(f"reference: {tuple(reference.shape[2:])} is smaller than one tile ({tile}); give an image at least {tile} pixels on each side.")
         grid = self.embed_grid(reference, patch) if reference is not None else self.check_grid(embedding_grid)
-        height = height or grid.shape[0] * patch
-        width = width or grid.shape[1] * patch
+        grids = grid if grid.ndim == 4 else grid[None]
+        if reference is not None:  # the reference's own size, up to the VAE factor
+            height = height or -(-reference.shape[2] // factor) * factor
+            width = width or -(-reference.shape[3] // factor) * factor
+        height = height or grids.shape[1] * patch
+        width = width or grids.shape[2] * patch
         for name, size in (("height", height), ("width", width)):
             if size < tile:
-                raise ValueError(f"{name}: {size} is smaller than one tile ({tile}).")
+                raise ArgumentError(f"{name}: {size} is smaller than one tile ({tile}).")
             if size % factor:
-                raise ValueError(f"{name}: must be a multiple of the VAE factor {factor}, got {size}.")
+                raise ArgumentError(f"{name}: must be a multiple of the VAE factor {factor}, got {size}.")
         denoiser = TiledDenoiser(Denoiser(self.backbone, self.scheduler), tile // factor, overlap // factor, tile_batch_size, patch=patch / factor,
                                  blend=blend, interpolation=interpolation)
         device, dtype = self._execution_device, self.backbone.dtype
-        grid_batch = grid.permute(2, 0, 1)[None].expand(num_images, -1, -1, -1).to(device, dtype)
-        if latents is None:
-            latents = self.prepare_latents(num_images, height, width, generator)
+        grid_batch = grids.permute(0, 3, 1, 2).repeat_interleave(num_images, dim=0).to(device, dtype)
+        latents = self.prepare_latents(len(grid_batch), height, width, generator, latents)
         tiles = len(denoiser.positions(height // factor, width // factor))
         return self.generate(
             latents,

@@ -47,6 +47,7 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retri
 from diffusers.utils import deprecate
 from diffusers.utils.torch_utils import randn_tensor
 
+from gen.errors import ArgumentError, ArgumentTypeError
 from gen.core.denoiser import Denoiser, DenoiserOutput, guidance_combine
 from gen.core.hooks import SamplingHook, check_hooks
 from gen.core.sampling import SampleOutput, _step_parameters, sample
@@ -189,7 +190,7 @@ def _unconditional(pipe, a: dict) -> _Prepared:
     size = (size, size) if isinstance(size, int) else tuple(size)
     batch = a["batch_size"]
     if "eta" in a and not 0.0 <= a["eta"] <= 1.0:
-        raise ValueError(f"`eta` should be between 0 and 1 (inclusive), but received {a['eta']}. ")
+        raise ArgumentError(f"`eta` should be between 0 and 1 (inclusive), but received {a['eta']}. ")
     latents = randn_tensor((batch, unet.config.in_channels, *size), generator=a["generator"], device=pipe._execution_device, dtype=unet.dtype)
     loop = dict(num_inference_steps=a["num_inference_steps"], generator=a["generator"], eta=_stock_eta(pipe.scheduler, a.get("eta")), decode=_pixel_images,
                 step_kwargs={"use_clipped_model_output": a["use_clipped_model_output"]} if a.get("use_clipped_model_output") is not None else None)
@@ -317,7 +318,7 @@ def _pixart(pipe, a: dict) -> _Prepared:
     binning = a["use_resolution_binning"]
     if binning:
         if model.config.sample_size not in bins:
-            raise ValueError("Invalid sample size")  # stock's own message
+            raise ArgumentError("Invalid sample size")  # stock's own message
         original = (height, width)
         height, width = pipe.image_processor.classify_height_width_bin(height, width, ratios=bins[model.config.sample_size])
     pipe.check_inputs(
@@ -513,7 +514,7 @@ def _adapter_for(cls: type) -> Callable:
         if issubclass(cls, stock):
             return adapter
     names = ", ".join(c.__name__ for c in SUPPORTED)
-    raise TypeError(f"pipe: steer() supports {names}; got {cls.__name__}.")
+    raise ArgumentTypeError(f"pipe: steer() supports {names}; got {cls.__name__}.")
 
 
 def _run(pipe, adapter, args, kwargs, hooks, trace):
@@ -522,7 +523,7 @@ def _run(pipe, adapter, args, kwargs, hooks, trace):
     try:
         bound = inspect.signature(stock_call).bind(*args, **kwargs)
     except TypeError as err:
-        raise TypeError(f"{type(pipe).__name__}.__call__: {err}") from None
+        raise ArgumentTypeError(f"{type(pipe).__name__}.__call__: {err}") from None
     bound.apply_defaults()
     arguments = dict(bound.arguments)
     var_keyword = next((p.name for p in inspect.signature(stock_call).parameters.values() if p.kind is p.VAR_KEYWORD), None)

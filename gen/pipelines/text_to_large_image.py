@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from diffusers import DiffusionPipeline
 
+from gen.errors import ArgumentError, ArgumentTypeError
 from gen.pipelines.large_image import LargeImagePipeline
 from gen.pipelines.text_to_image import TextToImagePipeline
 
@@ -22,10 +23,10 @@ class TextToLargeImagePipeline(DiffusionPipeline):
     def __init__(self, grid_pipe: TextToImagePipeline, image_pipe: LargeImagePipeline):
         super().__init__()
         if not isinstance(image_pipe, LargeImagePipeline):
-            raise TypeError(f"image_pipe: expected a LargeImagePipeline, got {type(image_pipe).__name__}; use LargeImagePipeline.from_pipe(pipe).")
+            raise ArgumentTypeError(f"image_pipe: expected a LargeImagePipeline, got {type(image_pipe).__name__}; use LargeImagePipeline.from_pipe(pipe).")
         width = grid_pipe.backbone.config.in_channels
         if width != image_pipe.embedding_width:
-            raise ValueError(f"grid_pipe: makes grids of width {width} but image_pipe takes embeddings of width {image_pipe.embedding_width}.")
+            raise ArgumentError(f"grid_pipe: makes grids of width {width} but image_pipe takes embeddings of width {image_pipe.embedding_width}.")
         self.grid_pipe, self.image_pipe = grid_pipe, image_pipe
         self.set_progress_bar_config(disable=True)
 
@@ -38,9 +39,9 @@ class TextToLargeImagePipeline(DiffusionPipeline):
         named source's embeddings (96% for "retina"), but their norms fall short of the encoder's
         (7.4 vs 8), and the patch model renders such off-sphere embeddings as IHC texture."""
         if not isinstance(prompt, str) or not prompt:
-            raise ValueError(f"prompt: expected a non-empty string, got {prompt!r}.")
+            raise ArgumentError(f"prompt: expected a non-empty string, got {prompt!r}.")
         if not isinstance(grid_size, int) or grid_size < 1:
-            raise ValueError(f"grid_size: must be an integer >= 1, got {grid_size!r}.")
+            raise ArgumentError(f"grid_size: must be an integer >= 1, got {grid_size!r}.")
         grid_out = self.grid_pipe(prompt, guidance_scale=grid_guidance_scale, num_inference_steps=grid_steps, height=grid_size, width=grid_size,
                                   generator=generator, output_type="latent")
         grid = grid_out.images[0].permute(1, 2, 0).float().cpu()

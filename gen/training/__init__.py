@@ -21,12 +21,19 @@ def dataclass_cli(config_class, run, prog: str, doc: str, argv=None) -> int:
     import argparse
     import sys
 
+    from gen.errors import report
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    if debug:
+        argv.remove("--debug")
     parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name, field in config_class.__dataclass_fields__.items():
         parser.add_argument("--" + name.replace("_", "-"), dest=name, type=type(field.default), default=field.default)
     try:
         run(config_class(**vars(parser.parse_args(argv))))
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except SystemExit:
+        raise
+    except Exception as err:
+        return report(err, debug)
     return 0

@@ -48,8 +48,11 @@ class TextCondition:
 
     kind = "text"
 
-    def __init__(self, tokenizer, encoder):
+    def __init__(self, tokenizer, encoder, encode_fn=None):
+        """encode_fn(captions) -> hidden states, when the model to fine-tune encodes prompts its own way (a
+        stock pipeline's `encode_prompt`), so training sees what sampling will."""
         self.tokenizer, self.encoder = tokenizer, encoder.eval().requires_grad_(False)
+        self.encode_fn = encode_fn
         self.width = encoder.config.hidden_size
         self._cache: dict[str, torch.Tensor] = {}
 
@@ -58,7 +61,7 @@ class TextCondition:
         missing = sorted({c for c in captions if c not in self._cache})
         if missing:
             tokens = self.tokenizer(missing, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt")
-            hidden = self.encoder(**tokens)[0]
+            hidden = self.encode_fn(missing) if self.encode_fn is not None else self.encoder(**tokens.to(self.encoder.device))[0]
             self._cache.update(zip(missing, hidden))
         return torch.stack([self._cache[c] for c in captions])
 

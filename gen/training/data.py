@@ -3,10 +3,12 @@ source that ships inside a package (`gen.data`), by name. Every example is a dic
 and, depending on the source, ``label`` (int), ``caption`` (str) or ``condition_image`` (the image an
 embedding condition is computed from).
 
-Image folder layout (the HF "imagefolder" convention):
+Image folder layouts (the HF "imagefolder" conventions):
     data/
       0001.png ...
       metadata.jsonl     {"file_name": "0001.png", "label": 3}  or  {"file_name": "0001.png", "text": "..."}
+    or metadata.csv with the same columns, or class subfolders: data/cat/1.png, data/dog/2.png (labels
+    0 and 1, in sorted order). The caption column's name is --caption-column (default "text").
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from gen.errors import ArgumentError, MissingFileError
 from gen.data import TensorImageDataset, digits, digits_bold, embedding_grids, ihc_patches
 from gen.data.dataset import to_unit_range
 from gen.data.tissue import GRID
@@ -51,39 +54,43 @@ def register_source(name: str, build: Callable[..., Dataset]) -> None:
 
 # -- image folders --------------------------------------------------------------------------------------------------
 class ImageFolderDataset(Dataset):
-    """Images from a folder (recursively), resized and centre-cropped to resolution, with labels or captions
-    from metadata.jsonl when present."""
+    """Images from a folder (recursively), resized and centre-cropped to resolution, laid out as the HF
+    "imagefolder" convention has it: labels or captions from metadata.jsonl or metadata.csv (columns
+    ``file_name`` and ``label`` or the caption column), or else class labels from class subfolders
+    (``root/cat/1.png`` -> class "cat", classes in sorted order).
 
-    def __init__(self, root: str | Path, resolution: int, channels: int = 3, name: str = "data"):
+    The folder is scanned before training starts: every image must open and every label be an integer >= 0,
+    and errors name the file or the metadata line."""
+
+    def __init__(self, root: str | Path, resolution: int, channels: int = 3, name: str = "data", caption_column: str = "text"):
         root = Path(root)
         if not root.is_dir():
-            raise FileNotFoundError(f"{name}: {root} is not a folder; pass a folder of images or a bundled source ({sorted(SOURCES)}).")
+            raise MissingFileError(f"{name}: {root} is not a folder; pass a folder of images or a bundled source ({sorted(SOURCES)}).")
         self.files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.files:
-            raise ValueError(f"{name}: {root} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+            raise ArgumentError(f"{name}: {root} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
         self.resolution, self.channels = resolution, channels
-        meta = {}
-        meta_file = root / "metadata.jsonl"
-        if meta_file.exists():
-            for line_number, line in enumerate(meta_file.read_text().splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    meta[row["file_name"]] = row
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise ValueError(f"{name}: {meta_file} line {line_number} is not a JSON object with a file_name.") from None
+        self.class_names = None
+        meta = _read_metadata(root, name)
         rows = [meta.get(str(p.relative_to(root))) or meta.get(p.name) for p in self.files]
-        self.labels = [int(r["label"]) for r in rows] if rows and all(r and "label" in r for r in rows) else None
-        self.captions = [str(r["text"]) for r in rows] if rows and all(r and "text" in r for r in rows) else None
+        self.labels = [_label(r["label"], r, name) for r in rows] if rows and all(r and "label" in r for r in rows) else None
+        self.captions = [str(r[caption_column]) for r in rows] if rows and all(r and caption_column in r for r in rows) else None
         if meta and self.labels is None and self.captions is None:
-            raise ValueError(f"{name}: {meta_file} must give every image a 'label' or a 'text'.")
+            raise ArgumentError(f"{name}: the metadata in {root} must give every image a 'label' or a '{caption_column}' (caption_column).")
+        if not meta:
+            self.labels, self.class_names = _class_folders(root, self.files)
+        for path in self.files:
+            try:
+                with Image.open(path) as image:
+                    image.verify()
+            except Exception as err:
+                raise ArgumentError(f"{name}: {path} is not a readable image ({type(err).__name__}: {err}); remove or fix it.") from None
 
     @property
     def num_classes(self) -> int | None:
+        if self.class_names is not None:
+            return len(self.class_names)
         return max(self.labels) + 1 if self.labels else None
-
-    class_names = None
 
     def __len__(self) -> int:
         return len(self.files)
@@ -109,11 +116,55 @@ class ImageFolderDataset(Dataset):
         return item
 
 
-def load_data(spec: str, resolution: int, channels: int, name: str = "data") -> Dataset:
+def _read_metadata(root: Path, name: str) -> dict[str, dict]:
+    """metadata.jsonl or metadata.csv rows by file_name ({} when there is neither)."""
+    import csv
+
+    rows: dict[str, dict] = {}
+    jsonl, table = root / "metadata.jsonl", root / "metadata.csv"
+    if jsonl.exists():
+        for number, line in enumerate(jsonl.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                rows[row["file_name"]] = row
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ArgumentError(f"{name}: {jsonl} line {number} is not a JSON object with a file_name.") from None
+    elif table.exists():
+        with open(table, newline="") as handle:
+            for number, row in enumerate(csv.DictReader(handle), 2):
+                if not row.get("file_name"):
+                    raise ArgumentError(f"{name}: {table} line {number} has no file_name.")
+                rows[row["file_name"]] = row
+    return rows
+
+
+def _label(value, row: dict, name: str) -> int:
+    try:
+        label = int(value)
+    except (TypeError, ValueError):
+        label = -1
+    if label < 0 or str(value).strip() not in (str(label), f"{label}.0"):
+        raise ArgumentError(f"{name}: the label of {row.get('file_name')} is {value!r}; labels must be integers >= 0.")
+    return label
+
+
+def _class_folders(root: Path, files: list[Path]) -> tuple[list[int] | None, list[str] | None]:
+    """Labels from class subfolders when every image sits in a first-level subfolder of root."""
+    parents = [p.relative_to(root).parts for p in files]
+    if not all(len(parts) == 2 for parts in parents):
+        return None, None
+    names = sorted({parts[0] for parts in parents})
+    index = {n: i for i, n in enumerate(names)}
+    return [index[parts[0]] for parts in parents], names
+
+
+def load_data(spec: str, resolution: int, channels: int, name: str = "data", caption_column: str = "text") -> Dataset:
     """A bundled source by name, or an image folder by path."""
     if spec in SOURCES:
         return SOURCES[spec](resolution=resolution)
-    return ImageFolderDataset(spec, resolution, channels, name=name)
+    return ImageFolderDataset(spec, resolution, channels, name=name, caption_column=caption_column)
 
 
 class CorruptedConditions(Dataset):

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from gen.errors import ArgumentError
+
 
 @dataclass
 class DistillConfig:
@@ -36,6 +38,7 @@ class DistillConfig:
     huber_c: float = 0.001
     condition_dropout: float = 0.0
     seed: int = 0
+    overwrite: bool = False
 
 
 def _x0(scheduler, model_output, x, t):
@@ -59,11 +62,17 @@ def distill(config: DistillConfig) -> Path:
     from gen.training.data import load_data
     from gen.training.train import load_init, save_pipeline
 
+    from gen.io import check_output_dir, mark_output_dir
+
+    for name in ("max_train_steps", "skip", "train_batch_size", "original_inference_steps"):
+        if getattr(config, name) < 1:
+            raise ArgumentError(f"{name}: must be >= 1, got {getattr(config, name)}.")
+    if config.skip >= config.original_inference_steps:
+        raise ArgumentError(f"skip: must be smaller than original_inference_steps ({config.original_inference_steps}), got {config.skip}.")
+    check_output_dir(config.output_dir, "distill", overwrite=config.overwrite)
     teacher_pipe = load_init(config.teacher)
     if not isinstance(teacher_pipe, ClassConditionalPipeline) or getattr(teacher_pipe, "unet", None) is None:
-        raise ValueError("teacher: consistency distillation here takes a class-conditional UNet pipeline (e.g. zoo:digits).")
-    if config.max_train_steps < 1 or config.skip < 1:
-        raise ValueError("max_train_steps, skip: must be >= 1.")
+        raise ArgumentError("teacher: consistency distillation here takes a class-conditional UNet pipeline (e.g. zoo:digits).")
     accelerator = make_accelerator()
     torch.manual_seed(config.seed)
     teacher = teacher_pipe.unet.eval().requires_grad_(False)
@@ -74,6 +83,8 @@ def distill(config: DistillConfig) -> Path:
     train_config = _read_train_config(teacher_pipe)
     dataset = load_data(train_config.get("data", "digits"), train_config.get("resolution", teacher.config.sample_size), teacher.config.in_channels)
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.train_batch_size, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(config.seed))
+    if len(loader) == 0:  # drop_last with fewer examples than one batch: no step would ever run
+        raise ArgumentError(f"train_batch_size: {config.train_batch_size} is more than the {len(dataset)} training examples; lower it.")
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.learning_rate)
     student, optimizer, loader = accelerator.prepare(student, optimizer, loader)
     stride = lcm.config.num_train_timesteps // config.original_inference_steps
@@ -118,6 +129,7 @@ def distill(config: DistillConfig) -> Path:
     if accelerator.is_main_process:
         student_model = accelerator.unwrap_model(student).eval()
         pipe = ClassConditionalPipeline(scheduler=lcm, unet=student_model, num_classes=teacher_pipe.config.num_classes, class_names=teacher_pipe.config.class_names)
+        mark_output_dir(output, "distill")
         save_pipeline(pipe, output)
         write_json(output / "distill.json", {"config": config.__dict__, "losses": history})
     return output

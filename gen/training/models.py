@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel, UNet2DConditionModel, UNet2DModel
 
+from gen.errors import ArgumentError
+
 BACKBONES = ("unet", "dit")
 CONDITIONS = ("none", "class", "text", "embedding")
 
@@ -59,17 +61,17 @@ def build_backbone(
 ):
     """A freshly initialised backbone; see the module docstring for which class each pair gives."""
     if backbone not in BACKBONES:
-        raise ValueError(f"backbone: one of {BACKBONES}, got {backbone!r}.")
+        raise ArgumentError(f"backbone: one of {BACKBONES}, got {backbone!r}.")
     if condition not in CONDITIONS:
-        raise ValueError(f"condition: one of {CONDITIONS}, got {condition!r}.")
+        raise ArgumentError(f"condition: one of {CONDITIONS}, got {condition!r}.")
     if condition == "class" and not num_classes:
-        raise ValueError("condition: 'class' needs labels; the data gave none (add a 'label' to metadata.jsonl).")
+        raise ArgumentError("condition: 'class' needs labels; the data gave none (add a 'label' to metadata.jsonl).")
     if condition in ("text", "embedding") and not condition_width:
-        raise ValueError(f"condition: {condition!r} needs an encoder width; none was found.")
+        raise ArgumentError(f"condition: {condition!r} needs an encoder width; none was found.")
     out_channels = channels * 2 if learn_sigma else channels
     if backbone == "dit":
         if condition == "none":
-            raise ValueError("backbone: DiT needs a condition; use --backbone unet for unconditional models.")
+            raise ArgumentError("backbone: DiT needs a condition; use --backbone unet for unconditional models.")
         if condition == "class":
             return DiTTransformer2DModel(
                 num_attention_heads=arch.dit_heads, attention_head_dim=arch.dit_head_dim, in_channels=channels,
@@ -87,7 +89,7 @@ def build_backbone(
     attend = set(arch.attention_levels)
     bad = [a for a in attend if not 0 <= a < levels]
     if bad:
-        raise ValueError(f"attention_levels: {bad} outside 0..{levels - 1} for {levels} levels.")
+        raise ArgumentError(f"attention_levels: {bad} outside 0..{levels - 1} for {levels} levels.")
     common = dict(
         sample_size=sample_size, in_channels=channels, out_channels=out_channels,
         block_out_channels=tuple(arch.block_out_channels), layers_per_block=arch.layers_per_block,

@@ -30,10 +30,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gen.training.checkpoints import CheckpointError, verify
+from gen.errors import ArgumentError, MissingFileError
+from gen.training.checkpoints import verify
 from gen.training.models import BACKBONES, CONDITIONS, Architecture
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
@@ -43,7 +45,8 @@ def _opt(default, help: str, **extra):
 
 @dataclass
 class TrainConfig:
-    data: str = _opt(None, "bundled source (digits, ihc-patches, ...) or an image folder with optional metadata.jsonl")
+    data: str = _opt(None, "bundled source (digits, ihc-patches, ...) or an image folder (metadata.jsonl/.csv or class subfolders)")
+    caption_column: str = _opt("text", "the metadata column holding captions (--condition text)")
     output_dir: str = _opt(None, "where the pipeline, checkpoints and losses.json go")
     condition: str = _opt("class", f"one of {CONDITIONS}")
     backbone: str = _opt("unet", f"one of {BACKBONES}")
@@ -54,7 +57,7 @@ class TrainConfig:
     text_max_length: int = _opt(16, "tokens per caption")
     embedder: str = _opt("zoo:patch-encoder", "image embedder for --condition embedding (gen.embedders spec)")
     init_from: str | None = _opt(None, "pipeline folder or zoo:NAME to start from (required for LoRA)")
-    prediction_type: str = _opt("epsilon", f"one of {PREDICTION_TYPES}")
+    prediction_type: str | None = _opt(None, f"one of {PREDICTION_TYPES}; default: the --init-from model's, else epsilon")
     num_train_timesteps: int = _opt(1000, "diffusion steps of the training schedule")
     clip_sample: bool = _opt(True, "clip x0 to [-1, 1] when sampling pixel models (off for latents and embedding grids)")
     beta_schedule: str = _opt("squaredcos_cap_v2", "DDPMScheduler beta schedule")
@@ -66,7 +69,7 @@ class TrainConfig:
     adam_weight_decay: float = _opt(0.0, "AdamW weight decay")
     max_grad_norm: float = _opt(1.0, "gradient clipping norm")
     gradient_accumulation_steps: int = _opt(1, "micro-batches per optimisation step")
-    mixed_precision: str = _opt("no", f"one of {MIXED_PRECISION}")
+    mixed_precision: str | None = _opt(None, f"one of {MIXED_PRECISION}; default: the accelerate config's (accelerate config / launch --mixed_precision)")
     condition_dropout: float = _opt(0.1, "probability of training a row unconditionally (for CFG)")
     cep: str | None = _opt(None, "condition embedding perturbation: gaussian or uniform (off by default)")
     cep_gamma: float = _opt(1.0, "CEP scale gamma: noise gamma/sqrt(d) per element")
@@ -77,8 +80,9 @@ class TrainConfig:
     lora_rank: int = _opt(0, "train a LoRA of this rank on a frozen --init-from model")
     lora_targets: str = _opt("to_q,to_k,to_v,to_out.0,conv1,conv2", "module names LoRA adapts")
     checkpointing_steps: int = _opt(500, "save a checkpoint every N steps (0: never)")
-    checkpoints_total_limit: int = _opt(2, "keep at most this many checkpoints (0: all)")
+    checkpoints_total_limit: int = _opt(2, "keep at most this many checkpoints (>= 1)")
     resume: str | None = _opt(None, "'latest' or a checkpoint folder")
+    overwrite: bool = _opt(False, "replace an earlier run in --output-dir (without it, a second run there needs --resume)")
     report_to: str = _opt("none", "accelerate tracker: none, tensorboard, wandb, ...")
     seed: int = _opt(0, "seed for weights, noise, data order")
     block_out_channels: str = _opt("32,64,64", "UNet channels per level")
@@ -96,26 +100,59 @@ class TrainConfig:
     progress: bool = _opt(True, "show a progress bar")
 
     def architecture(self) -> Architecture:
-        ints = lambda s: tuple(int(v) for v in str(s).split(",") if v.strip() != "")
+        for name in ("layers_per_block", "attention_head_dim", "cross_attention_dim", "dit_layers", "dit_heads", "dit_head_dim", "patch_size"):
+            if getattr(self, name) < 1:
+                raise ArgumentError(f"{name}: must be >= 1, got {getattr(self, name)}.")
+        channels = _ints(self.block_out_channels, "block_out_channels", minimum=1)
+        if not channels:
+            raise ArgumentError("block_out_channels: give at least one level, e.g. 32,64,64.")
         return Architecture(
-            block_out_channels=ints(self.block_out_channels), layers_per_block=self.layers_per_block,
-            attention_levels=ints(self.attention_levels), attention_head_dim=self.attention_head_dim,
+            block_out_channels=channels, layers_per_block=self.layers_per_block,
+            attention_levels=_ints(self.attention_levels, "attention_levels", minimum=0), attention_head_dim=self.attention_head_dim,
             cross_attention_dim=self.cross_attention_dim, dit_layers=self.dit_layers, dit_heads=self.dit_heads,
             dit_head_dim=self.dit_head_dim, patch_size=self.patch_size, norm_num_groups=self.norm_num_groups,
             embedding_in_time=self.embedding_in_time,
         )
 
 
+def _ints(value, name: str, minimum: int) -> tuple[int, ...]:
+    """Comma-separated integers (>= minimum) from a flag value; the error names the flag."""
+    try:
+        values = tuple(int(v) for v in str(value).split(",") if v.strip() != "")
+    except ValueError:
+        raise ArgumentError(f"{name}: expected comma-separated integers such as 32,64,64, got {value!r}.") from None
+    if any(v < minimum for v in values):
+        raise ArgumentError(f"{name}: every value must be >= {minimum}, got {value!r}.")
+    return values
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m gen.training.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
+        # both spellings: --output-dir and diffusers' --output_dir
+        flags = list(dict.fromkeys(["--" + f.name.replace("_", "-"), "--" + f.name]))
         if f.type in ("bool",) or isinstance(f.default, bool):
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata["help"])
+            p.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata["help"])
             continue
-        kind = {"int": int, "float": float}.get(str(f.type), str)
-        p.add_argument(flag, dest=f.name, type=kind, default=f.default, required=f.name in ("data", "output_dir"), help=f.metadata["help"])
+        kind = {"int": int, "float": float, "int | None": int}.get(str(f.type), str)
+        p.add_argument(*flags, dest=f.name, type=kind, default=f.default, required=f.name in ("data", "output_dir"), help=f.metadata["help"])
     return p
+
+
+def check_trackers(report_to: str) -> None:
+    """Every tracker named in --report-to is one accelerate knows and its package is installed."""
+    import accelerate.utils as utils
+    from accelerate.utils import LoggerType
+
+    if report_to == "none":
+        return
+    known = {t.value for t in LoggerType}
+    for name in [n.strip() for n in report_to.split(",") if n.strip()]:
+        if name not in known:
+            raise ArgumentError(f"report_to: unknown tracker {name!r}; one of {sorted(known)} or 'none'.")
+        available = getattr(utils, f"is_{name}_available", None)
+        if available is not None and not available():
+            raise ArgumentError(f"report_to: the {name} tracker needs its package; pip install {name.replace('_', '-')} (or pass --report-to none).")
 
 
 def parse_args(argv=None) -> TrainConfig:
@@ -130,48 +167,64 @@ def check_config(config: TrainConfig) -> None:
     from gen.training.data import SOURCES
 
     if config.data is None or config.output_dir is None:
-        raise ValueError("data, output_dir: both are required.")
+        raise ArgumentError("data, output_dir: both are required.")
     if config.condition not in CONDITIONS:
-        raise ValueError(f"condition: unknown condition type {config.condition!r}; choose one of {CONDITIONS}.")
+        raise ArgumentError(f"condition: unknown condition type {config.condition!r}; choose one of {CONDITIONS}.")
     if config.backbone not in BACKBONES:
-        raise ValueError(f"backbone: unknown backbone {config.backbone!r}; choose one of {BACKBONES}.")
+        raise ArgumentError(f"backbone: unknown backbone {config.backbone!r}; choose one of {BACKBONES}.")
     if config.cep is not None:
         if config.cep not in CEP_KINDS:
-            raise ValueError(f"cep: unknown kind {config.cep!r}; choose one of {CEP_KINDS}.")
+            raise ArgumentError(f"cep: unknown kind {config.cep!r}; choose one of {CEP_KINDS}.")
         ConditionEmbeddingPerturbation(config.cep, config.cep_gamma)
         if config.condition == "none":
-            raise ValueError("cep: perturbs condition embeddings, but --condition none has none.")
+            raise ArgumentError("cep: perturbs condition embeddings, but --condition none has none.")
     if not (config.cep_gamma >= 0 and math.isfinite(config.cep_gamma)):
-        raise ValueError(f"cep_gamma: must be a finite number >= 0, got {config.cep_gamma}.")
+        raise ArgumentError(f"cep_gamma: must be a finite number >= 0, got {config.cep_gamma}.")
     for name in ("condition_dropout", "corrupt_rate"):
         value = getattr(config, name)
         if not 0 <= value < 1:
-            raise ValueError(f"{name}: must lie in [0, 1), got {value}.")
+            raise ArgumentError(f"{name}: must lie in [0, 1), got {value}.")
     for name in ("resolution", "train_batch_size", "max_train_steps", "gradient_accumulation_steps", "num_train_timesteps"):
         if getattr(config, name) < 1:
-            raise ValueError(f"{name}: must be >= 1, got {getattr(config, name)}.")
-    if not config.learning_rate > 0:
-        raise ValueError(f"learning_rate: must be > 0, got {config.learning_rate}.")
-    if config.mixed_precision not in MIXED_PRECISION:
-        raise ValueError(f"mixed_precision: one of {MIXED_PRECISION}, got {config.mixed_precision!r}.")
-    if config.prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"prediction_type: one of {PREDICTION_TYPES}, got {config.prediction_type!r}.")
+            raise ArgumentError(f"{name}: must be >= 1, got {getattr(config, name)}.")
+    for name in ("learning_rate", "adam_weight_decay", "max_grad_norm", "cep_gamma", "snr_gamma"):
+        value = getattr(config, name)
+        if not math.isfinite(value) or value < 0 or (name == "learning_rate" and value == 0):
+            allowed = "a finite number > 0" if name == "learning_rate" else "a finite number >= 0 (0: off)"
+            raise ArgumentError(f"{name}: must be {allowed}, got {value}.")
+    for name in ("lr_warmup_steps", "log_every"):
+        if getattr(config, name) < (1 if name == "log_every" else 0):
+            raise ArgumentError(f"{name}: must be >= {1 if name == 'log_every' else 0}, got {getattr(config, name)}.")
+    check_trackers(config.report_to)
+    if config.mixed_precision is not None and config.mixed_precision not in MIXED_PRECISION:
+        raise ArgumentError(f"mixed_precision: one of {MIXED_PRECISION}, got {config.mixed_precision!r}.")
+    if config.prediction_type is not None and config.prediction_type not in PREDICTION_TYPES:
+        raise ArgumentError(f"prediction_type: one of {PREDICTION_TYPES}, got {config.prediction_type!r}.")
     if config.lr_scheduler not in {s.value for s in SchedulerType}:
-        raise ValueError(f"lr_scheduler: unknown {config.lr_scheduler!r}; one of {sorted(s.value for s in SchedulerType)}.")
+        raise ArgumentError(f"lr_scheduler: unknown {config.lr_scheduler!r}; one of {sorted(s.value for s in SchedulerType)}.")
     if config.lora_rank < 0 or (config.lora_rank and not config.init_from):
-        raise ValueError("lora_rank: LoRA adapts a trained model; pass --init-from <pipeline folder or zoo:NAME> with a rank >= 1.")
+        raise ArgumentError("lora_rank: LoRA adapts a trained model; pass --init-from <pipeline folder or zoo:NAME> with a rank >= 1.")
     if config.lora_rank and config.ema_decay:
-        raise ValueError("ema_decay: EMA is not supported with --lora-rank; set --ema-decay 0.")
+        raise ArgumentError("ema_decay: EMA is not supported with --lora-rank; set --ema-decay 0.")
     if not 0 <= config.ema_decay < 1:
-        raise ValueError(f"ema_decay: must lie in [0, 1), got {config.ema_decay}.")
-    config.architecture()
+        raise ArgumentError(f"ema_decay: must lie in [0, 1), got {config.ema_decay}.")
+    arch = config.architecture()
+    if config.beta_schedule not in BETA_SCHEDULES:
+        raise ArgumentError(f"beta_schedule: one of {BETA_SCHEDULES}, got {config.beta_schedule!r}.")
+    multiple = arch.patch_size if config.backbone == "dit" else 2 ** (len(arch.block_out_channels) - 1)
+    if not config.init_from and not config.vae and config.resolution % multiple:
+        raise ArgumentError(f"resolution: {config.resolution} is not a multiple of {multiple} (the {config.backbone}'s downsampling); use e.g. {max(multiple, config.resolution // multiple * multiple)}.")
     if config.data not in SOURCES:
         data = Path(config.data)
         if not data.is_dir():
-            raise FileNotFoundError(f"data: {data} is not a folder and not a bundled source ({sorted(SOURCES)}).")
-    output = Path(config.output_dir)
-    if output.exists() and not output.is_dir():
-        raise ValueError(f"output_dir: {output} exists and is a file.")
+            raise MissingFileError(f"data: {data} is not a folder and not a bundled source ({sorted(SOURCES)}).")
+    from gen.io import check_output_dir
+
+    check_output_dir(config.output_dir, "train", resume=config.resume is not None, overwrite=config.overwrite)
+    if not isinstance(config.checkpoints_total_limit, int) or config.checkpoints_total_limit < 1:
+        raise ArgumentError(f"checkpoints_total_limit: must be an integer >= 1 (how many checkpoints to keep), got {config.checkpoints_total_limit!r}.")
+    if config.checkpointing_steps < 0:
+        raise ArgumentError(f"checkpointing_steps: must be >= 0 (0: no checkpoints), got {config.checkpointing_steps}.")
     if config.resume not in (None, "latest"):
         verify(config.resume, "resume")
     if config.vae is not None:
@@ -179,7 +232,7 @@ def check_config(config: TrainConfig) -> None:
 
         refuse_pickle(config.vae, "vae")
         if not Path(config.vae).is_dir():
-            raise FileNotFoundError(f"vae: no AutoencoderKL folder at {config.vae}.")
+            raise MissingFileError(f"vae: no AutoencoderKL folder at {config.vae}.")
 
 
 # -- pieces of the run -------------------------------------------------------------------------------------------------
@@ -198,7 +251,30 @@ def load_init(spec: str):
     return load_pipeline(spec, name="init_from")
 
 
-def build_conditioner(config: TrainConfig, dataset):
+def init_num_classes(init) -> int | None:
+    """The class count of a class-conditional pipeline to fine-tune (its null class is that index)."""
+    if init is None:
+        return None
+    if getattr(init, "config", None) is not None and init.config.get("num_classes"):
+        return init.config.num_classes
+    model = getattr(init, "transformer", None)
+    if model is not None and model.config.get("num_embeds_ada_norm") and type(model).__name__ == "DiTTransformer2DModel":
+        return model.config.num_embeds_ada_norm  # DiT's null class is num_classes
+    return None
+
+
+def _prompt_encoder(init):
+    """Captions -> hidden states exactly as the pipeline being fine-tuned encodes prompts when it samples."""
+    from diffusers import StableDiffusionPipeline
+
+    if isinstance(init, StableDiffusionPipeline):
+        return lambda captions: init.encode_prompt(captions, init.text_encoder.device, 1, False)[0]
+    if hasattr(init, "encode_prompt"):
+        return lambda captions: init.encode_prompt(list(captions))
+    return None
+
+
+def build_conditioner(config: TrainConfig, dataset, init=None):
     from gen.training import conditions
 
     if config.condition == "none":
@@ -206,18 +282,30 @@ def build_conditioner(config: TrainConfig, dataset):
     if config.condition == "class":
         num_classes = getattr(dataset, "num_classes", None)
         if not num_classes:
-            raise ValueError("condition: 'class' needs labels; the data has none (give each image a 'label' in metadata.jsonl).")
+            raise ArgumentError("condition: 'class' needs labels; the data has none (give each image a 'label' in metadata.jsonl).")
+        model_classes = init_num_classes(init)
+        if model_classes is not None:
+            if num_classes > model_classes:
+                raise ArgumentError(f"data: labels run to {num_classes - 1} but the --init-from model has {model_classes} classes; relabel the data within [0, {model_classes}).")
+            num_classes = model_classes
         return conditions.ClassCondition(num_classes)
     if config.condition == "text":
         if "caption" not in dataset[0]:
-            raise ValueError("condition: 'text' needs captions; the data has none (give each image a 'text' in metadata.jsonl).")
+            raise ArgumentError("condition: 'text' needs captions; the data has none (give each image a 'text' in metadata.jsonl).")
+        if init is not None and getattr(init, "text_encoder", None) is not None and getattr(init, "tokenizer", None) is not None:
+            return conditions.TextCondition(init.tokenizer, init.text_encoder, _prompt_encoder(init))  # the fine-tuned model's own encoder
         from transformers import AutoModel, AutoTokenizer
 
         from gen.embedders import resolve_text_encoder
 
         path = resolve_text_encoder(config.text_encoder)
-        tokenizer = AutoTokenizer.from_pretrained(path, model_max_length=config.text_max_length)
-        return conditions.TextCondition(tokenizer, AutoModel.from_pretrained(path, use_safetensors=True))
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, model_max_length=config.text_max_length)
+            encoder = AutoModel.from_pretrained(path, use_safetensors=True)
+        except (OSError, ValueError) as err:
+            raise MissingFileError(f"text_encoder: cannot load a transformers text encoder from {config.text_encoder!r} ({str(err).splitlines()[0]}); "
+                                    "pass a local folder with its tokenizer, or 'minilm'.") from None
+        return conditions.TextCondition(tokenizer, encoder)
     from gen.embedders import load_embedder
 
     embedder = load_embedder(config.embedder)
@@ -264,16 +352,25 @@ def diffusion_loss(model, scheduler, x0, cond, generator, prediction_type: str, 
     return (per_example * weight).mean()
 
 
-def build_pipeline(config, model, noise_scheduler, vae, conditioner, dataset):
-    """The diffusers pipeline the run saves."""
+def build_pipeline(config, model, noise_scheduler, vae, conditioner, dataset, init=None):
+    """The diffusers pipeline the run saves: a fine-tuned pipeline keeps its own class and every component
+    but the trained backbone (its scheduler, text encoder, VAE...); a new model gets gen's pipeline for its
+    condition."""
     from diffusers import DDPMPipeline
+
+    if init is not None:
+        name = "unet" if getattr(init, "unet", None) is not None else "transformer"
+        init.register_modules(**{name: model})
+        if config.prediction_type is not None and init.scheduler.config.get("prediction_type") != config.prediction_type:
+            init.scheduler = type(init.scheduler).from_config(init.scheduler.config, prediction_type=config.prediction_type)
+        return init
 
     from gen.pipelines import ClassConditionalPipeline, TextToImagePipeline
 
     backbone = {"unet": model, "transformer": None} if config.backbone == "unet" else {"unet": None, "transformer": model}
     if config.condition == "none":
         if vae is not None:
-            raise ValueError("condition: unconditional latent models are not supported; use --condition class or drop --vae.")
+            raise ArgumentError("condition: unconditional latent models are not supported; use --condition class or drop --vae.")
         return DDPMPipeline(unet=model, scheduler=noise_scheduler)
     if config.condition == "class":
         return ClassConditionalPipeline(scheduler=noise_scheduler, vae=vae, num_classes=conditioner.num_classes, class_names=getattr(dataset, "class_names", None), **backbone)
@@ -285,23 +382,11 @@ def build_pipeline(config, model, noise_scheduler, vae, conditioner, dataset):
 
 
 def save_pipeline(pipe, output_dir: Path) -> None:
-    """save_pretrained into a temporary folder, then move it in; model_index.json lands last, so a folder
+    """save_pretrained into a staging folder, then move it in; model_index.json lands last, so a folder
     without it was never completely written."""
-    from gen.io import atomic_directory
+    from gen.io import save_into
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_directory(output_dir / ".pipeline") as tmp:
-        pipe.save_pretrained(str(tmp), safe_serialization=True)
-    staged = output_dir / ".pipeline"
-    index = output_dir / "model_index.json"
-    if index.exists():
-        index.unlink()
-    for entry in sorted(staged.iterdir(), key=lambda p: p.name == "model_index.json"):
-        target = output_dir / entry.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(entry, target)
-    staged.rmdir()
+    save_into(output_dir, lambda tmp: pipe.save_pretrained(str(tmp), safe_serialization=True), last="model_index.json")
 
 
 # -- the run -----------------------------------------------------------------------------------------------------------
@@ -318,6 +403,7 @@ def train(config: TrainConfig) -> Path:
 
     import gen.pipelines  # noqa: F401  (imported now: a long run must not meet edited code at save time)
     from gen.conditioning import ConditionEmbeddingPerturbation, disable_builtin_label_dropout
+    from gen.errors import TrainingDiverged
     from gen.io import write_json
     from gen.training import checkpoints, conditions
     from gen.training.data import CorruptedConditions, load_data
@@ -325,6 +411,8 @@ def train(config: TrainConfig) -> Path:
     from gen.training.models import build_backbone
 
     output_dir = Path(config.output_dir)
+    if config.overwrite and config.resume is None:
+        shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)  # a later --resume must not find the old run
     accelerator = make_accelerator(
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         mixed_precision=config.mixed_precision,
@@ -336,10 +424,10 @@ def train(config: TrainConfig) -> Path:
     # data and conditions
     init = load_init(config.init_from) if config.init_from else None
     channels = config.channels
-    dataset = load_data(config.data, config.resolution, channels or 3, name="data")
+    dataset = load_data(config.data, config.resolution, channels or 3, name="data", caption_column=config.caption_column)
     if not channels:
         channels = dataset[0]["pixel_values"].shape[0]
-    conditioner = build_conditioner(config, dataset)
+    conditioner = build_conditioner(config, dataset, init)
     if config.condition == "embedding":
         from gen.embedders import load_embedder
 
@@ -353,6 +441,10 @@ def train(config: TrainConfig) -> Path:
         vae = AutoencoderKL.from_pretrained(config.vae, use_safetensors=True).eval().requires_grad_(False)
     elif init is not None:
         vae = getattr(init, "vae", None)
+    if vae is not None:
+        vae = vae.requires_grad_(False).to(accelerator.device)
+    if isinstance(conditioner, conditions.TextCondition):
+        conditioner.encoder.to(accelerator.device)
     latent_channels = vae.config.latent_channels if vae is not None else channels
     latent_size = config.resolution // (2 ** (len(vae.config.block_out_channels) - 1)) if vae is not None else config.resolution
     if init is not None:
@@ -368,12 +460,13 @@ def train(config: TrainConfig) -> Path:
     if isinstance(conditioner, conditions.EmbeddingCondition):
         conditioner.bind(model)
     lora_config = add_lora(model, config.lora_rank, tuple(config.lora_targets.split(","))) if config.lora_rank else None
-    noise_scheduler = DDPMScheduler(
-        num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule,
-        prediction_type=config.prediction_type, clip_sample=config.clip_sample and vae is None,
-    )
-    if init is not None:
-        noise_scheduler = DDPMScheduler.from_config(init.scheduler.config)
+    if init is not None:  # the fine-tuned model's noise schedule (its sampler is kept for saving)
+        noise_scheduler = DDPMScheduler.from_config(init.scheduler.config, **({"prediction_type": config.prediction_type} if config.prediction_type else {}))
+    else:
+        noise_scheduler = DDPMScheduler(
+            num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule,
+            prediction_type=config.prediction_type or "epsilon", clip_sample=config.clip_sample and vae is None,
+        )
     cep = ConditionEmbeddingPerturbation(config.cep, config.cep_gamma) if config.cep else None
     ema = EMAModel(model.parameters(), decay=config.ema_decay, model_cls=type(model), model_config=model.config) if config.ema_decay else None
 
@@ -404,6 +497,11 @@ def train(config: TrainConfig) -> Path:
         accelerator.register_save_state_pre_hook(save_ema)
         accelerator.register_load_state_pre_hook(load_ema)
 
+    if accelerator.is_main_process:  # every input checked and loaded: from here on the run writes
+        from gen.io import mark_output_dir
+
+        mark_output_dir(output_dir, "train")
+
     # resume
     checkpoints_dir = output_dir / "checkpoints"
     global_step, losses = 0, []
@@ -416,7 +514,10 @@ def train(config: TrainConfig) -> Path:
         resume_from = Path(config.resume)
     if resume_from is not None:
         manifest = verify(resume_from, "resume")
-        accelerator.load_state(str(resume_from))
+        try:
+            accelerator.load_state(str(resume_from))
+        except (RuntimeError, KeyError, ValueError) as err:
+            raise ArgumentError(f"resume: {resume_from} does not fit this run's model and optimizer (another architecture or option?): {str(err).splitlines()[0][:300]}") from None
         global_step = manifest["step"]
         log = output_dir / "losses.json"
         if log.exists():
@@ -467,12 +568,22 @@ def train(config: TrainConfig) -> Path:
             bar.update(1)
             mean_loss = accelerator.gather(torch.stack(running).mean()[None]).mean().item()
             running = []
+            if not math.isfinite(mean_loss):
+                kept = checkpoints.latest_valid(checkpoints_dir, warn=lambda *_: None)
+                where = f"the last checkpoint, {kept}, holds finite weights" if kept else "no checkpoint was written yet"
+                raise TrainingDiverged(
+                    f"learning_rate: training diverged at step {global_step} (loss {mean_loss}); nothing was saved over the earlier weights and {where}. "
+                    "Lower --learning-rate or --max-grad-norm and resume or restart."
+                )
             losses.append([global_step, mean_loss])
             if global_step % config.log_every == 0 or global_step == config.max_train_steps:
                 bar.set_postfix(loss=f"{mean_loss:.4f}")
                 accelerator.log({"loss": mean_loss, "lr": lr_scheduler.get_last_lr()[0]}, step=global_step)
             if config.checkpointing_steps and global_step % config.checkpointing_steps == 0:
-                checkpoints.save(accelerator, checkpoints_dir, global_step, epoch, config.checkpoints_total_limit or None)
+                if not all(torch.isfinite(p).all() for p in accelerator.unwrap_model(model).parameters()):
+                    raise TrainingDiverged(f"learning_rate: the weights became non-finite by step {global_step}; the earlier checkpoints are kept. "
+                                           "Lower --learning-rate or --max-grad-norm and resume.")
+                checkpoints.save(accelerator, checkpoints_dir, global_step, epoch, config.checkpoints_total_limit)
                 if accelerator.is_main_process:
                     write_json(output_dir / "losses.json", {"losses": losses})
             if global_step >= config.max_train_steps:
@@ -485,10 +596,12 @@ def train(config: TrainConfig) -> Path:
         final = accelerator.unwrap_model(model).eval()
         if ema is not None:
             ema.copy_to(final.parameters())
+        if not all(torch.isfinite(p).all() for p in final.parameters()):
+            raise TrainingDiverged("learning_rate: the trained weights are not finite; nothing was saved. Lower --learning-rate or --max-grad-norm.")
         if lora_config is not None:
-            save_lora(final, lora_config, output_dir / "lora", base=config.init_from)
+            save_lora(final, lora_config, output_dir / "lora", base=config.init_from, component="unet" if getattr(init, "unet", None) is not None else "transformer")
         else:
-            save_pipeline(build_pipeline(config, final, noise_scheduler, vae, conditioner, dataset), output_dir)
+            save_pipeline(build_pipeline(config, final, noise_scheduler, vae, conditioner, dataset, init), output_dir)
         write_json(output_dir / "losses.json", {"losses": losses})
         write_json(output_dir / "train_config.json", dataclasses.asdict(config))
     accelerator.end_training()
@@ -496,12 +609,19 @@ def train(config: TrainConfig) -> Path:
 
 
 def main(argv=None) -> int:
+    """`python -m gen.training.train`: one line on stderr and status 2 for a mistake, 1 for a fault (--debug: traceback)."""
+    from gen.errors import report
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    if debug:
+        argv.remove("--debug")
     try:
-        config = parse_args(argv)
-        train(config)
-    except (ValueError, FileNotFoundError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        train(parse_args(argv))
+    except SystemExit:
+        raise
+    except Exception as err:
+        return report(err, debug)
     return 0
 
 

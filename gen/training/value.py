@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from gen.errors import ArgumentError
+
 
 @dataclass
 class ValueConfig:
@@ -38,6 +40,7 @@ class ValueConfig:
     learning_rate: float = 1e-3
     width: int = 32
     seed: int = 0
+    overwrite: bool = False
 
 
 def build_reward(spec: str, classifier_spec: str):
@@ -49,13 +52,13 @@ def build_reward(spec: str, classifier_spec: str):
         from gen.plugins import is_named, load_named
 
         if not is_named(classifier_spec):
-            raise ValueError(f"classifier: only named classifiers are supported here (zoo:NAME), got {classifier_spec!r}.")
+            raise ArgumentError(f"classifier: only named classifiers are supported here (zoo:NAME), got {classifier_spec!r}.")
         try:
             target = int(spec.split(":", 1)[1])
         except ValueError:
-            raise ValueError(f"reward: 'class:K' needs an integer K, got {spec!r}.") from None
+            raise ArgumentError(f"reward: 'class:K' needs an integer K, got {spec!r}.") from None
         return classifier_log_prob(load_named(classifier_spec, "classifier"), target)
-    raise ValueError(f"reward: one of 'class:K' or 'jpeg', got {spec!r}.")
+    raise ArgumentError(f"reward: one of 'class:K' or 'jpeg', got {spec!r}.")
 
 
 @torch.no_grad()
@@ -86,11 +89,18 @@ def train_value(config: ValueConfig):
     from gen.training import make_accelerator
 
     from gen.guidance.values import ValueNetwork
-    from gen.io import atomic_directory, write_json
+    from gen.io import save_into, write_json
     from gen.training.train import load_init
 
-    if config.num_samples < 1 or config.steps < 1 or config.max_train_steps < 1:
-        raise ValueError("num_samples, steps, max_train_steps: must all be >= 1.")
+    from gen.io import check_output_dir, mark_output_dir
+
+    for name in ("num_samples", "steps", "max_train_steps", "sample_batch_size", "train_batch_size"):
+        if getattr(config, name) < 1:
+            raise ArgumentError(f"{name}: must be >= 1, got {getattr(config, name)}.")
+    if config.num_samples * (config.steps + 1) < config.train_batch_size:
+        raise ArgumentError(f"train_batch_size: {config.train_batch_size} is more than the {config.num_samples * (config.steps + 1)} states sampled; "
+                         "lower it or raise num_samples.")
+    check_output_dir(config.output_dir, "value", overwrite=config.overwrite)
     reward = build_reward(config.reward, config.classifier)
     pipe = load_init(config.pipeline)
     accelerator = make_accelerator()
@@ -101,6 +111,8 @@ def train_value(config: ValueConfig):
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate)
     dataset = torch.utils.data.TensorDataset(states, times, rewards)
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.train_batch_size, shuffle=True, generator=torch.Generator().manual_seed(config.seed), drop_last=True)
+    if len(loader) == 0:  # drop_last with fewer examples than one batch: no step would ever run
+        raise ArgumentError(f"train_batch_size: {config.train_batch_size} is more than the {len(dataset)} training examples; lower it.")
     net, optimizer, loader = accelerator.prepare(net, optimizer, loader)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.max_train_steps)
     step, history = 0, []
@@ -121,9 +133,13 @@ def train_value(config: ValueConfig):
     bar.close()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        with atomic_directory(config.output_dir) as tmp:
+        mark_output_dir(config.output_dir, "value")
+
+        def save(tmp):
             accelerator.unwrap_model(net).save_pretrained(str(tmp), safe_serialization=True)
             write_json(Path(tmp) / "training.json", {"config": config.__dict__, "losses": history, "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std())})
+
+        save_into(config.output_dir, save, last="config.json")
     return Path(config.output_dir)
 
 

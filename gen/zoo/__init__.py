@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from gen.errors import ArgumentError, MissingFileError
 from gen.embedders import PatchEncoder, resolve_text_encoder
 from gen.guidance.values import ValueNetwork
 from gen.io import refuse_pickle
@@ -33,6 +34,7 @@ class ZooEntry:
     made: str
     load: Callable[[Path], object]
     needs: tuple[str, ...] = ()
+    purpose: str = "generate"  # what a non-generative entry is for, said when someone tries to sample it
 
     @property
     def folder(self) -> Path:
@@ -84,12 +86,14 @@ ENTRIES: dict[str, ZooEntry] = {
             "small CNN on 16x16 digits: log-probabilities as a reward, 64-d penultimate features as the metric space",
             "AdamW, 12 epochs with shift/rotation/noise augmentation on the training split",
             _model(DigitClassifier),
+            purpose="a classifier (its log-probabilities are a guidance reward, its features gen's digits metric space)",
         ),
         ZooEntry(
             "patch-encoder",
             "self-supervised (SimCLR) CNN encoder of 32x32 RGB patches of scikit-image's IHC and retina images; the stand-in for DINOv2/UNI",
             "SimCLR (NT-Xent, temperature 0.2) with crop/flip/rotate/colour/blur augmentations",
             _model(PatchEncoder),
+            purpose="an image encoder (it embeds patches for ihc-patches; sample that one with --reference IMAGE)",
         ),
         ZooEntry(
             "ihc-patches",
@@ -118,6 +122,7 @@ ENTRIES: dict[str, ZooEntry] = {
             "gen.training.value, regressed on rewards of the digits model's own samples",
             _model(ValueNetwork),
             needs=("digits", "digits-classifier"),
+            purpose="a value network for SVDD-MC guidance (gen.guidance.LearnedValue)",
         ),
         ZooEntry(
             "digits-bold-lora",
@@ -125,6 +130,7 @@ ENTRIES: dict[str, ZooEntry] = {
             "gen.training.train --init-from zoo:digits --lora-rank 4 on dilated digits",
             lambda folder, **placement: folder,
             needs=("digits",),
+            purpose="a LoRA; load it into a model: gen sample digits --class-labels 3 --lora digits-bold-lora",
         ),
     ]
 }
@@ -136,7 +142,7 @@ def available() -> list[str]:
 
 def entry(name: str) -> ZooEntry:
     if name not in ENTRIES:
-        raise ValueError(f"name: no zoo model {name!r}; available: {available()}.")
+        raise ArgumentError(f"name: no zoo model {name!r}; available: {available()}.")
     return ENTRIES[name]
 
 
@@ -145,7 +151,7 @@ def load(name: str, dtype=None, device=None, torch_dtype=None):
     `dtype` (e.g. torch.float16; `torch_dtype` is taken too, as diffusers takes both) and on `device`."""
     item = entry(name)
     if not item.folder.is_dir() or not any(item.folder.iterdir()):
-        raise FileNotFoundError(f"name: zoo model {name!r} is not built here; build it with `{item.rebuild}`.")
+        raise MissingFileError(f"name: zoo model {name!r} is not built here; build it with `{item.rebuild}`.")
     refuse_pickle(item.folder, "zoo")
     return item.load(item.folder, dtype=resolve_dtype(dtype, torch_dtype), device=device)
 

@@ -9,6 +9,8 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
+from gen.errors import ArgumentError
+
 
 class DigitClassifier(ModelMixin, ConfigMixin):
     """Images in [0, 1], (B, C, H, W) -> class logits. RGB input is averaged to gray and any size is resized
@@ -30,7 +32,7 @@ class DigitClassifier(ModelMixin, ConfigMixin):
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4:
-            raise ValueError(f"images: expected (batch, channels, height, width), got {tuple(images.shape)}.")
+            raise ArgumentError(f"images: expected (batch, channels, height, width), got {tuple(images.shape)}.")
         images = images.to(self.device, self.dtype)
         if images.shape[1] != self.config.in_channels:
             images = images.mean(dim=1, keepdim=True)

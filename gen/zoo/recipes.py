@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gen.io import write_json
+from gen.errors import MissingFileError
+from gen.io import RUN_MARKER, write_json
 
 DIGITS_RESOLUTION = 16
 
@@ -24,7 +25,7 @@ def _train_into(folder: Path, **options) -> None:
         out = Path(scratch) / "run"
         train(TrainConfig(output_dir=str(out), checkpointing_steps=0, **options))
         for entry in out.iterdir():
-            if entry.name not in ("checkpoints", "logs"):
+            if entry.name not in ("checkpoints", "logs", RUN_MARKER):
                 shutil.move(str(entry), folder / entry.name)
 
 
@@ -94,6 +95,7 @@ def digits_value(folder: Path) -> None:
     from gen.training.value import ValueConfig, train_value
 
     train_value(ValueConfig(pipeline="zoo:digits", reward="class:3", classifier="zoo:digits-classifier", output_dir=str(folder)))
+    (folder / RUN_MARKER).unlink(missing_ok=True)
 
 
 def patch_encoder(folder: Path, steps: int = 500) -> None:
@@ -139,6 +141,7 @@ def digits_distilled(folder: Path, steps: int = 800) -> None:
     from gen.training.distill import DistillConfig, distill
 
     distill(DistillConfig(teacher="zoo:digits", output_dir=str(folder), max_train_steps=steps))
+    (folder / RUN_MARKER).unlink(missing_ok=True)
 
 
 def digits_bold_lora(folder: Path, steps: int = 300) -> None:
@@ -196,7 +199,7 @@ def build(name: str, **options) -> Path:
     item = entry(name)
     missing = [n for n in item.needs if not ENTRIES[n].folder.is_dir()]
     if missing:
-        raise FileNotFoundError(f"name: {name!r} needs {missing} first; build them with `gen zoo build {missing[0]}`.")
+        raise MissingFileError(f"name: {name!r} needs {missing} first; build them with `gen zoo build {missing[0]}`.")
     with atomic_directory(item.folder) as tmp:
         RECIPES[name](tmp, **options)
     return item.folder

@@ -1,0 +1,84 @@
+"""gen's error types, and how the command line reports them.
+
+Errors a caller can fix (a wrong argument, a missing or unreadable file) are `ArgumentError` (a
+ValueError), `ArgumentTypeError` (also a TypeError) or `MissingFileError` (a FileNotFoundError); their
+messages start with the argument's name. The `gen` command and the trainers print one line for any error:
+exit status 2 when the caller can fix it, 1 otherwise; --debug adds the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+class GenError(Exception):
+    """Base of gen's own errors."""
+
+
+class ArgumentError(GenError, ValueError):
+    """An argument's value is not allowed; the message names the argument, the value and what is allowed."""
+
+
+class ArgumentTypeError(ArgumentError, TypeError):
+    """An argument has the wrong type."""
+
+
+class MissingFileError(GenError, FileNotFoundError):
+    """A file or folder an argument names does not exist (or is not what it should be)."""
+
+
+class TrainingDiverged(GenError, ValueError):
+    """Training produced a non-finite loss or weights (the message names the hyperparameters to lower)."""
+
+
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+
+
+def report(err: BaseException, debug: bool = False, stream=None) -> int:
+    """Print one line for err (and its traceback with debug); the exit status: 2 for the caller's mistake, 1 else."""
+    stream = stream or sys.stderr
+    if debug:
+        import traceback
+
+        traceback.print_exception(err, file=stream)
+    user = isinstance(err, USER_ERRORS)
+    kind = "error" if user else f"internal error ({type(err).__name__})"
+    hint = "" if debug or user else " (run again with --debug for the traceback)"
+    message = str(err).splitlines()[0] if str(err) else type(err).__name__
+    print(f"{kind}: {message}{hint}", file=stream)
+    return 2 if user else 1
+
+
+def require_int(value, name: str, minimum: int | None = None, maximum: int | None = None, optional: bool = False) -> int | None:
+    """value as an int (bools refused), within [minimum, maximum]; None allowed when optional."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentTypeError(f"{name}: expected an integer{' or None' if optional else ''}, got {value!r}.")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]" if minimum is not None else f"<= {maximum}"
+        raise ArgumentError(f"{name}: must be {bounds}, got {value}.")
+    return value
+
+
+def require_number(value, name: str, minimum: float | None = None, maximum: float | None = None, optional: bool = False) -> float | None:
+    """value as a finite float (bools and NaN/infinity refused), within [minimum, maximum]; None allowed when optional."""
+    import math
+
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ArgumentTypeError(f"{name}: expected a number{' or None' if optional else ''}, got {value!r}.")
+    if not math.isfinite(value):
+        raise ArgumentError(f"{name}: must be finite, got {value}.")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]" if minimum is not None else f"<= {maximum}"
+        raise ArgumentError(f"{name}: must be {bounds}, got {value}.")
+    return float(value)
+
+
+def require_choice(value, name: str, choices) -> object:
+    """value, one of choices (compared safely whatever its type)."""
+    if not isinstance(value, (str, int, float, type(None))) or isinstance(value, bool) or value not in choices:
+        raise ArgumentError(f"{name}: one of {tuple(choices)}, got {value!r}.")
+    return value
