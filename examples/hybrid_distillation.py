@@ -1,7 +1,7 @@
 """Diversity distillation (Gandikota & Bau 2025) on the zoo digits pair: the base model, its 4-step
 distilled student, and the hybrid (base for the first k steps, distilled after), with DT strips.
 
-    python examples/hybrid_distillation.py --digit 7 --base-steps 1 --distilled-steps 4 --out out/examples
+    python examples/hybrid_distillation.py --digit 7 --base-steps 1 --distilled-steps 4 --handover first-steps --out out/examples
 """
 
 from __future__ import annotations
@@ -28,12 +28,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--distilled-steps", type=int, default=4)
     parser.add_argument("--base-schedule", type=int, default=50, help="steps of the base model's own run")
     parser.add_argument("--guidance", type=float, default=2.0, help="CFG for the base steps (the student has it baked in)")
+    parser.add_argument("--handover", default="first-steps", choices=["first-steps", "noise-level"],
+                        help="first-steps: the base takes the first k steps of the distilled grid (the paper's); noise-level: the base's own scheduler first")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="out/examples")
     args = parser.parse_args(argv)
 
     base, distilled = zoo.load("digits"), zoo.load("digits-distilled")
-    hybrid = HybridDistilledPipeline(base, distilled, base_steps=args.base_steps, distilled_steps=args.distilled_steps)
+    hybrid = HybridDistilledPipeline(base, distilled, base_steps=args.base_steps, distilled_steps=args.distilled_steps, handover=args.handover)
     labels = [args.digit] * args.samples
     seed = lambda: torch.Generator().manual_seed(args.seed)
     runs = {
@@ -47,7 +49,7 @@ def main(argv=None) -> dict:
         strip = DTVisualizer(max_samples=4)
         out = run([strip])
         summary[name] = {"diversity": mean_pairwise_distance(space.features(out.images)), "nfe": out.nfe}
-        save_image(folder / f"dt_{name}.png", strip.strip(scale=3))
+        save_image(folder / f"dt_{name}.png", strip.strip(scale=8))
         rows.append(out.images[:16])
     save_image(folder / "hybrid.png", grid_image(torch.cat(rows), 16, scale=3))
     write_json(folder / "hybrid.json", summary)

@@ -42,7 +42,7 @@ class Report:
         self.lines += [f"![{caption}]({name})", "", f"*{caption}*", ""]
 
     def table(self, header: list[str], rows: list[list]) -> None:
-        fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)
+        fmt = lambda v: (str(int(v)) if float(v).is_integer() and abs(v) >= 1 else f"{v:.3f}") if isinstance(v, float) else str(v)
         self.lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         self.lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
         self.lines.append("")
@@ -68,7 +68,8 @@ def _digits(report: Report, quick: bool):
     real = (digits(16, "test").images + 1) / 2
     accuracy = (space.predict(out.images) == labels).float().mean().item()
     fd = frechet_distance(space.features(out.images), space.features(real))
-    noise_fd = frechet_distance(space.features(torch.rand_like(out.images)), space.features(real))
+    noise = torch.rand(out.images.shape, generator=torch.Generator().manual_seed(0))
+    noise_fd = frechet_distance(space.features(noise), space.features(real))
     report.section("Class-conditional digits", "The zoo `digits` model (16x16, trained here on scikit-learn's digits), DDIM 25 steps, no guidance.")
     report.image("digits.png", grid_image(out.images, per_class, scale=3), "one row per class 0-9")
     report.table(
@@ -200,7 +201,7 @@ def _distillation(report: Report, pipe, space, quick: bool):
     report.image("distillation.png", grid_image(torch.cat([o.images[:16] for o, _ in runs.values()]), 16, scale=3), "top: base; middle: distilled; bottom: hybrid")
     report.table(["", "diversity", "NFE per sample", "seconds"], [[name, mean_pairwise_distance(space.features(o.images)), o.nfe, s] for name, (o, s) in runs.items()])
     for i, (name, viz) in enumerate(strips.items()):
-        report.image(f"dt_strip_{i}.png", viz.strip(scale=3), f"DT-visualization, {name}: x0 prediction at each step (columns)")
+        report.image(f"dt_strip_{i}.png", viz.strip(scale=8, gap=2), f"DT-visualization, {name}: x0 prediction at each step (columns)")
 
 
 def run_demo(out: str | Path = "out/demo", quick: bool = False) -> Path:

@@ -55,19 +55,26 @@ class _Batched:
 
 class PatchEncoder(ModelMixin, ConfigMixin, _Batched):
     """The zoo's small CNN patch encoder (SimCLR-trained). Embeddings are L2-normalised and scaled by
-    sqrt(D), so each element is O(1) whatever the width (the scale CEP's gamma/sqrt(d) assumes)."""
+    sqrt(D), so each element is O(1) whatever the width (the scale CEP's gamma/sqrt(d) assumes).
+
+    `spatial_pool` > 1 keeps a coarse layout (the last feature map pooled to spatial_pool x spatial_pool, not
+    to one vector), and `colour_statistics` feeds each channel's mean and standard deviation to the final
+    layer: GroupNorm normalises flat patches' brightness away, and a model regenerating images from the
+    embeddings must tell a black background from a grey one."""
 
     @register_to_config
-    def __init__(self, in_channels: int = 3, patch_size: int = 32, width: int = 32, embedding_dim: int = 64, projection_dim: int = 64):
+    def __init__(self, in_channels: int = 3, patch_size: int = 32, width: int = 32, embedding_dim: int = 64, projection_dim: int = 64,
+                 spatial_pool: int = 1, colour_statistics: bool = False):
         super().__init__()
         w = width
+        extra = 2 * in_channels if colour_statistics else 0
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, w, 3, padding=1), nn.GroupNorm(8, w), nn.SiLU(),
             nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.GroupNorm(8, 2 * w), nn.SiLU(),
             nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1), nn.GroupNorm(8, 4 * w), nn.SiLU(),
             nn.Conv2d(4 * w, 4 * w, 3, stride=2, padding=1), nn.GroupNorm(8, 4 * w), nn.SiLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-            nn.Linear(4 * w, embedding_dim),
+            nn.AdaptiveAvgPool2d(spatial_pool), nn.Flatten(),
+            nn.Linear(4 * w * spatial_pool**2 + extra, embedding_dim),
         )
         self.projection = nn.Sequential(nn.Linear(embedding_dim, 2 * embedding_dim), nn.SiLU(), nn.Linear(2 * embedding_dim, projection_dim))
 
@@ -82,7 +89,11 @@ class PatchEncoder(ModelMixin, ConfigMixin, _Batched):
             images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         if images.shape[1] != self.config.in_channels:
             raise ArgumentError(f"images: the patch encoder takes {self.config.in_channels} channels, got {images.shape[1]}.")
-        return self.body((images.to(self.device, self.dtype) - 0.5) / 0.25)
+        x = (images.to(self.device, self.dtype) - 0.5) / 0.25
+        features = self.body[:-1](x)
+        if self.config.get("colour_statistics", False):
+            features = torch.cat([features, x.mean(dim=(2, 3)), x.std(dim=(2, 3))], dim=1)
+        return self.body[-1](features)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.represent(images), dim=-1) * math.sqrt(self.width)

@@ -75,11 +75,17 @@ def test_large_image_memory_is_bounded_by_the_tile_batch(large, count_calls):
     assert calls.calls == -(-out.tiles // 5)
 
 
-def test_reference_is_embedded_on_a_patch_grid(large):
+def test_reference_is_embedded_on_a_patch_grid_covering_all_of_it(large):
     reference = torch.rand(1, 3, 40, 70)
     grid = large.embed_grid(reference)
-    assert grid.shape == (2, 4, WIDTH)
+    assert grid.shape == (3, 5, WIDTH)  # 40x70 is not a multiple of 16: the last row and column cover the edges
     assert torch.allclose(grid[1, 2], mean_colour(reference[:, :, 16:32, 32:48])[0])
+    assert torch.allclose(grid[2, 4], mean_colour(reference[:, :, 24:40, 54:70])[0])
+
+
+def test_a_reference_of_any_size_gives_an_image_of_its_size_and_a_batch_one_image_each(large):
+    out = large(reference=torch.rand(2, 3, 40, 70), overlap=4, num_inference_steps=1, output_type="pt", generator=torch.Generator().manual_seed(0))
+    assert out.images.shape == (2, 3, 40, 70) and out.grid.shape == (2, 3, 5, WIDTH)
 
 
 @pytest.mark.parametrize(
@@ -88,10 +94,10 @@ def test_reference_is_embedded_on_a_patch_grid(large):
         (dict(embedding_grid=torch.randn(3, 3, WIDTH + 1)), r"embedding_grid: width 13 does not match the model's 12"),
         (dict(embedding_grid=torch.full((3, 3, WIDTH), float("nan"))), r"embedding_grid: contains NaN"),
         (dict(reference=torch.rand(1, 3, 10, 40)), r"reference: .* is smaller than one tile \(16\)"),
-        (dict(embedding_grid=torch.randn(3, 3, WIDTH), overlap=16), r"overlap: must be an integer with 0 <= overlap < tile size \(16\)"),
+        (dict(embedding_grid=torch.randn(3, 3, WIDTH), overlap=16), r"overlap: must be in \[0, 15\]"),
         (dict(embedding_grid=torch.randn(3, 3, WIDTH), height=8), r"height: 8 is smaller than one tile"),
         (dict(), r"reference, embedding_grid: pass exactly one"),
-        (dict(embedding_grid=torch.randn(3, WIDTH)), r"embedding_grid: expected an \(h, w, D=12\) tensor"),
+        (dict(embedding_grid=torch.randn(3, WIDTH)), r"embedding_grid: expected an \(h, w, D=12\) or \(B, h, w, D\) tensor"),
     ],
 )
 def test_bad_large_image_input_is_refused_before_any_model_call(large, count_calls, kwargs, pattern):

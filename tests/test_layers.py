@@ -61,3 +61,9 @@ def test_named_models_resolve_without_importing_the_zoo_first():
     code = "from gen.embedders import load_embedder; e = load_embedder('zoo:patch-encoder'); print(e.width)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "64"
+
+
+@pytest.mark.parametrize("statement", ["import gen", "import gen.pipelines, gen.guidance, gen.zoo"])
+def test_importing_gen_prints_nothing(statement):
+    done = subprocess.run([sys.executable, "-c", statement], capture_output=True, text=True, check=True)
+    assert done.stdout == "" and done.stderr == "", (done.stdout, done.stderr)

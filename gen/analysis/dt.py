@@ -65,7 +65,7 @@ class DTVisualizer(SamplingHook):
         image = Image.fromarray(array[..., 0] if channels == 1 else array)
         return image.resize((image.width * scale, image.height * scale), Image.NEAREST) if scale > 1 else image
 
-    def save(self, path: str | Path, scale: int = 1) -> Path:
+    def save(self, path: str | Path, scale: int = 4) -> Path:
         return save_image(path, self.strip(scale))
 
     def change_per_step(self) -> list[float]:

@@ -223,10 +223,14 @@ class Backbone:
         return self.model(x, timestep=timestep, **kwargs, return_dict=False)[0]
 
     def embedding_condition(self, embeddings: torch.Tensor) -> Condition:
-        """How a per-sample embedding (B, D) conditions this backbone: as one cross-attention token, and
-        also as the class-embedding input where the UNet projects class vectors into its time embedding
-        (class_embed_type "projection"), which reaches every resnet block."""
+        """How a per-sample embedding (B, D) conditions this backbone: as one cross-attention token, or as the
+        tokens the UNet's image projection makes of it (encoder_hid_dim_type "image_proj": 32 tokens the
+        cross-attention can route to different places); and also as the class-embedding input where the
+        UNet projects class vectors into its time embedding (class_embed_type "projection"), which reaches
+        every resnet block."""
         cond: Condition = {"encoder_hidden_states": embeddings[:, None]}
+        if self.config.get("encoder_hid_dim_type") == "image_proj":  # projected to several tokens (IP-Adapter's ImageProjection)
+            cond["added_cond_kwargs"] = {"image_embeds": embeddings}
         if self.config.get("class_embed_type") in ("projection", "simple_projection"):
             cond["class_labels"] = embeddings
         return cond

@@ -215,14 +215,14 @@ class TiledDenoiser(Denoiser):
         """Rows of tiles start..stop of a per-tile condition."""
         if cond is None:
             return None
-        return {k: (v[start * batch : stop * batch] if isinstance(v, torch.Tensor) and v.ndim > 0 else v) for k, v in cond.items()}
+        rows = lambda v: self._rows(v, start, stop, batch) if isinstance(v, dict) else v[start * batch : stop * batch] if isinstance(v, torch.Tensor) and v.ndim > 0 else v
+        return {k: rows(v) for k, v in cond.items()}
 
     def pick_tile_batch(self, batch: int, cond: Condition | None, guided: bool) -> int:
         """Tiles per backbone call: tile_batch_size rows, or what a quarter of free memory holds."""
         rows = self.tile_batch_size
         if rows is None:
-            one = self._rows(cond, 0, 1, batch)
-            one = {k: (v[:1] if isinstance(v, torch.Tensor) and v.ndim > 0 else v) for k, v in (one or {}).items()} or None
+            one = self._rows(cond, 0, 1, 1) if cond is not None else None
             per_row = activation_bytes_per_row(self.inner, self.tile, one)
             cap = GPU_TILE_BATCH_CAP if self.inner.device.type == "cuda" else CPU_TILE_BATCH_CAP
             rows = self.tile_batch_size = int(max(1, min(cap, free_memory(self.inner.device) // 4 // per_row)))

@@ -59,6 +59,9 @@ class GenPipeline(DiffusionPipeline):
     loads it; ``<Class>.from_pretrained(folder)`` trusts that file only when it is exactly what gen writes."""
 
     _optional_components = ["unet", "transformer", "vae"]
+    _callback_tensor_inputs = ["latents"]
+    _guidance_scale, _interrupt, _num_timesteps = 1.0, False, 0
+    last_counts: dict | None = None
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         import json
@@ -186,28 +189,80 @@ class GenPipeline(DiffusionPipeline):
         return_dict: bool,
         denoiser: Denoiser | None = None,
         output_class: type | None = None,
+        timesteps=None,
+        sigmas=None,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs=("latents",),
+        callback_tensors: dict | None = None,
         **extra_output,
     ):
+        """Run the loop and finish: decode, post-process, the output with its counts. Stock conventions:
+        custom `timesteps`/`sigmas` (where the scheduler takes them, via diffusers' retrieve_timesteps),
+        `callback_on_step_end` with the tensors in `_callback_tensor_inputs` (it may replace them, change
+        `pipe._guidance_scale` or set `pipe._interrupt`), `return_dict=False` giving `(images,)` (the counts
+        are then in `pipe.last_counts`)."""
+        from gen.pipelines.callbacks import StockCallback
+
+        self._guidance_scale, self._interrupt = guidance_scale, False
+        callbacks = []
+        if callback_on_step_end is not None:
+            inputs = list(getattr(callback_on_step_end, "tensor_inputs", None) or callback_on_step_end_tensor_inputs)
+            unknown = sorted(set(inputs) - set(self._callback_tensor_inputs))
+            if unknown:
+                raise ArgumentError(f"callback_on_step_end_tensor_inputs: {unknown} are not among {self._callback_tensor_inputs} for {type(self).__name__}.")
+            callbacks.append(StockCallback(self, callback_on_step_end, inputs, callback_tensors or {}, _scale_read_back))
+        schedule = dict(num_inference_steps=num_inference_steps)
+        if timesteps is not None or sigmas is not None:
+            from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
+
+            try:
+                schedule = dict(timesteps=retrieve_timesteps(self.scheduler, None, latents.device, timesteps, sigmas)[0])
+            except ValueError as err:
+                raise ArgumentError(f"timesteps, sigmas: {err}") from None
+        self._num_timesteps = len(schedule.get("timesteps", ())) or num_inference_steps
         result: SampleOutput = sample(
             denoiser or self.denoiser(),
             latents,
-            num_inference_steps=num_inference_steps,
             cond=cond,
             uncond=uncond,
             guidance_scale=guidance_scale,
             generator=generator,
             eta=eta,
-            hooks=hooks,
+            hooks=callbacks + list(hooks),
             decode=self.decode,
             trace=trace,
             progress_bar=self.progress_bar,
+            interrupt=lambda: self._interrupt,
+            **schedule,
         )
         images = result.samples if output_type == "latent" else self.postprocess(self.decode(result.samples), output_type)
         self.maybe_free_model_hooks()
-        output = (output_class or GenPipelineOutput)(
-            images=images, nfe=result.nfe, reward_calls=result.reward_calls, decodes=result.decodes, trace=result.trace, **extra_output
-        )
-        return output if return_dict else (images, output)
+        counts = dict(nfe=result.nfe, reward_calls=result.reward_calls, decodes=result.decodes, trace=result.trace)
+        self.last_counts = counts
+        output = (output_class or GenPipelineOutput)(images=images, **counts, **extra_output)
+        return output if return_dict else (images,)
+
+    # what stock pipelines expose to their callbacks
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale > 1
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    @property
+    def interrupt(self) -> bool:
+        return self._interrupt
+
+
+def _scale_read_back(ctx, tensors, pipe, guided_before) -> None:
+    """After a callback on a gen pipeline: a changed guidance scale takes effect for the next steps."""
+    ctx.update_guidance(guidance_scale=pipe._guidance_scale, drop_uncond=not pipe.do_classifier_free_guidance)
 
 
 def check_memory(shape: tuple, dtype: torch.dtype, device, buffers: int = 8) -> None:

@@ -71,6 +71,10 @@ class ClassConditionalPipeline(GenPipeline):
         trace: bool = False,
         output_type: str = "pil",
         return_dict: bool = True,
+        timesteps: list[int] | None = None,
+        sigmas: list[float] | None = None,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006  (diffusers' signature)
     ):
         """Generate one image per entry of class_labels (None: batch_size unconditional samples).
 
@@ -94,4 +98,5 @@ class ClassConditionalPipeline(GenPipeline):
             trace=trace,
             output_type=output_type,
             return_dict=return_dict,
+            timesteps=timesteps, sigmas=sigmas, callback_on_step_end=callback_on_step_end, callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
         )

@@ -106,6 +106,10 @@ class EmbeddingToImagePipeline(GenPipeline):
         trace: bool = False,
         output_type: str = "pil",
         return_dict: bool = True,
+        timesteps: list[int] | None = None,
+        sigmas: list[float] | None = None,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006  (diffusers' signature)
     ):
         """Generate from `embeddings` (B, D), or make variations of `images` (embedded first)."""
         guidance_scale, num_inference_steps = self.sampling_defaults(guidance_scale, num_inference_steps)
@@ -129,4 +133,5 @@ class EmbeddingToImagePipeline(GenPipeline):
             backbone.embedding_condition(torch.zeros_like(embeddings)),
             guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, generator=generator, eta=eta,
             hooks=hooks, trace=trace, output_type=output_type, return_dict=return_dict,
+            timesteps=timesteps, sigmas=sigmas, callback_on_step_end=callback_on_step_end, callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
         )

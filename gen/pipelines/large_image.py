@@ -95,6 +95,10 @@ class LargeImagePipeline(EmbeddingToImagePipeline):
         trace: bool = False,
         output_type: str = "pil",
         return_dict: bool = True,
+        timesteps: list[int] | None = None,
+        sigmas: list[float] | None = None,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006  (diffusers' signature)
     ):
         """Generate num_images images of height x width per reference image or embedding grid (default size:
         the reference's, or the grid's extent). overlap (pixels, default a quarter tile) must be smaller than a tile.
@@ -144,4 +148,5 @@ class LargeImagePipeline(EmbeddingToImagePipeline):
             guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, generator=generator, eta=eta,
             hooks=hooks, trace=trace, output_type=output_type, return_dict=return_dict,
             denoiser=denoiser, output_class=LargeImagePipelineOutput, grid=grid, tiles=tiles,
+            timesteps=timesteps, sigmas=sigmas, callback_on_step_end=callback_on_step_end, callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
         )

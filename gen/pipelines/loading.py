@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -63,5 +64,19 @@ def load_pipeline(folder: str | Path, name: str = "path", dtype=None, device=Non
     cls = getattr(gen.pipelines, str(class_name), None) or getattr(diffusers, str(class_name), None)
     if cls is None:
         raise ArgumentError(f"{name}: unknown pipeline class {class_name!r} in {folder / 'model_index.json'}; gen loads its own and diffusers' pipelines.")
-    pipe = cls.from_pretrained(str(folder), use_safetensors=True, dtype=resolve_dtype(dtype, torch_dtype), **kwargs)
+    with _quiet_loading():  # the per-component loading bar is noise for local folders; sampling bars stay on
+        pipe = cls.from_pretrained(str(folder), use_safetensors=True, dtype=resolve_dtype(dtype, torch_dtype), **kwargs)
     return pipe.to(device) if device is not None else pipe
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    from diffusers.utils import logging
+
+    was_on = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            logging.enable_progress_bar()

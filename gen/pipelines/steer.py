@@ -33,17 +33,26 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-from diffusers import (
-    DDIMPipeline,
-    DDPMPipeline,
-    DiTPipeline,
-    PixArtAlphaPipeline,
-    StableDiffusion3Pipeline,
-    StableDiffusionPipeline,
-)
-from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
-from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
-from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
+import transformers.utils.logging as transformers_logging
+
+# Importing these pipelines imports transformers' image processors, which print a notice about torchvision
+# when it is absent; it concerns processors gen does not use, so `import gen.pipelines` stays quiet.
+_verbosity = transformers_logging.get_verbosity()
+transformers_logging.set_verbosity_error()
+try:
+    from diffusers import (
+        DDIMPipeline,
+        DDPMPipeline,
+        DiTPipeline,
+        PixArtAlphaPipeline,
+        StableDiffusion3Pipeline,
+        StableDiffusionPipeline,
+    )
+    from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
+    from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
+finally:
+    transformers_logging.set_verbosity(_verbosity)
 from diffusers.utils import deprecate
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -51,6 +60,7 @@ from gen.errors import ArgumentError, ArgumentTypeError
 from gen.core.denoiser import Denoiser, DenoiserOutput, guidance_combine
 from gen.core.hooks import SamplingHook, check_hooks
 from gen.core.sampling import SampleOutput, _step_parameters, sample
+from gen.pipelines.callbacks import LegacyCallback, StockCallback, callback_hooks, guided_embeds_read_back, legacy_callbacks, split_branches
 
 
 @dataclass
@@ -92,46 +102,6 @@ def _stock_eta(scheduler, eta):
     return eta if "eta" in _step_parameters(type(scheduler)) else None
 
 
-def _split_branches(stacked: torch.Tensor, guided: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """Stock loops hold [uncond; cond] stacked under guidance: (uncond, cond)."""
-    return tuple(stacked.chunk(2)) if guided else (None, stacked)
-
-
-class _StockCallback(SamplingHook):
-    """`callback_on_step_end` as the stock loops call it, after each step, with the tensors they expose; what
-    it returns (latents, prompt embeddings) and what it changes on the pipeline (guidance scale) takes effect
-    for the following steps, as in stock."""
-
-    def __init__(self, pipe, callback, tensor_inputs, tensors: dict[str, torch.Tensor], read_back: Callable | None = None):
-        self.pipe, self.callback, self.tensor_inputs, self.tensors = pipe, callback, tensor_inputs, dict(tensors)
-        self.read_back = read_back
-
-    def transition(self, state, ctx):
-        new = ctx.proceed(state)
-        values = {**self.tensors, "latents": new.x}
-        guided_before = self.pipe.do_classifier_free_guidance
-        scale_before = self.pipe._guidance_scale
-        outputs = dict(self.callback(self.pipe, state.step.index, state.step.timestep, {k: values[k] for k in self.tensor_inputs}) or {})
-        latents = outputs.pop("latents", new.x)
-        self.tensors.update({k: v for k, v in outputs.items() if k in self.tensors})
-        if self.read_back is not None and (outputs or self.pipe._guidance_scale != scale_before):
-            self.read_back(ctx, self.tensors, self.pipe, guided_before)
-        return new if latents is new.x else ctx.next_state(latents)
-
-
-class _LegacyCallback(SamplingHook):
-    """The deprecated `callback(step, timestep, latents)` every `callback_steps` steps."""
-
-    def __init__(self, callback, every: int):
-        self.callback, self.every = callback, every
-
-    def transition(self, state, ctx):
-        new = ctx.proceed(state)
-        if state.step.index % self.every == 0:
-            self.callback(state.step.index, state.step.timestep, new.x)
-        return new
-
-
 class _LastStepDenoised(SamplingHook):
     """PixArt's one-step convention: the final state is the scheduler's denoised output."""
 
@@ -140,47 +110,6 @@ class _LastStepDenoised(SamplingHook):
             return ctx.proceed(state)
         result = ctx.scheduler.step(state.model_output, state.step.timestep, state.x, return_dict=False)
         return ctx.next_state(result[1])
-
-
-def _callback_hooks(pipe, a, tensors, read_back=None) -> list:
-    callback = a.get("callback_on_step_end")
-    if callback is None:
-        return []
-    inputs = getattr(callback, "tensor_inputs", None) or a.get("callback_on_step_end_tensor_inputs") or ["latents"]
-    return [_StockCallback(pipe, callback, inputs, tensors, read_back)]
-
-
-def _legacy_callbacks(kwargs: dict) -> list:
-    """`callback` / `callback_steps` in **kwargs, deprecated by stock SD with these warnings, still honoured."""
-    callback, every = kwargs.pop("callback", None), kwargs.pop("callback_steps", None)
-    message = "Passing `{}` as an input argument to `__call__` is deprecated, consider using `callback_on_step_end`"
-    if callback is not None:
-        deprecate("callback", "1.0.0", message.format("callback"))
-    if every is not None:
-        deprecate("callback_steps", "1.0.0", message.format("callback_steps"))
-    return [_LegacyCallback(callback, every or 1)] if callback is not None else []
-
-
-def _guided_embeds_read_back(keys: dict[str, str]):
-    """After a callback, rebuild the run's branches from the stock loop's tensors (`keys`: stock name -> backbone
-    keyword), stacked [uncond; cond] while guidance is on; and take the pipeline's guidance scale, which a
-    callback may have changed (a cut-off to 0 leaves only the conditional half, as in stock)."""
-
-    def read_back(ctx, tensors, pipe, guided_before):
-        guided = pipe.do_classifier_free_guidance
-        cond, uncond = dict(ctx.cond or {}), (dict(ctx.uncond) if ctx.uncond is not None else {})
-        for stock_name, key in keys.items():
-            value = tensors[stock_name]
-            stacked = value.shape[0] == 2 * ctx.batch_size
-            if stacked and not guided:
-                value, stacked = value.chunk(2)[1], False
-            negative, positive = _split_branches(value, stacked)
-            cond[key] = positive
-            if negative is not None:
-                uncond[key] = negative
-        ctx.update_guidance(cond=cond, uncond=uncond if guided else None, guidance_scale=pipe._guidance_scale, drop_uncond=not guided)
-
-    return read_back
 
 
 # -- adapters: one per stock pipeline family ------------------------------------------------------------------------
@@ -239,7 +168,7 @@ def _stable_diffusion(pipe, a: dict) -> _Prepared:
         a["prompt"], height, width, kwargs.get("callback_steps"), a["negative_prompt"], a["prompt_embeds"], a["negative_prompt_embeds"],
         a["ip_adapter_image"], a["ip_adapter_image_embeds"], a["callback_on_step_end_tensor_inputs"],
     )
-    legacy = _legacy_callbacks(kwargs)
+    legacy = legacy_callbacks(kwargs)
     pipe._guidance_scale, pipe._guidance_rescale = a["guidance_scale"], a["guidance_rescale"]
     pipe._clip_skip, pipe._cross_attention_kwargs, pipe._interrupt = a["clip_skip"], a["cross_attention_kwargs"], False
     prompt = a["prompt"]
@@ -261,7 +190,7 @@ def _stable_diffusion(pipe, a: dict) -> _Prepared:
     cond: dict = {"encoder_hidden_states": embeds}
     uncond: dict | None = {"encoder_hidden_states": negative} if guided else None
     if image_embeds is not None:  # each adapter's embeddings are stacked [uncond; cond] under guidance
-        halves = [_split_branches(e, guided) for e in image_embeds]
+        halves = [split_branches(e, guided) for e in image_embeds]
         cond["added_cond_kwargs"] = {"image_embeds": [c for _, c in halves]}
         if guided:
             uncond["added_cond_kwargs"] = {"image_embeds": [u for u, _ in halves]}
@@ -284,8 +213,8 @@ def _stable_diffusion(pipe, a: dict) -> _Prepared:
         interrupt=lambda: pipe._interrupt,
     )
     stock_embeds = torch.cat([negative, embeds]) if guided else embeds
-    hooks = _callback_hooks(pipe, a, {"prompt_embeds": stock_embeds, "negative_prompt_embeds": negative},
-                            _guided_embeds_read_back({"prompt_embeds": "encoder_hidden_states"})) + legacy
+    hooks = callback_hooks(pipe, a, {"prompt_embeds": stock_embeds, "negative_prompt_embeds": negative},
+                            guided_embeds_read_back({"prompt_embeds": "encoder_hidden_states"})) + legacy
 
     def finish(x):
         if a["output_type"] == "latent":
@@ -369,7 +298,7 @@ def _pixart(pipe, a: dict) -> _Prepared:
 
     hooks = [_LastStepDenoised()] if steps == 1 else []
     if a["callback"] is not None:  # ordinary arguments of PixArt-α's call (no deprecation there)
-        hooks.append(_LegacyCallback(a["callback"], a["callback_steps"]))
+        hooks.append(LegacyCallback(a["callback"], a["callback_steps"]))
     return _Prepared(Denoiser(model, pipe.scheduler), latents, loop, finish, hooks)
 
 
@@ -465,8 +394,8 @@ def _sd3(pipe, a: dict) -> _Prepared:
         hooks.append(_SkipLayerGuidance(a["skip_guidance_layers"], a["skip_layer_guidance_scale"], a["skip_layer_guidance_start"], a["skip_layer_guidance_stop"], cond))
     stock_embeds = torch.cat([negative, embeds]) if guided else embeds
     stock_pooled = torch.cat([negative_pooled, pooled]) if guided else pooled
-    hooks += _callback_hooks(pipe, a, {"prompt_embeds": stock_embeds, "pooled_prompt_embeds": stock_pooled},
-                             _guided_embeds_read_back({"prompt_embeds": "encoder_hidden_states", "pooled_prompt_embeds": "pooled_projections"}))
+    hooks += callback_hooks(pipe, a, {"prompt_embeds": stock_embeds, "pooled_prompt_embeds": stock_pooled},
+                             guided_embeds_read_back({"prompt_embeds": "encoder_hidden_states", "pooled_prompt_embeds": "pooled_projections"}))
 
     def finish(x):
         if a["output_type"] == "latent":

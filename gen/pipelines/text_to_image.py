@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from diffusers.utils import logging
 
-from gen.errors import ArgumentError
+from gen.errors import ArgumentError, require_int
 from gen.pipelines.base import GenPipeline
 
 logger = logging.get_logger(__name__)
@@ -46,7 +46,7 @@ class TextToImagePipeline(GenPipeline):
     @torch.no_grad()
     def __call__(
         self,
-        prompt: str | list[str],
+        prompt: str | list[str] | None = None,
         *,
         negative_prompt: str | list[str] | None = None,
         num_images_per_prompt: int = 1,
@@ -57,27 +57,57 @@ class TextToImagePipeline(GenPipeline):
         latents: torch.Tensor | None = None,
         height: int | None = None,
         width: int | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
         hooks=(),
         trace: bool = False,
         output_type: str = "pil",
         return_dict: bool = True,
+        timesteps: list[int] | None = None,
+        sigmas: list[float] | None = None,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006  (diffusers' signature)
     ):
-        """The unconditional branch for guidance is the empty prompt (what condition dropout trained)."""
+        """Text (a string, a list, or precomputed `prompt_embeds`) to images. The unconditional branch for
+        guidance is the empty prompt (what condition dropout trained), or `negative_prompt(_embeds)`."""
         hooks = self.check_common(num_inference_steps, output_type, hooks, guidance_scale)
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
-        if not prompts or not all(isinstance(p, str) for p in prompts):
-            raise ArgumentError(f"prompt: expected a string or a non-empty list of strings, got {prompt!r}.")
-        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-            raise ArgumentError(f"num_images_per_prompt: must be an integer >= 1, got {num_images_per_prompt!r}.")
-        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
-        negative = negative_prompt if negative_prompt is not None else ""
-        negatives = [negative] * len(prompts) if isinstance(negative, str) else [n for n in negative for _ in range(num_images_per_prompt)]
-        if len(negatives) != len(prompts):
-            raise ArgumentError(f"negative_prompt: {len(negatives)} entries for {len(prompts)} prompts.")
-        cond = {"encoder_hidden_states": self.encode_prompt(prompts)}
-        uncond = {"encoder_hidden_states": self.encode_prompt(negatives)} if guidance_scale > 1 else None
-        latents = self.prepare_latents(len(prompts), height, width, generator, latents)
+        require_int(num_images_per_prompt, "num_images_per_prompt", minimum=1)
+        if (prompt is None) == (prompt_embeds is None):
+            raise ArgumentError("prompt, prompt_embeds: pass exactly one of them.")
+        if prompt_embeds is not None:
+            cond_states = self.check_embeds(prompt_embeds, "prompt_embeds")
+        else:
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else []
+            if not prompts or not all(isinstance(p, str) for p in prompts):
+                raise ArgumentError(f"prompt: expected a string or a non-empty list of strings, got {prompt!r}.")
+            cond_states = self.encode_prompt(prompts)
+        batch = len(cond_states)
+        uncond_states = None
+        if guidance_scale > 1:
+            if negative_prompt_embeds is not None:
+                uncond_states = self.check_embeds(negative_prompt_embeds, "negative_prompt_embeds")
+            else:
+                negative = negative_prompt if negative_prompt is not None else ""
+                negatives = [negative] * batch if isinstance(negative, str) else list(negative) if isinstance(negative, (list, tuple)) else None
+                if negatives is None or len(negatives) != batch or not all(isinstance(n, str) for n in negatives):
+                    raise ArgumentError(f"negative_prompt: expected a string or {batch} strings (one per prompt), got {negative_prompt!r}.")
+                uncond_states = self.encode_prompt(negatives)
+            if uncond_states.shape != cond_states.shape:
+                raise ArgumentError(f"negative_prompt_embeds: shape {tuple(uncond_states.shape)} differs from the prompt's {tuple(cond_states.shape)}.")
+        cond = {"encoder_hidden_states": cond_states.repeat_interleave(num_images_per_prompt, dim=0)}
+        uncond = {"encoder_hidden_states": uncond_states.repeat_interleave(num_images_per_prompt, dim=0)} if uncond_states is not None else None
+        latents = self.prepare_latents(batch * num_images_per_prompt, height, width, generator, latents)
         return self.generate(
             latents, cond, uncond, guidance_scale=guidance_scale, num_inference_steps=num_inference_steps,
             generator=generator, eta=eta, hooks=hooks, trace=trace, output_type=output_type, return_dict=return_dict,
+            timesteps=timesteps, sigmas=sigmas, callback_on_step_end=callback_on_step_end, callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
         )
+
+    def check_embeds(self, embeds, name: str) -> torch.Tensor:
+        """Precomputed text-encoder states (batch, tokens, width), placed on the pipeline's device and dtype."""
+        width = self.text_encoder.config.hidden_size if self.text_encoder is not None else None
+        if not isinstance(embeds, torch.Tensor) or embeds.ndim != 3 or (width is not None and embeds.shape[-1] != width):
+            raise ArgumentError(f"{name}: expected a (batch, tokens, {width or 'width'}) tensor from the text encoder, got {tuple(getattr(embeds, 'shape', ())) or type(embeds).__name__}.")
+        if not torch.isfinite(embeds).all():
+            raise ArgumentError(f"{name}: contains NaN or infinite values.")
+        return embeds.to(self._execution_device, self.backbone.dtype)

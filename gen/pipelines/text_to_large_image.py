@@ -31,20 +31,23 @@ class TextToLargeImagePipeline(DiffusionPipeline):
         self.set_progress_bar_config(disable=True)
 
     @torch.no_grad()
-    def __call__(self, prompt: str, *, grid_size: int = 8, grid_guidance_scale: float = 4.0, grid_steps: int = 30, generator=None, **image_kwargs):
-        """Sample one grid_size x grid_size grid for the prompt, then the large image from it; the other
-        keyword arguments go to `LargeImagePipeline.__call__` (overlap, num_inference_steps, ...).
+    def __call__(self, prompt: str | list[str], *, grid_size: int = 8, grid_guidance_scale: float = 4.0, grid_steps: int = 30, generator=None, **image_kwargs):
+        """Sample one grid_size x grid_size grid per prompt (a string or a list), then a large image from each;
+        the other keyword arguments go to `LargeImagePipeline.__call__` (overlap, num_inference_steps, ...).
 
         grid_guidance_scale defaults to 4: at 2 the zoo grid model's cells are already nearest to the
         named source's embeddings (96% for "retina"), but their norms fall short of the encoder's
         (7.4 vs 8), and the patch model renders such off-sphere embeddings as IHC texture."""
-        if not isinstance(prompt, str) or not prompt:
-            raise ArgumentError(f"prompt: expected a non-empty string, got {prompt!r}.")
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else []
+        if not prompts or not all(isinstance(p, str) and p for p in prompts):
+            raise ArgumentError(f"prompt: expected a non-empty string or a list of them, got {prompt!r}.")
         if not isinstance(grid_size, int) or grid_size < 1:
             raise ArgumentError(f"grid_size: must be an integer >= 1, got {grid_size!r}.")
-        grid_out = self.grid_pipe(prompt, guidance_scale=grid_guidance_scale, num_inference_steps=grid_steps, height=grid_size, width=grid_size,
+        grid_out = self.grid_pipe(prompts, guidance_scale=grid_guidance_scale, num_inference_steps=grid_steps, height=grid_size, width=grid_size,
                                   generator=generator, output_type="latent")
-        grid = grid_out.images[0].permute(1, 2, 0).float().cpu()
-        out = self.image_pipe(embedding_grid=grid, generator=generator, **image_kwargs)
+        grids = grid_out.images.permute(0, 2, 3, 1).float().cpu()
+        out = self.image_pipe(embedding_grid=grids[0] if len(grids) == 1 else grids, generator=generator, **image_kwargs)
+        if isinstance(out, tuple):  # return_dict=False: the stock tuple; the counts are on the pipelines
+            return out
         out.nfe += grid_out.nfe
         return out

@@ -37,6 +37,7 @@ class Architecture:
     patch_size: int = 2
     norm_num_groups: int = 0  # 0: the largest count leaving >= 4 channels per group (see _groups)
     embedding_in_time: bool = False
+    embedding_tokens: bool = False  # project the embedding to 32 cross-attention tokens (image_proj) instead of one
 
 
 def _groups(channels: tuple[int, ...]) -> int:
@@ -103,7 +104,8 @@ def build_backbone(
     up = tuple("CrossAttnUpBlock2D" if levels - 1 - i in attend else "UpBlock2D" for i in range(levels))
     extra = {}
     if condition == "embedding":
-        extra = dict(encoder_hid_dim=condition_width, encoder_hid_dim_type="text_proj", cross_attention_dim=arch.cross_attention_dim)
+        extra = dict(encoder_hid_dim=condition_width, encoder_hid_dim_type="image_proj" if arch.embedding_tokens else "text_proj",
+                     cross_attention_dim=arch.cross_attention_dim)
         if arch.embedding_in_time:
             extra.update(class_embed_type="projection", projection_class_embeddings_input_dim=condition_width)
     else:

@@ -27,6 +27,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -83,6 +84,14 @@ class TrainConfig:
     checkpoints_total_limit: int = _opt(2, "keep at most this many checkpoints (>= 1)")
     resume: str | None = _opt(None, "'latest' or a checkpoint folder")
     overwrite: bool = _opt(False, "replace an earlier run in --output-dir (without it, a second run there needs --resume)")
+    config: str | None = _opt(None, "a JSON file of options (keys as the flags, either spelling); flags given on the command line win")
+    gradient_checkpointing: bool = _opt(False, "trade compute for memory: recompute activations in the backward pass")
+    noise_offset: float = _opt(0.0, "offset noise scale (diffusers' --noise_offset); 0 turns it off")
+    allow_tf32: bool = _opt(False, "allow TF32 matmuls on Ampere+ GPUs (faster, slightly less precise)")
+    use_8bit_adam: bool = _opt(False, "bitsandbytes' 8-bit AdamW (needs bitsandbytes)")
+    dataloader_num_workers: int = _opt(0, "data loading processes (0: in the main process)")
+    validation_prompts: str | None = _opt(None, "samples to log to the trackers while training: prompts, class labels or (embedding models) image paths, separated by |")
+    validation_steps: int = _opt(0, "log validation samples every N steps (0: only at the end, when --validation-prompts is given)")
     report_to: str = _opt("none", "accelerate tracker: none, tensorboard, wandb, ...")
     seed: int = _opt(0, "seed for weights, noise, data order")
     block_out_channels: str = _opt("32,64,64", "UNet channels per level")
@@ -96,6 +105,7 @@ class TrainConfig:
     patch_size: int = _opt(2, "DiT patch size")
     norm_num_groups: int = _opt(0, "UNet GroupNorm groups; 0 picks the most that leave >= 4 channels per group")
     embedding_in_time: bool = _opt(False, "--condition embedding on a UNet: also add the embedding to the time embedding (every resnet block sees it)")
+    embedding_tokens: bool = _opt(False, "--condition embedding on a UNet: project the embedding to 32 cross-attention tokens, not one")
     log_every: int = _opt(25, "log the loss every N steps")
     progress: bool = _opt(True, "show a progress bar")
 
@@ -111,7 +121,7 @@ class TrainConfig:
             attention_levels=_ints(self.attention_levels, "attention_levels", minimum=0), attention_head_dim=self.attention_head_dim,
             cross_attention_dim=self.cross_attention_dim, dit_layers=self.dit_layers, dit_heads=self.dit_heads,
             dit_head_dim=self.dit_head_dim, patch_size=self.patch_size, norm_num_groups=self.norm_num_groups,
-            embedding_in_time=self.embedding_in_time,
+            embedding_in_time=self.embedding_in_time, embedding_tokens=self.embedding_tokens,
         )
 
 
@@ -156,7 +166,41 @@ def check_trackers(report_to: str) -> None:
 
 
 def parse_args(argv=None) -> TrainConfig:
-    return TrainConfig(**vars(parser().parse_args(argv)))
+    """Flags, over the values of a --config file (JSON, keys in either spelling), over the defaults."""
+    argv = list(argv) if argv is not None else None
+    p = parser()
+    first, _ = p.parse_known_args(argv)
+    if first.config:
+        p.set_defaults(**read_config_file(first.config))
+    return TrainConfig(**vars(p.parse_args(argv)))
+
+
+def read_config_file(path: str) -> dict:
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    try:
+        values = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise MissingFileError(f"config: no file at {path}.") from None
+    except (OSError, ValueError) as err:
+        raise ArgumentError(f"config: {path} is not a JSON object of options ({err}).") from None
+    if not isinstance(values, dict):
+        raise ArgumentError(f"config: {path} must hold a JSON object of options, got {type(values).__name__}.")
+    values = {k.replace("-", "_"): v for k, v in values.items()}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ArgumentError(f"config: {path} sets unknown options {unknown}; see --help.")
+    return values
+
+
+def make_optimizer(config, parameters):
+    """AdamW, or bitsandbytes' 8-bit AdamW with --use-8bit-adam (as diffusers' training scripts offer it)."""
+    if not config.use_8bit_adam:
+        return torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.adam_weight_decay)
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        raise ArgumentError("use_8bit_adam: needs the bitsandbytes package (pip install bitsandbytes, CUDA only); drop --use-8bit-adam.") from None
+    return bnb.optim.AdamW8bit(parameters, lr=config.learning_rate, weight_decay=config.adam_weight_decay)
 
 
 # -- validation: everything that can be checked before a file is written ---------------------------------------------
@@ -187,11 +231,15 @@ def check_config(config: TrainConfig) -> None:
     for name in ("resolution", "train_batch_size", "max_train_steps", "gradient_accumulation_steps", "num_train_timesteps"):
         if getattr(config, name) < 1:
             raise ArgumentError(f"{name}: must be >= 1, got {getattr(config, name)}.")
-    for name in ("learning_rate", "adam_weight_decay", "max_grad_norm", "cep_gamma", "snr_gamma"):
+    for name in ("learning_rate", "adam_weight_decay", "max_grad_norm", "cep_gamma", "snr_gamma", "noise_offset"):
         value = getattr(config, name)
         if not math.isfinite(value) or value < 0 or (name == "learning_rate" and value == 0):
             allowed = "a finite number > 0" if name == "learning_rate" else "a finite number >= 0 (0: off)"
             raise ArgumentError(f"{name}: must be {allowed}, got {value}.")
+    if config.dataloader_num_workers < 0 or config.validation_steps < 0:
+        raise ArgumentError("dataloader_num_workers, validation_steps: must be >= 0.")
+    if config.use_8bit_adam:
+        make_optimizer(config, [torch.nn.Parameter(torch.zeros(1))])
     for name in ("lr_warmup_steps", "log_every"):
         if getattr(config, name) < (1 if name == "log_every" else 0):
             raise ArgumentError(f"{name}: must be >= {1 if name == 'log_every' else 0}, got {getattr(config, name)}.")
@@ -335,8 +383,10 @@ class WithEmbeddings(torch.utils.data.Dataset):
         return item
 
 
-def diffusion_loss(model, scheduler, x0, cond, generator, prediction_type: str, snr_gamma: float, channels: int):
+def diffusion_loss(model, scheduler, x0, cond, generator, prediction_type: str, snr_gamma: float, channels: int, noise_offset: float = 0.0):
     noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
+    if noise_offset:  # https://www.crosslabs.org//blog/diffusion-with-offset-noise, as diffusers' --noise_offset
+        noise = noise + noise_offset * torch.randn((x0.shape[0], x0.shape[1], 1, 1), generator=generator).to(x0.device, x0.dtype)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator).to(x0.device)
     noisy = scheduler.add_noise(x0, noise, t)
     target = {"epsilon": noise, "v_prediction": scheduler.get_velocity(x0, noise, t), "sample": x0}[prediction_type]
@@ -379,6 +429,42 @@ def build_pipeline(config, model, noise_scheduler, vae, conditioner, dataset, in
     from gen.pipelines.embedding import EmbeddingToImagePipeline
 
     return EmbeddingToImagePipeline(scheduler=noise_scheduler, vae=vae, embedder=config.embedder, **backbone)
+
+
+@torch.no_grad()
+def log_validation(config, accelerator, pipe, step: int, output_dir: Path) -> Path:
+    """Sample the validation inputs (prompts, class labels or reference image paths, |-separated) with the
+    model as it is now; a PNG grid into output_dir/validation/ and the images to every image-capable tracker."""
+    from diffusers import DDIMScheduler
+    from PIL import Image
+
+    from gen.io import save_image
+    from gen.pipelines.base import to_pil
+
+    items = [v.strip() for v in config.validation_prompts.split("|") if v.strip()]
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = dict(num_inference_steps=25, generator=torch.Generator().manual_seed(config.seed), output_type="pt")
+    if type(pipe).__name__ in ("ClassConditionalPipeline",):
+        kwargs["class_labels"] = [int(v) for v in items]
+    elif type(pipe).__name__ == "EmbeddingToImagePipeline":
+        kwargs["images"] = [Image.open(v).convert("RGB") for v in items]
+    elif hasattr(pipe, "tokenizer"):
+        kwargs["prompt"] = items
+    else:
+        kwargs["batch_size"] = len(items)
+    if "DDPM" in type(pipe.scheduler).__name__:
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    images = pipe(**kwargs).images
+    images = images if isinstance(images, torch.Tensor) else torch.stack([torch.as_tensor(np.asarray(i)).permute(2, 0, 1) / 255.0 for i in images])
+    path = save_image(output_dir / "validation" / f"step-{step}.png", to_pil(torch.cat(list(images.float().cpu()), dim=2)[None].permute(0, 2, 3, 1).numpy())[0])
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.writer.add_images("validation", images.float().cpu(), step)
+        elif tracker.name == "wandb":
+            import wandb
+
+            tracker.log({"validation": [wandb.Image(image.float().cpu(), caption=item) for image, item in zip(images, items)]}, step=step)
+    return path
 
 
 def save_pipeline(pipe, output_dir: Path) -> None:
@@ -471,7 +557,13 @@ def train(config: TrainConfig) -> Path:
     ema = EMAModel(model.parameters(), decay=config.ema_decay, model_cls=type(model), model_config=model.config) if config.ema_decay else None
 
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.adam_weight_decay)
+    if config.gradient_checkpointing:
+        if not getattr(model, "_supports_gradient_checkpointing", False):
+            raise ArgumentError(f"gradient_checkpointing: {type(model).__name__} does not support it; drop --gradient-checkpointing.")
+        model.enable_gradient_checkpointing()
+    if config.allow_tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+    optimizer = make_optimizer(config, trainable)
     lr_scheduler = get_scheduler(
         config.lr_scheduler, optimizer=optimizer,
         num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
@@ -480,6 +572,7 @@ def train(config: TrainConfig) -> Path:
     order = torch.Generator()
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=config.train_batch_size, sampler=torch.utils.data.RandomSampler(dataset, generator=order), drop_last=len(dataset) >= config.train_batch_size,
+        num_workers=config.dataloader_num_workers,
     )
     model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
     if ema is not None:
@@ -550,7 +643,8 @@ def train(config: TrainConfig) -> Path:
                 cep_g = step_generator(config.seed + 1, global_step, micro, rank)
                 cond = {k: v.to(accelerator.device) for k, v in conditioner(batch, g, config.condition_dropout, cep, cep_g).items()}
                 with conditioner.cep_context(accelerator.unwrap_model(model), cep, cep_g):
-                    loss = diffusion_loss(model, noise_scheduler, x0, cond, g, noise_scheduler.config.prediction_type, config.snr_gamma, latent_channels)
+                    loss = diffusion_loss(model, noise_scheduler, x0, cond, g, noise_scheduler.config.prediction_type, config.snr_gamma, latent_channels,
+                                          config.noise_offset)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.max_grad_norm:
                     accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
@@ -579,6 +673,10 @@ def train(config: TrainConfig) -> Path:
             if global_step % config.log_every == 0 or global_step == config.max_train_steps:
                 bar.set_postfix(loss=f"{mean_loss:.4f}")
                 accelerator.log({"loss": mean_loss, "lr": lr_scheduler.get_last_lr()[0]}, step=global_step)
+            if config.validation_prompts and config.validation_steps and global_step % config.validation_steps == 0 and accelerator.is_main_process:
+                log_validation(config, accelerator, build_pipeline(config, accelerator.unwrap_model(model), noise_scheduler, vae, conditioner, dataset, init),
+                               global_step, output_dir)
+                model.train()
             if config.checkpointing_steps and global_step % config.checkpointing_steps == 0:
                 if not all(torch.isfinite(p).all() for p in accelerator.unwrap_model(model).parameters()):
                     raise TrainingDiverged(f"learning_rate: the weights became non-finite by step {global_step}; the earlier checkpoints are kept. "
@@ -604,6 +702,8 @@ def train(config: TrainConfig) -> Path:
             save_pipeline(build_pipeline(config, final, noise_scheduler, vae, conditioner, dataset, init), output_dir)
         write_json(output_dir / "losses.json", {"losses": losses})
         write_json(output_dir / "train_config.json", dataclasses.asdict(config))
+        if config.validation_prompts and lora_config is None:
+            log_validation(config, accelerator, build_pipeline(config, final, noise_scheduler, vae, conditioner, dataset, init), global_step, output_dir)
     accelerator.end_training()
     return output_dir
 

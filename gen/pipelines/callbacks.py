@@ -1,0 +1,91 @@
+"""The stock pipelines' step callbacks, as sampling hooks: `callback_on_step_end` (with the tensors it may
+read and replace, guidance changes and `pipe._interrupt`) and the deprecated `callback`/`callback_steps`.
+Shared by `steer` and gen's own pipelines."""
+
+from __future__ import annotations
+
+import torch
+from diffusers.utils import deprecate
+
+from gen.core.hooks import SamplingHook
+
+
+def split_branches(stacked: torch.Tensor, guided: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Stock loops hold [uncond; cond] stacked under guidance: (uncond, cond)."""
+    return tuple(stacked.chunk(2)) if guided else (None, stacked)
+
+
+class StockCallback(SamplingHook):
+    """`callback_on_step_end` as the stock loops call it, after each step, with the tensors they expose; what
+    it returns (latents, prompt embeddings) and what it changes on the pipeline (guidance scale) takes effect
+    for the following steps, as in stock."""
+
+    def __init__(self, pipe, callback, tensor_inputs, tensors: dict[str, torch.Tensor], read_back: Callable | None = None):
+        self.pipe, self.callback, self.tensor_inputs, self.tensors = pipe, callback, tensor_inputs, dict(tensors)
+        self.read_back = read_back
+
+    def transition(self, state, ctx):
+        new = ctx.proceed(state)
+        values = {**self.tensors, "latents": new.x}
+        guided_before = self.pipe.do_classifier_free_guidance
+        scale_before = self.pipe._guidance_scale
+        outputs = dict(self.callback(self.pipe, state.step.index, state.step.timestep, {k: values[k] for k in self.tensor_inputs}) or {})
+        latents = outputs.pop("latents", new.x)
+        self.tensors.update({k: v for k, v in outputs.items() if k in self.tensors})
+        if self.read_back is not None and (outputs or self.pipe._guidance_scale != scale_before):
+            self.read_back(ctx, self.tensors, self.pipe, guided_before)
+        return new if latents is new.x else ctx.next_state(latents)
+
+
+class LegacyCallback(SamplingHook):
+    """The deprecated `callback(step, timestep, latents)` every `callback_steps` steps."""
+
+    def __init__(self, callback, every: int):
+        self.callback, self.every = callback, every
+
+    def transition(self, state, ctx):
+        new = ctx.proceed(state)
+        if state.step.index % self.every == 0:
+            self.callback(state.step.index, state.step.timestep, new.x)
+        return new
+
+
+def callback_hooks(pipe, a, tensors, read_back=None) -> list:
+    callback = a.get("callback_on_step_end")
+    if callback is None:
+        return []
+    inputs = getattr(callback, "tensor_inputs", None) or a.get("callback_on_step_end_tensor_inputs") or ["latents"]
+    return [StockCallback(pipe, callback, inputs, tensors, read_back)]
+
+
+def legacy_callbacks(kwargs: dict) -> list:
+    """`callback` / `callback_steps` in **kwargs, deprecated by stock SD with these warnings, still honoured."""
+    callback, every = kwargs.pop("callback", None), kwargs.pop("callback_steps", None)
+    message = "Passing `{}` as an input argument to `__call__` is deprecated, consider using `callback_on_step_end`"
+    if callback is not None:
+        deprecate("callback", "1.0.0", message.format("callback"))
+    if every is not None:
+        deprecate("callback_steps", "1.0.0", message.format("callback_steps"))
+    return [LegacyCallback(callback, every or 1)] if callback is not None else []
+
+
+def guided_embeds_read_back(keys: dict[str, str]):
+    """After a callback, rebuild the run's branches from the stock loop's tensors (`keys`: stock name -> backbone
+    keyword), stacked [uncond; cond] while guidance is on; and take the pipeline's guidance scale, which a
+    callback may have changed (a cut-off to 0 leaves only the conditional half, as in stock)."""
+
+    def read_back(ctx, tensors, pipe, guided_before):
+        guided = pipe.do_classifier_free_guidance
+        cond, uncond = dict(ctx.cond or {}), (dict(ctx.uncond) if ctx.uncond is not None else {})
+        for stock_name, key in keys.items():
+            value = tensors[stock_name]
+            stacked = value.shape[0] == 2 * ctx.batch_size
+            if stacked and not guided:
+                value, stacked = value.chunk(2)[1], False
+            negative, positive = split_branches(value, stacked)
+            cond[key] = positive
+            if negative is not None:
+                uncond[key] = negative
+        ctx.update_guidance(cond=cond, uncond=uncond if guided else None, guidance_scale=pipe._guidance_scale, drop_uncond=not guided)
+
+    return read_back
