@@ -66,6 +66,10 @@ def _load_for_sampling(model: str):
         item = zoo.entry(model)
         if item.purpose != "generate":
             raise UsageError(f"model: {model!r} is {item.purpose}, not a generator: {item.what}.")
+        if item.rendered_by:  # its samples are embedding grids: text -> grid -> large image
+            from gen.pipelines import LargeImagePipeline, TextToLargeImagePipeline
+
+            return TextToLargeImagePipeline(zoo.load(model), LargeImagePipeline.from_pipe(zoo.load(item.rendered_by)))
         return zoo.load(model)
     return load_pipeline(model, name="model")
 
@@ -81,6 +85,7 @@ def _apply_lora(pipe, lora: str) -> None:
 
 
 def _sample(args) -> int:
+    import inspect
     import json
 
     import torch
@@ -94,9 +99,22 @@ def _sample(args) -> int:
     pipe = _load_for_sampling(args.model)
     if args.lora:
         _apply_lora(pipe, args.lora)
-    call = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, generator=torch.Generator().manual_seed(args.seed), output_type="pt")
+    if not type(pipe).__module__.startswith("gen."):  # a stock diffusers pipeline: run through gen's loop so the counts come out
+        from gen.pipelines.steer import steer
+
+        pipe = steer(pipe)
+    call = dict(generator=torch.Generator().manual_seed(args.seed), output_type="pt")
+    if args.steps is not None or getattr(getattr(pipe, "image_pipe", pipe), "sampling_defaults", None) is None:
+        call["num_inference_steps"] = args.steps or 25
+    if args.guidance is not None:
+        call["guidance_scale"] = args.guidance
     kind = type(pipe).__name__
-    if kind in ("TextToImagePipeline",):
+    takes_text = "prompt" in inspect.signature(pipe.__call__).parameters
+    if kind == "TextToLargeImagePipeline":
+        if args.prompt is None:
+            raise UsageError(f"prompt: {args.model!r} makes large images from text; pass --prompt 'TEXT'.")
+        out = pipe([args.prompt] * args.num, **call)
+    elif takes_text:
         if args.prompt is None:
             raise UsageError(f"prompt: {args.model!r} is a text-to-image model; pass --prompt 'TEXT'.")
         out = pipe(args.prompt, num_images_per_prompt=args.num, **call)
@@ -164,8 +182,8 @@ def parser() -> argparse.ArgumentParser:
     sample.add_argument("--reference", default=None, help="embedding-conditioned models: an image whose embedding conditions the samples")
     sample.add_argument("--lora", default=None, help="a LoRA folder written by gen train --lora-rank (or a zoo LoRA name) to load first")
     sample.add_argument("--num", type=int, default=8, help="images (per prompt or reference) when not given by --class-labels")
-    sample.add_argument("--steps", type=int, default=25)
-    sample.add_argument("--guidance", type=float, default=1.0)
+    sample.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's own, else 25)")
+    sample.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's own)")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--scale", type=int, default=4, help="pixel upscaling of the grid")
     sample.add_argument("--out", default="out/samples", help="output folder")

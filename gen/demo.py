@@ -2,7 +2,7 @@
 
 Writes into the output folder: PNG grids and strips, and report.md with every number. Sections:
 class-conditional digits; value guidance (target digit, JPEG compressibility); embedding-conditioned
-generation (a retina reference regenerated at 1024x1024 from its embedding grid, variations, text ->
+generation (a retina reference regenerated at 512x512 from its embedding grid, beside it and measured; variations; text ->
 large image); condition annealing (CADS); diversity distillation (base / distilled / hybrid, DT strips).
 """
 
@@ -117,31 +117,37 @@ def _value_guidance(report: Report, pipe, classifier, space, quick: bool):
 
 
 def _embeddings(report: Report, patches, quick: bool):
-    from diffusers import DDPMScheduler
-
     import gen.zoo as zoo
+    from gen.analysis import fidelity
     from gen.pipelines import LargeImagePipeline, TextToLargeImagePipeline
     from gen.data.tissue import random_patches, reference_image
 
-    large = LargeImagePipeline.from_pipe(patches)
-    large.scheduler = DDPMScheduler.from_config(patches.scheduler.config)  # the model's own sampler; its DDIM eta=0 samples stay noisy
+    large = LargeImagePipeline.from_pipe(patches)  # the model's saved sampler, steps and guidance
     large.set_progress_bar_config(disable=False, desc="large image")
-    size = 256 if quick else 1024
-    reference = torch.nn.functional.interpolate(reference_image("retina")[None], size=(size, size), mode="bilinear", antialias=True)
+    size = 256 if quick else 512
+    reference = reference_image("retina", size)[None]
     start = time.perf_counter()
-    overlap, guidance = 8, 4.0
-    out = large(reference=reference, overlap=overlap, tile_batch_size=32, num_inference_steps=6 if quick else 10, guidance_scale=guidance,
-                generator=torch.Generator().manual_seed(4), output_type="pt")
+    overlap = large.tile_size // 4
+    out = large(reference=reference, overlap=overlap, generator=torch.Generator().manual_seed(4), output_type="pt")
     seconds = time.perf_counter() - start
+    guidance, steps = large.sampling_defaults(None, None)
     report.section(
         "Embedding-conditioned generation (Graikos et al. 2024)",
         f"A retina reference ({size}x{size}) embedded on a 32-pixel patch grid by the zoo patch encoder, and the image regenerated from "
-        f"that grid alone by the 32x32 `ihc-patches` model (DDPM, guidance {guidance:g}): {out.tiles} overlapping tiles fused at every step "
-        f"(overlap {overlap} px, cosine-weighted).",
+        f"that grid alone by the 32x32 `ihc-patches` model with its saved defaults ({type(large.scheduler).__name__}, {steps} steps, "
+        f"guidance {guidance:g}): {out.tiles} overlapping tiles fused at every step (overlap {overlap} px, cosine-weighted).",
     )
-    pair = torch.cat([reference[0], torch.ones(3, size, 8), out.images[0]], dim=2)
-    report.image("large_reference_vs_regenerated.png", grid_image(pair[None], 1), f"left: reference; right: regenerated from its {tuple(out.grid.shape)} embedding grid")
+    difference = (out.images - reference).abs()
+    report.image("large_reference_vs_regenerated.png", grid_image(torch.cat([reference, out.images, difference]), 3, gap=8),
+                 f"reference | regenerated from its {tuple(out.grid.shape)} embedding grid | absolute difference")
     report.table(["output", "grid", "tiles", "NFE (tile evaluations) per image", "seconds"], [[f"{size}x{size}", "x".join(map(str, out.grid.shape)), out.tiles, out.nfe, seconds]])
+    report.lines.append("How much the regenerated image looks like its reference (gen.analysis.fidelity; benchmarks/large_image_fidelity.py measures them over seeds and sizes):")
+    report.lines.append("")
+    report.table(
+        ["re-embedded patch cosine (target >= 0.90)", "background brightness gap (<= 0.05)", "Frangi vesselness correlation in the fundus (>= 0.4)", "seam strength (<= 1.1)"],
+        [[fidelity.patch_cosine(large.embedder, out.images, out.grid).mean().item(), fidelity.background_gap(reference, out.images),
+          fidelity.vesselness_correlation(reference, out.images), fidelity.seam_strength(out.images, large.tile_size, large.tile_size - overlap)]],
+    )
 
     g = torch.Generator().manual_seed(5)
     real = torch.cat([random_patches("ihc", 3, 32, g), random_patches("retina", 3, 32, g)])
@@ -151,8 +157,7 @@ def _embeddings(report: Report, patches, quick: bool):
 
     text = TextToLargeImagePipeline(zoo.load("ihc-text-grid"), large)
     for name, prompt in (("text_to_large_retina.png", "retina fundus photograph"), ("text_to_large_ihc.png", "immunohistochemistry stained tissue")):
-        sampled = text(prompt, grid_size=8, grid_steps=25, grid_guidance_scale=4.0, overlap=overlap, tile_batch_size=32, num_inference_steps=10, guidance_scale=guidance,
-                       generator=torch.Generator().manual_seed(7), output_type="pt")
+        sampled = text(prompt, grid_size=8, grid_steps=25, grid_guidance_scale=4.0, overlap=overlap, generator=torch.Generator().manual_seed(7), output_type="pt")
         report.image(name, grid_image(sampled.images, 1), f'text -> 8x8 embedding grid (guidance 4) -> 256x256 image: "{prompt}"')
 
 

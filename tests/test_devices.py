@@ -16,6 +16,8 @@ from gen.guidance import SVDD, BestOfN, FKSteering, LearnedValue, PosteriorMeanV
 from gen.pipelines import HybridDistilledPipeline, HybridHook, LargeImagePipeline, TextToLargeImagePipeline, steer
 from gen.core.denoiser import Denoiser
 
+pytestmark = pytest.mark.slow
+
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 PLACEMENTS = [

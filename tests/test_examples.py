@@ -7,6 +7,8 @@ import pytest
 
 from gen.core.tiling import tile_starts
 
+pytestmark = pytest.mark.slow
+
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 

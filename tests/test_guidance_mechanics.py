@@ -133,13 +133,13 @@ def test_a_raising_reward_names_step_and_candidate():
 @pytest.mark.parametrize(
     "build, pattern",
     [
-        (lambda: SVDD(PosteriorMeanValue(brightness), num_candidates=0), r"num_candidates: must be an integer >= 1"),
-        (lambda: SVDD(PosteriorMeanValue(brightness), alpha=-1.0), r"alpha: must be a number >= 0"),
+        (lambda: SVDD(PosteriorMeanValue(brightness), num_candidates=0), r"num_candidates: must be >= 1, got 0"),
+        (lambda: SVDD(PosteriorMeanValue(brightness), alpha=-1.0), r"alpha: must be >= 0, got -1.0"),
         (lambda: SVDD(brightness), r"value: expected a PosteriorMeanValue"),
         (lambda: PosteriorMeanValue("not callable"), r"reward: expected a callable"),
         (lambda: FKSteering(brightness, potential="mean"), r"potential: one of"),
-        (lambda: FKSteering(brightness, lmbda=0), r"lmbda: must be a finite number > 0"),
-        (lambda: BestOfN(brightness, n=0), r"num_particles: must be an integer >= 1"),
+        (lambda: FKSteering(brightness, lmbda=0), r"lmbda: must be > 0"),
+        (lambda: BestOfN(brightness, n=0), r"num_particles: must be >= 1, got 0"),
     ],
 )
 def test_bad_arguments_are_refused(build, pattern):

@@ -42,6 +42,7 @@ def _loaded_after(statement: str) -> set[str]:
     return set(out.split())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "statement, above",
     [
@@ -57,12 +58,14 @@ def test_a_layer_loads_nothing_above_it(statement, above):
     assert not {m for m in loaded if m.startswith(above)}, sorted(loaded)
 
 
+@pytest.mark.slow
 def test_named_models_resolve_without_importing_the_zoo_first():
     code = "from gen.embedders import load_embedder; e = load_embedder('zoo:patch-encoder'); print(e.width)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "64"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("statement", ["import gen", "import gen.pipelines, gen.guidance, gen.zoo"])
 def test_importing_gen_prints_nothing(statement):
     done = subprocess.run([sys.executable, "-c", statement], capture_output=True, text=True, check=True)

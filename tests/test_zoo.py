@@ -7,6 +7,8 @@ from gen import zoo
 from gen.analysis.metrics import FeatureSpace, class_histogram, frechet_distance, mean_pairwise_distance
 from gen.data import digits
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def classifier():

@@ -9,6 +9,8 @@ from gen.analysis.metrics import FeatureSpace
 from gen.pipelines import HybridDistilledPipeline
 from gen.training.lora import load_lora
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def base():

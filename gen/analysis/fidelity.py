@@ -108,3 +108,14 @@ def seam_strength(image: torch.Tensor, tile: int, stride: int) -> float:
         profile = grad.float().mean(dim=[d for d in range(4) if d != dim])
         ratios.append((profile[mask].mean() / profile[~mask].mean()).item())
     return max(ratios)
+
+
+def nearest_source(embedder, images: torch.Tensor, bank: torch.Tensor, bank_sources: torch.Tensor, patch: int = 32) -> torch.Tensor:
+    """For every patch x patch cell of images (N, 3, H, W): the source label of its nearest embedding in bank
+    (M, D) (labels bank_sources, (M,)). Tells which data set a generated patch looks like."""
+    if bank.ndim != 2 or bank_sources.shape != (len(bank),):
+        raise ArgumentError(f"bank_sources: expected one label per bank row ({len(bank)}), got shape {tuple(bank_sources.shape)}.")
+    cells = torch.cat([grid_patches(_check(image[None], "images"), patch) for image in images])
+    with torch.no_grad():
+        embedded = embedder.embed_images(cells).float()
+    return bank_sources[torch.cdist(embedded, bank.float().cpu()).argmin(1)]

@@ -33,7 +33,7 @@ The `HybridHook` behind it works with any pair of pipelines through `steer`:
 from __future__ import annotations
 
 import torch
-from diffusers import DiffusionPipeline
+from gen.pipelines.composite import CompositePipeline
 
 from gen.errors import ArgumentError, ArgumentTypeError
 from gen.core import prediction
@@ -139,7 +139,7 @@ class HybridHook(SamplingHook):
         return f"HybridHook(base_steps={self.base_steps}, distilled_steps={self.distilled_steps})"
 
 
-class HybridDistilledPipeline(DiffusionPipeline):
+class HybridDistilledPipeline(CompositePipeline):
     """Base pipeline for the first `base_steps` steps, distilled model after (see the module docstring).
 
     `base` and `distilled` are gen pipelines over the same latent space (e.g. `ClassConditionalPipeline`);
@@ -152,11 +152,10 @@ class HybridDistilledPipeline(DiffusionPipeline):
 
     def __init__(self, base, distilled, base_steps: int = 1, distilled_steps: int = 4, handover: str = "first-steps"):
         super().__init__()
-        self.base, self.distilled = base, distilled
         _check_pair(base, distilled)
         _check_handover(handover)
+        self.register_modules(base=base, distilled=distilled)
         self.register_to_config(base_steps=base_steps, distilled_steps=distilled_steps, handover=handover)
-        self.set_progress_bar_config(disable=True)
 
     @torch.no_grad()
     def __call__(self, *args, base_steps: int | None = None, distilled_steps: int | None = None, handover: str | None = None, hooks=(), **kwargs):

@@ -9,14 +9,14 @@ conditioned on text) -> large image (`LargeImagePipeline`), as in Graikos et al.
 from __future__ import annotations
 
 import torch
-from diffusers import DiffusionPipeline
 
 from gen.errors import ArgumentError, ArgumentTypeError
+from gen.pipelines.composite import CompositePipeline
 from gen.pipelines.large_image import LargeImagePipeline
 from gen.pipelines.text_to_image import TextToImagePipeline
 
 
-class TextToLargeImagePipeline(DiffusionPipeline):
+class TextToLargeImagePipeline(CompositePipeline):
     """Composes a text -> grid `TextToImagePipeline` (whose "images" are (D, h, w) embedding grids) with a
     `LargeImagePipeline` over the same embedding space. Counts add up across both stages."""
 
@@ -27,8 +27,7 @@ class TextToLargeImagePipeline(DiffusionPipeline):
         width = grid_pipe.backbone.config.in_channels
         if width != image_pipe.embedding_width:
             raise ArgumentError(f"grid_pipe: makes grids of width {width} but image_pipe takes embeddings of width {image_pipe.embedding_width}.")
-        self.grid_pipe, self.image_pipe = grid_pipe, image_pipe
-        self.set_progress_bar_config(disable=True)
+        self.register_modules(grid_pipe=grid_pipe, image_pipe=image_pipe)
 
     @torch.no_grad()
     def __call__(self, prompt: str | list[str], *, grid_size: int = 8, grid_guidance_scale: float = 4.0, grid_steps: int = 30, generator=None, **image_kwargs):

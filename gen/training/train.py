@@ -284,6 +284,15 @@ def check_config(config: TrainConfig) -> None:
 
 
 # -- pieces of the run -------------------------------------------------------------------------------------------------
+def _to_device(value, device):
+    """A condition (tensors, possibly in nested dicts and lists) on device."""
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(v, device) for v in value)
+    return value.to(device) if isinstance(value, torch.Tensor) else value
+
+
 def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
     """The generator for one micro-batch: a pure function of where the run is, so resuming repeats it."""
     return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 97 + micro) * 131 + rank)
@@ -641,7 +650,7 @@ def train(config: TrainConfig) -> Path:
                     with torch.no_grad():
                         x0 = vae.encode(x0.to(vae.dtype)).latent_dist.sample(generator=g) * vae.config.scaling_factor
                 cep_g = step_generator(config.seed + 1, global_step, micro, rank)
-                cond = {k: v.to(accelerator.device) for k, v in conditioner(batch, g, config.condition_dropout, cep, cep_g).items()}
+                cond = _to_device(conditioner(batch, g, config.condition_dropout, cep, cep_g), accelerator.device)
                 with conditioner.cep_context(accelerator.unwrap_model(model), cep, cep_g):
                     loss = diffusion_loss(model, noise_scheduler, x0, cond, g, noise_scheduler.config.prediction_type, config.snr_gamma, latent_channels,
                                           config.noise_offset)

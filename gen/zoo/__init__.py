@@ -35,6 +35,7 @@ class ZooEntry:
     load: Callable[[Path], object]
     needs: tuple[str, ...] = ()
     purpose: str = "generate"  # what a non-generative entry is for, said when someone tries to sample it
+    rendered_by: str | None = None  # an entry whose samples are embedding grids: the zoo model that renders them into images
 
     @property
     def folder(self) -> Path:
@@ -91,14 +92,16 @@ ENTRIES: dict[str, ZooEntry] = {
         ZooEntry(
             "patch-encoder",
             "self-supervised (SimCLR) CNN encoder of 32x32 RGB patches of scikit-image's IHC and retina images; the stand-in for DINOv2/UNI",
-            "SimCLR (NT-Xent, temperature 0.2) with crop/flip/rotate/colour/blur augmentations",
+            "SimCLR (NT-Xent) 600 steps on 36-px crops of both images at 512 and 1024 px, background included; shifts and mild colour jitter, "
+            "no turns, so structure direction and brightness stay in the embedding; 2x2 spatial pooling and channel statistics",
             _model(PatchEncoder),
             purpose="an image encoder (it embeds patches for ihc-patches; sample that one with --reference IMAGE)",
         ),
         ZooEntry(
             "ihc-patches",
-            "pixel UNet2DConditionModel on 32x32 IHC/retina patches conditioned on patch-encoder embeddings (linear projection + cross-attention)",
-            "gen.training.train --condition embedding, 5000 steps, batch 64, EMA 0.999, condition dropout 0.1",
+            "pixel UNet2DConditionModel on 32x32 IHC/retina patches conditioned on patch-encoder embeddings (32 cross-attention tokens, "
+            "and added to the time embedding); saved defaults: DDPM, 20 steps, guidance 4",
+            "gen.training.train --condition embedding --embedding-tokens --embedding-in-time, 3000 steps, batch 64, EMA 0.999, condition dropout 0.1",
             _pipeline,
             needs=("patch-encoder",),
         ),
@@ -108,6 +111,7 @@ ENTRIES: dict[str, ZooEntry] = {
             "gen.training.train --condition text --backbone dit on embedding grids cut from the IHC and retina images, captions naming the source",
             _text_pipeline,
             needs=("patch-encoder",),
+            rendered_by="ihc-patches",
         ),
         ZooEntry(
             "digits-distilled",
