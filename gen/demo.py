@@ -2,7 +2,7 @@
 
 Writes into the output folder: PNG grids and strips, and report.md with every number. Sections:
 class-conditional digits; value guidance (target digit, JPEG compressibility); embedding-conditioned
-generation (a retina reference regenerated at 512x512 from its embedding grid, beside it and measured; variations; text ->
+generation (a retina reference regenerated at 384x384 from its embedding grid, beside it and measured; variations; text ->
 large image); condition annealing (CADS); diversity distillation (base / distilled / hybrid, DT strips).
 """
 
@@ -124,7 +124,7 @@ def _embeddings(report: Report, patches, quick: bool):
 
     large = LargeImagePipeline.from_pipe(patches)  # the model's saved sampler, steps and guidance
     large.set_progress_bar_config(disable=False, desc="large image")
-    size = 256 if quick else 512
+    size = 256 if quick else 384
     reference = reference_image("retina", size)[None]
     start = time.perf_counter()
     overlap = large.tile_size // 4

@@ -119,11 +119,12 @@ def patch_encoder(folder: Path, steps: int = 600) -> None:
 IHC_PATCHES_SAMPLING = {"guidance_scale": 4.0, "num_inference_steps": 20}
 
 
-def ihc_patches(folder: Path, steps: int = 4000) -> None:
+def ihc_patches(folder: Path, steps: int = 3000) -> None:
     """Embedding-conditioned pixel UNet on 32x32 patches of both images at every regenerated size, background
     included (gen.data.tissue.ihc_patches, 24000 patches). The embedding reaches the model twice: projected to
     32 cross-attention tokens (so it can place structure) and added to the time embedding (every resnet block
-    sees it). 66 minutes on 2 CPU cores (2026-11-25)."""
+    sees it). The bundled weights took 101 minutes on 2 CPU cores that other jobs shared for most of the run
+    (2026-11-25); alone it was not timed."""
     _train_into(
         folder,
         data="ihc-patches",
