@@ -48,8 +48,9 @@ def run_task(generate, reward, value_net, steps_list, budgets, seeds, max_batch,
     table = {}
     for steps in steps_list:
         rows: dict = {}
-        plain = [reward(generate([], steps, seed).images).mean().item() for seed in seeds]
-        rows["plain"] = {"1": {"reward": summary(plain), "nfe": steps}}
+        outs = [generate([], steps, seed) for seed in seeds]
+        plain = [reward(out.images).mean().item() for out in outs]
+        rows["plain"] = {"1": {"reward": summary(plain), "nfe": outs[0].nfe}}  # a guided model counts both branches
         log(f"  steps {steps} plain: {rows['plain']['1']['reward']['mean']:.3f}")
         for budget in budgets:
             for name in methods(reward, value_net, budget, max_batch):
