@@ -105,7 +105,7 @@ def _sample(args) -> int:
         pipe = steer(pipe)
     call = dict(generator=torch.Generator().manual_seed(args.seed), output_type="pt")
     if args.steps is not None or getattr(getattr(pipe, "image_pipe", pipe), "sampling_defaults", None) is None:
-        call["num_inference_steps"] = args.steps or 25
+        call["num_inference_steps"] = 25 if args.steps is None else args.steps
     if args.guidance is not None:
         call["guidance_scale"] = args.guidance
     kind = type(pipe).__name__

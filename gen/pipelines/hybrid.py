@@ -33,13 +33,13 @@ The `HybridHook` behind it works with any pair of pipelines through `steer`:
 from __future__ import annotations
 
 import torch
-from gen.pipelines.composite import CompositePipeline
 
 from gen.errors import ArgumentError, ArgumentTypeError
 from gen.core import prediction
 from gen.core.denoiser import Denoiser
 from gen.core.hooks import SamplingHook
 from gen.core.sampling import plan_handover
+from gen.pipelines.composite import CompositePipeline
 
 
 class BaseFirstHook(SamplingHook):
