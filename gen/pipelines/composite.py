@@ -9,14 +9,13 @@ diffusers pipeline: `.components`, `.to(device, dtype)`, `.device`/`.dtype`, pro
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.pipelines.pipeline_loading_utils import _fetch_class_library_tuple
 
-from gen.errors import ArgumentError, MissingFileError
+from gen.errors import ArgumentError
 from gen.pipelines.base import STUB_MODULE, stub_source
 
 
@@ -54,23 +53,21 @@ class CompositePipeline(DiffusionPipeline):
 
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
-        for name, part in self.parts().items():
+        parts = self.parts()
+        for name, part in parts.items():
             part.save_pretrained(folder / name, *args, **kwargs)
-        settings = {k: v for k, v in self.config.items() if not k.startswith("_") and k not in self.parts()}
-        parts = {name: list(_fetch_class_library_tuple(part)) for name, part in self.parts().items()}
+        settings = {k: v for k, v in self.config.items() if not k.startswith("_") and k not in parts}
+        classes = {name: list(_fetch_class_library_tuple(part)) for name, part in parts.items()}
         write_text(folder / f"{STUB_MODULE}.py", stub_source(type(self).__name__))
-        write_json(folder / "model_index.json", {"_class_name": [STUB_MODULE, type(self).__name__], **parts, **settings})
+        write_json(folder / "model_index.json", {"_class_name": [STUB_MODULE, type(self).__name__], **classes, **settings})
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, dtype=None, device=None, torch_dtype=None, use_safetensors: bool = True, **kwargs):
         """Load what `save_pretrained` wrote: each part with gen's loader (safetensors only), then the settings."""
-        from gen.pipelines.loading import load_pipeline
+        from gen.pipelines.loading import load_pipeline, read_index
 
         folder = Path(pretrained_model_name_or_path)
-        index_file = folder / "model_index.json"
-        if not index_file.is_file():
-            raise MissingFileError(f"pretrained_model_name_or_path: no model_index.json in {folder}; pass a folder {cls.__name__}.save_pretrained wrote.")
-        index = json.loads(index_file.read_text())
+        index = read_index(folder, "pretrained_model_name_or_path")
         saved = index.get("_class_name")
         if saved != [STUB_MODULE, cls.__name__]:
             raise ArgumentError(f"pretrained_model_name_or_path: {folder} holds a {saved!r}, not a {cls.__name__}.")
