@@ -103,23 +103,32 @@ class PatchEncoder(ModelMixin, ConfigMixin, _Batched):
 
 
 class TransformersEmbedder(_Batched):
-    """A transformers image encoder with its image processor (ViT, DINOv2, CLIP vision, ...)."""
+    """A transformers image encoder with its image processor (ViT, DINOv2, CLIP vision, ...).
 
-    def __init__(self, path: str, pooling: str = "cls", device: str | torch.device = "cpu"):
+    A pipeline holds the two as its ``image_encoder`` and ``feature_extractor`` components (diffusers' names
+    for them); this object only says how to read an embedding out of the encoder's output."""
+
+    def __init__(self, model, processor, pooling: str = "cls"):
+        if pooling not in POOLINGS:
+            raise ArgumentError(f"pooling: one of {POOLINGS}, got {pooling!r}.")
+        self.model, self.processor, self.pooling = model, processor, pooling
+        config = getattr(model.config, "vision_config", model.config)
+        self.width = getattr(model.config, "projection_dim", None) if pooling == "pooled" and hasattr(model.config, "projection_dim") else config.hidden_size
+
+    @classmethod
+    def from_pretrained(cls, path: str, pooling: str = "cls", device: str | torch.device = "cpu") -> "TransformersEmbedder":
         from transformers import AutoImageProcessor, AutoModel
 
         if pooling not in POOLINGS:
             raise ArgumentError(f"pooling: one of {POOLINGS}, got {pooling!r}.")
         refuse_pickle(path, "embedder")
         try:
-            self.processor = AutoImageProcessor.from_pretrained(path)
-            self.model = AutoModel.from_pretrained(path, use_safetensors=True).to(device).eval()
+            processor = AutoImageProcessor.from_pretrained(path)
+            model = AutoModel.from_pretrained(path, use_safetensors=True).to(device).eval()
         except (OSError, ValueError) as err:
             raise MissingFileError(f"embedder: cannot load a transformers image encoder from {path!r} ({str(err).splitlines()[0]}); "
                                     "pass 'zoo:patch-encoder', a saved PatchEncoder folder or a local transformers folder.") from None
-        self.pooling = pooling
-        config = getattr(self.model.config, "vision_config", self.model.config)
-        self.width = getattr(self.model.config, "projection_dim", None) if pooling == "pooled" and hasattr(self.model.config, "projection_dim") else config.hidden_size
+        return cls(model, processor, pooling)
 
     def _embed(self, images):
         inputs = self.processor(images=list(images.permute(0, 2, 3, 1).cpu().numpy()), do_rescale=False, return_tensors="pt")
@@ -164,7 +173,7 @@ def load_embedder(spec, pooling: str = "cls"):
     if _saved_class(spec) == PatchEncoder.__name__:
         refuse_pickle(spec, "embedder")
         return PatchEncoder.from_pretrained(spec, use_safetensors=True).eval()
-    return TransformersEmbedder(spec, pooling=pooling)
+    return TransformersEmbedder.from_pretrained(spec, pooling=pooling)
 
 
 def _saved_class(path: str) -> str | None:

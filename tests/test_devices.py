@@ -225,3 +225,40 @@ def test_steer_is_bit_exact_over_a_dit_xl_size_transformer_in_fp16():
     stock = pipe(**kwargs, generator=torch.Generator().manual_seed(0)).images
     steered = steer(pipe)(**kwargs, generator=torch.Generator().manual_seed(0)).images
     assert torch.equal(steered, stock)
+
+
+# -- offloading: composites and the image encoder ---------------------------------------------------------------------------
+def _embedding_pipeline_with_encoder():
+    from gen.embedders import PatchEncoder
+
+    pipe = tiny.embedding_pipeline(in_time=True)
+    torch.manual_seed(0)
+    pipe.set_embedder(PatchEncoder(patch_size=16, width=8, embedding_dim=tiny.EMBEDDING_WIDTH, projection_dim=8).eval())
+    return pipe
+
+
+OFFLOADED = {
+    "EmbeddingToImagePipeline": (_embedding_pipeline_with_encoder, lambda pipe, g: pipe(
+        images=torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)), guidance_scale=2.0, num_inference_steps=3, generator=g, output_type="pt")),
+    "HybridDistilledPipeline": (lambda: HybridDistilledPipeline(tiny.class_pipeline(), tiny.class_pipeline(1, LCMScheduler(num_train_timesteps=100, original_inference_steps=10))),
+                                lambda pipe, g: pipe(class_labels=[3, 4], guidance_scale=2.0, distilled_steps=3, generator=g, output_type="pt")),
+    "TextToLargeImagePipeline": (lambda: TextToLargeImagePipeline(tiny.text_pipeline(in_channels=tiny.EMBEDDING_WIDTH), tiny.embedding_pipeline(LargeImagePipeline)),
+                                 lambda pipe, g: pipe("tissue", grid_size=2, grid_steps=2, num_inference_steps=2, overlap=4, generator=g, output_type="pt")),
+}
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("name", list(OFFLOADED))
+def test_model_cpu_offload_gives_the_images_of_a_pipeline_held_on_the_gpu(name):
+    build, call = OFFLOADED[name]
+    on_gpu = build().to("cuda", torch.float16)
+    expected = call(on_gpu, torch.Generator().manual_seed(0))
+    offloaded = build().to(torch.float16)
+    offloaded.enable_model_cpu_offload()
+    images = call(offloaded, torch.Generator().manual_seed(0))
+    assert images.device.type == "cuda" and torch.allclose(images.float(), expected.float(), atol=2e-3)
+    modules = [m for m in offloaded.components.values() if isinstance(m, torch.nn.Module)]
+    for part in getattr(offloaded, "parts", dict)().values():
+        modules += [m for m in part.components.values() if isinstance(m, torch.nn.Module)]
+    assert modules and all(next(m.parameters()).device.type == "cpu" for m in modules)  # handed back after the call

@@ -1,4 +1,11 @@
-"""diffusers pipelines: the user's entry points."""
+"""diffusers pipelines: the user's entry points.
+
+A saved composite pipeline names its parts' class as ``["gen.pipelines", "<Class>"]``; diffusers' loader
+finds a component's loading method by looking its base classes up in that module, so DiffusionPipeline is
+imported here for it (`DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`).
+"""
+
+from diffusers import DiffusionPipeline  # noqa: F401  (see above)
 
 from gen.pipelines.base import GenPipeline, GenPipelineOutput
 from gen.pipelines.class_conditional import ClassConditionalPipeline

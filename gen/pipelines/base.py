@@ -7,10 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import PIL.Image
 import torch
 from diffusers import AutoencoderKL, AutoencoderTiny, DiffusionPipeline
+from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -157,11 +156,14 @@ class GenPipeline(DiffusionPipeline):
             latents = vae.decode(z.to(vae.dtype), return_dict=False)[0].float()
         return (latents / 2 + 0.5).clamp(0, 1)
 
+    @property
+    def image_processor(self) -> VaeImageProcessor:
+        """diffusers' image processor for this pipeline's outputs (and inputs; see gen.pipelines.images)."""
+        return VaeImageProcessor(vae_scale_factor=self.vae_scale_factor, do_resize=False)
+
     def postprocess(self, images: torch.Tensor, output_type: str):
-        if output_type == "pt":
-            return images
-        array = images.cpu().permute(0, 2, 3, 1).float().numpy()
-        return to_pil(array) if output_type == "pil" else array
+        """Decoded images in [0, 1] -> `output_type`, as stock pipelines do it (VaeImageProcessor.postprocess)."""
+        return self.image_processor.postprocess(images, output_type=output_type, do_denormalize=[False] * len(images))
 
     def check_common(self, num_inference_steps, output_type, hooks, guidance_scale) -> list:
         check_steps(num_inference_steps, None)
@@ -282,12 +284,5 @@ def check_memory(shape: tuple, dtype: torch.dtype, device, buffers: int = 8) -> 
 def _gen_pipeline_names() -> list[str]:
     import gen.pipelines
 
-    return [name for name in dir(gen.pipelines) if isinstance(getattr(gen.pipelines, name), type) and issubclass(getattr(gen.pipelines, name), DiffusionPipeline)]
-
-
-def to_pil(array: np.ndarray) -> list[PIL.Image.Image]:
-    """(B, H, W, C) floats in [0, 1] -> PIL images; one channel gives grayscale."""
-    array = (array * 255).round().astype("uint8")
-    if array.shape[-1] == 1:
-        return [PIL.Image.fromarray(a[..., 0], mode="L") for a in array]
-    return [PIL.Image.fromarray(a) for a in array]
+    classes = [getattr(gen.pipelines, name) for name in dir(gen.pipelines)]
+    return [c.__name__ for c in classes if isinstance(c, type) and issubclass(c, DiffusionPipeline) and c.__module__.startswith("gen.")]

@@ -57,7 +57,7 @@ class CompositePipeline(DiffusionPipeline):
         for name, part in parts.items():
             part.save_pretrained(folder / name, *args, **kwargs)
         settings = {k: v for k, v in self.config.items() if not k.startswith("_") and k not in parts}
-        classes = {name: list(_fetch_class_library_tuple(part)) for name, part in parts.items()}
+        classes = {name: _class_tuple(part) for name, part in parts.items()}
         write_text(folder / f"{STUB_MODULE}.py", stub_source(type(self).__name__))
         write_json(folder / "model_index.json", {"_class_name": [STUB_MODULE, type(self).__name__], **classes, **settings})
 
@@ -75,3 +75,11 @@ class CompositePipeline(DiffusionPipeline):
                  for name, value in index.items() if isinstance(value, list) and not name.startswith("_")}
         settings = {k: v for k, v in index.items() if not k.startswith("_") and k not in parts}
         return cls(**parts, **settings, **kwargs)
+
+
+def _class_tuple(part: DiffusionPipeline) -> list[str]:
+    """model_index.json's [library, class] for a part: gen's pipelines by their package (which diffusers'
+    loader can read, see gen.pipelines), stock ones as diffusers records them."""
+    if type(part).__module__.startswith("gen."):
+        return ["gen.pipelines", type(part).__name__]
+    return list(_fetch_class_library_tuple(part))

@@ -27,20 +27,33 @@ def images_to_tensor(images, name: str = "images") -> torch.Tensor:
 
 class EmbeddingToImagePipeline(GenPipeline):
     """Components: ``unet`` (UNet2DConditionModel with encoder_hid_proj) or ``transformer`` (PixArt-style),
-    ``scheduler``, optional ``vae``. Config: ``embedder``, the spec of the image embedder the model was
-    trained with (used for `images=`; see gen.embedders.load_embedder)."""
+    ``scheduler``, optional ``vae``, and the image embedder the model was trained with (used for `images=`):
+    ``image_encoder`` (gen's `PatchEncoder`, or a transformers image model with its ``feature_extractor``),
+    diffusers' names for them, so `.components`, `.to()`, offloading and `save_pretrained` include it.
+    Config ``embedder`` is the embedder's spec ("zoo:patch-encoder", a folder, a hub id;
+    see gen.embedders.load_embedder): a pipeline saved without an ``image_encoder`` loads it from there on
+    first use, on the pipeline's device and in its dtype."""
 
-    model_cpu_offload_seq = "unet->transformer->vae"
+    model_cpu_offload_seq = "image_encoder->unet->transformer->vae"
+    _optional_components = [*GenPipeline._optional_components, "image_encoder", "feature_extractor"]
 
-    def __init__(self, scheduler, unet=None, transformer=None, vae=None, embedder: str = "zoo:patch-encoder", guidance_scale: float = 1.0,
-                 num_inference_steps: int = 50):
+    def __init__(self, scheduler, unet=None, transformer=None, vae=None, image_encoder=None, feature_extractor=None,
+                 embedder: str = "zoo:patch-encoder", embedder_pooling: str = "cls", guidance_scale: float = 1.0, num_inference_steps: int = 50):
         super().__init__()
         if (unet is None) == (transformer is None):
             raise ArgumentError("unet, transformer: pass exactly one backbone.")
-        self.register_modules(unet=unet, transformer=transformer, vae=vae, scheduler=scheduler)
+        self.register_modules(unet=unet, transformer=transformer, vae=vae, scheduler=scheduler, image_encoder=image_encoder, feature_extractor=feature_extractor)
         # the sampling defaults saved with the model (the zoo's chose them by measurement)
-        self.register_to_config(embedder=embedder, guidance_scale=guidance_scale, num_inference_steps=num_inference_steps)
-        self._embedder = None
+        self.register_to_config(embedder=embedder, embedder_pooling=embedder_pooling, guidance_scale=guidance_scale, num_inference_steps=num_inference_steps)
+        self._callable_embedder = None
+
+    @classmethod
+    def _get_signature_types(cls):
+        from gen.embedders import PatchEncoder
+
+        types = super()._get_signature_types()
+        types.update(image_encoder=(PatchEncoder, type(None)))  # transformers models are carried by from_pipe whatever their class
+        return types
 
     def sampling_defaults(self, guidance_scale, num_inference_steps) -> tuple:
         """The call's values, or the ones saved with the model where the call gives None."""
@@ -62,20 +75,44 @@ class EmbeddingToImagePipeline(GenPipeline):
 
     @property
     def embedder(self):
-        if self._embedder is None:
-            from gen.embedders import load_embedder
+        """The image embedder: the ``image_encoder`` component (loaded from config ``embedder`` if the folder
+        had none), or a callable given to `set_embedder`."""
+        from gen.embedders import TransformersEmbedder, load_embedder
 
-            self.set_embedder(load_embedder(self.config.embedder))
-        return self._embedder
+        if self._callable_embedder is not None:
+            return self._callable_embedder
+        if getattr(self, "image_encoder", None) is None:
+            embedder = load_embedder(self.config.embedder, pooling=self.config.get("embedder_pooling", "cls"))
+            self._register_embedder(embedder)
+            # nn.Module.to: diffusers' ModelMixin.to warns about float32-kept modules even when there are none
+            torch.nn.Module.to(self.image_encoder, self._execution_device, self.backbone.dtype)
+        if hasattr(self.image_encoder, "embed_images"):
+            return self.image_encoder
+        return TransformersEmbedder(self.image_encoder, self.feature_extractor, self.config.get("embedder_pooling", "cls"))
 
     def set_embedder(self, embedder) -> None:
-        """Use another embedder object (it must produce this model's embedding width)."""
+        """Use another embedder (it must produce this model's embedding width): a spec, a `PatchEncoder` or
+        `TransformersEmbedder` (registered as components, so saved with the pipeline), or any callable
+        images -> (B, D) (used as given; it is not a component and is not saved)."""
         from gen.embedders import load_embedder
 
         embedder = load_embedder(embedder)
         if embedder.width != self.embedding_width:
             raise ArgumentError(f"embedder: produces width {embedder.width} but the model was trained on width {self.embedding_width}; use the embedder it was trained with.")
-        self._embedder = embedder
+        if isinstance(embedder, torch.nn.Module) or hasattr(embedder, "processor"):
+            self._callable_embedder = None
+            self._register_embedder(embedder)
+        else:
+            self._callable_embedder = embedder
+
+    def _register_embedder(self, embedder) -> None:
+        if isinstance(embedder, torch.nn.Module):
+            self.register_modules(image_encoder=embedder, feature_extractor=None)
+        elif hasattr(embedder, "processor"):  # a TransformersEmbedder: diffusers' image_encoder + feature_extractor pair
+            self.register_modules(image_encoder=embedder.model, feature_extractor=embedder.processor)
+            self.register_to_config(embedder_pooling=embedder.pooling)
+        else:
+            raise ArgumentError(f"embedder: {type(embedder).__name__} is not a model gen can hold as a component; pass it to set_embedder.")
 
     def check_embeddings(self, embeddings, name: str = "embeddings") -> torch.Tensor:
         if not isinstance(embeddings, torch.Tensor) or embeddings.ndim != 2:

@@ -437,7 +437,12 @@ def build_pipeline(config, model, noise_scheduler, vae, conditioner, dataset, in
         return TextToImagePipeline(tokenizer=conditioner.tokenizer, text_encoder=conditioner.encoder, scheduler=noise_scheduler, vae=vae, **backbone)
     from gen.pipelines.embedding import EmbeddingToImagePipeline
 
-    return EmbeddingToImagePipeline(scheduler=noise_scheduler, vae=vae, embedder=config.embedder, **backbone)
+    from gen.plugins import is_named
+
+    pipe = EmbeddingToImagePipeline(scheduler=noise_scheduler, vae=vae, embedder=config.embedder, **backbone)
+    if not is_named(config.embedder):  # a zoo name resolves wherever gen is installed; any other embedder travels in the folder
+        pipe.set_embedder(config.embedder)
+    return pipe
 
 
 @torch.no_grad()
@@ -448,7 +453,7 @@ def log_validation(config, accelerator, pipe, step: int, output_dir: Path) -> Pa
     from PIL import Image
 
     from gen.io import save_image
-    from gen.pipelines.base import to_pil
+    from diffusers.image_processor import VaeImageProcessor
 
     items = [v.strip() for v in config.validation_prompts.split("|") if v.strip()]
     pipe.set_progress_bar_config(disable=True)
@@ -465,7 +470,7 @@ def log_validation(config, accelerator, pipe, step: int, output_dir: Path) -> Pa
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     images = pipe(**kwargs).images
     images = images if isinstance(images, torch.Tensor) else torch.stack([torch.as_tensor(np.asarray(i)).permute(2, 0, 1) / 255.0 for i in images])
-    path = save_image(output_dir / "validation" / f"step-{step}.png", to_pil(torch.cat(list(images.float().cpu()), dim=2)[None].permute(0, 2, 3, 1).numpy())[0])
+    path = save_image(output_dir / "validation" / f"step-{step}.png", VaeImageProcessor.numpy_to_pil(torch.cat(list(images.float().cpu()), dim=2)[None].permute(0, 2, 3, 1).numpy())[0])
     for tracker in accelerator.trackers:
         if tracker.name == "tensorboard":
             tracker.writer.add_images("validation", images.float().cpu(), step)

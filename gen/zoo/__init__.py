@@ -53,6 +53,14 @@ def _pipeline(folder: Path, **placement):
     return load_pipeline(folder, name="zoo", **placement)
 
 
+def _embedding_pipeline(folder: Path, **placement):
+    """An embedding pipeline with its image encoder loaded now (the folder names it, "zoo:patch-encoder",
+    rather than carrying a copy), so `.components`, `.to()` and offloading include it from the start."""
+    pipe = _pipeline(folder, **placement)
+    pipe.embedder  # noqa: B018  (loads and registers the image_encoder component)
+    return pipe
+
+
 def _model(cls):
     def load(folder: Path, dtype=None, device=None):
         model = cls.from_pretrained(str(folder), use_safetensors=True, dtype=dtype).eval()
@@ -102,7 +110,7 @@ ENTRIES: dict[str, ZooEntry] = {
             "pixel UNet2DConditionModel on 32x32 IHC/retina patches conditioned on patch-encoder embeddings (32 cross-attention tokens, "
             "and added to the time embedding); saved defaults: DDPM, 20 steps, guidance 4",
             "gen.training.train --condition embedding --embedding-tokens --embedding-in-time, 3000 steps, batch 64, EMA 0.999, condition dropout 0.1",
-            _pipeline,
+            _embedding_pipeline,
             needs=("patch-encoder",),
         ),
         ZooEntry(
