@@ -115,8 +115,9 @@ def prune(checkpoints_dir: Path, keep: int | None) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def save(accelerator, checkpoints_dir: Path, step: int, epoch: int, keep: int | None) -> Path:
-    """All processes call this; the folder appears complete under its final name or not at all."""
+def save(accelerator, checkpoints_dir: Path, step: int, epoch: int, keep: int | None, files: dict | None = None) -> Path:
+    """All processes call this; the folder appears complete under its final name or not at all. `files`:
+    JSON documents (name -> data) the run keeps with its state, such as the loss curve so far."""
     final = checkpoints_dir / f"checkpoint-{step}"
     tmp = checkpoints_dir / f".checkpoint-{step}.tmp"
     if accelerator.is_main_process:
@@ -126,6 +127,8 @@ def save(accelerator, checkpoints_dir: Path, step: int, epoch: int, keep: int | 
     accelerator.save_state(str(tmp), safe_serialization=True)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        for name, data in (files or {}).items():
+            write_json(tmp / name, data)
         write_manifest(tmp, step, epoch)
         if final.exists():
             shutil.rmtree(final)

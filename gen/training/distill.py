@@ -2,7 +2,7 @@
 class-conditional teacher into a few-step student that samples with diffusers' `LCMScheduler`.
 
     python -m gen.training.distill --teacher zoo:digits --output-dir runs/distilled
-    accelerate launch -m gen.training.distill ...
+    accelerate launch -m gen.training.distill ... [--mixed_precision bf16 --gradient_accumulation_steps 2 --checkpointing_steps 200 --resume latest]
 
 For x0 from the data and a timestep pair t_{n+k} > t_n on the teacher's 50-step DDIM grid, the teacher takes
 one (classifier-free guided) DDIM step from x_{t_{n+k}} = q(x0) to x_{t_n}; the student's consistency
@@ -15,6 +15,7 @@ distilled in: the student is sampled without CFG.
 from __future__ import annotations
 
 import copy
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,23 +23,25 @@ from pathlib import Path
 import torch
 
 from gen.errors import ArgumentError
+from gen.training.options import LoopOptions, check_loop_options, option
 
 
 @dataclass
-class DistillConfig:
-    teacher: str = "zoo:digits"
-    output_dir: str = "runs/distilled"
-    guidance_scale: float = 2.0
-    original_inference_steps: int = 50
-    skip: int = 1
-    train_batch_size: int = 64
-    max_train_steps: int = 800
-    learning_rate: float = 1e-4
-    ema_decay: float = 0.95
-    huber_c: float = 0.001
-    condition_dropout: float = 0.0
-    seed: int = 0
-    overwrite: bool = False
+class DistillConfig(LoopOptions):
+    """Options of the distillation trainer; the loop's (steps, accumulation, precision, checkpoints, resume, trackers) are `LoopOptions`."""
+
+    teacher: str = option("zoo:digits", "the class-conditional UNet pipeline to distil (folder or zoo:NAME)")
+    output_dir: str = option("runs/distilled", "where the student pipeline (LCMScheduler) goes")
+    guidance_scale: float = option(2.0, "the teacher's classifier-free guidance, distilled into the student")
+    original_inference_steps: int = option(50, "the teacher's DDIM grid (LCM's original_inference_steps)")
+    skip: int = option(1, "grid steps between the teacher's start and end points")
+    train_batch_size: int = option(64, "examples per micro-batch")
+    max_train_steps: int = option(800, "optimisation steps")
+    learning_rate: float = option(1e-4, "learning rate (constant)")
+    ema_decay: float = option(0.95, "decay of the target network (EMA of the student)")
+    huber_c: float = option(0.001, "pseudo-Huber loss constant")
+    max_grad_norm: float = option(0.0, "gradient clipping norm (0: no clipping)")
+    checkpointing_steps: int = option(0, "save a checkpoint every N steps (0: never)")
 
 
 def _x0(scheduler, model_output, x, t):
@@ -53,85 +56,91 @@ def _consistency(student_out, x, t, lcm):
 
 def distill(config: DistillConfig) -> Path:
     from diffusers import LCMScheduler
-    from tqdm.auto import tqdm
+    from diffusers.optimization import get_scheduler
 
-    from gen.training import make_accelerator
-
-    from gen.io import write_json
+    from gen.io import check_output_dir, mark_output_dir, write_json
     from gen.pipelines import ClassConditionalPipeline
     from gen.training.data import load_data
+    from gen.training.loop import check_final_weights, data_loader, make_run_accelerator, optimise
     from gen.training.train import load_init, save_pipeline
 
-    from gen.io import check_output_dir, mark_output_dir
-
-    for name in ("max_train_steps", "skip", "train_batch_size", "original_inference_steps"):
+    check_loop_options(config)
+    for name in ("skip", "train_batch_size", "original_inference_steps"):
         if getattr(config, name) < 1:
             raise ArgumentError(f"{name}: must be >= 1, got {getattr(config, name)}.")
     if config.skip >= config.original_inference_steps:
         raise ArgumentError(f"skip: must be smaller than original_inference_steps ({config.original_inference_steps}), got {config.skip}.")
-    check_output_dir(config.output_dir, "distill", overwrite=config.overwrite)
+    output = Path(config.output_dir)
+    check_output_dir(output, "distill", resume=config.resume is not None, overwrite=config.overwrite)
     teacher_pipe = load_init(config.teacher)
     if not isinstance(teacher_pipe, ClassConditionalPipeline) or getattr(teacher_pipe, "unet", None) is None:
         raise ArgumentError("teacher: consistency distillation here takes a class-conditional UNet pipeline (e.g. zoo:digits).")
-    accelerator = make_accelerator()
-    torch.manual_seed(config.seed)
+    train_config = _read_train_config(teacher_pipe)
     teacher = teacher_pipe.unet.eval().requires_grad_(False)
+    dataset = load_data(train_config.get("data", "digits"), train_config.get("resolution", teacher.config.sample_size), teacher.config.in_channels)
+    if len(dataset) < config.train_batch_size:
+        raise ArgumentError(f"train_batch_size: {config.train_batch_size} is more than the {len(dataset)} training examples; lower it.")
+    accelerator = make_run_accelerator(config, output)
+    torch.manual_seed(config.seed)
     student = copy.deepcopy(teacher).train().requires_grad_(True)
+    teacher.to(accelerator.device)
     target = copy.deepcopy(teacher).eval().requires_grad_(False)
     lcm = LCMScheduler.from_config(teacher_pipe.scheduler.config, original_inference_steps=config.original_inference_steps, timestep_scaling=10.0)
     null = teacher_pipe.null_class
-    train_config = _read_train_config(teacher_pipe)
-    dataset = load_data(train_config.get("data", "digits"), train_config.get("resolution", teacher.config.sample_size), teacher.config.in_channels)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=config.train_batch_size, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(config.seed))
-    if len(loader) == 0:  # drop_last with fewer examples than one batch: no step would ever run
-        raise ArgumentError(f"train_batch_size: {config.train_batch_size} is more than the {len(dataset)} training examples; lower it.")
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.learning_rate)
-    student, optimizer, loader = accelerator.prepare(student, optimizer, loader)
+    lr_scheduler = get_scheduler("constant", optimizer=optimizer)
+    loader, order = data_loader(dataset, config.train_batch_size)
+    student, optimizer, loader, lr_scheduler = accelerator.prepare(student, optimizer, loader, lr_scheduler)
+
+    def save_target(models, weights, folder):  # the target network is part of the state a resumed run needs
+        if accelerator.is_main_process:
+            target.save_pretrained(os.path.join(folder, "target"), safe_serialization=True)
+
+    def load_target(models, folder):
+        target.load_state_dict(type(target).from_pretrained(os.path.join(folder, "target"), use_safetensors=True).state_dict())
+
+    accelerator.register_save_state_pre_hook(save_target)
+    accelerator.register_load_state_pre_hook(load_target)
+    if accelerator.is_main_process:
+        mark_output_dir(output, "distill")
+        if config.report_to != "none":
+            accelerator.init_trackers("gen-distill", config={k: v for k, v in vars(config).items() if isinstance(v, (int, float, str, bool))})
     stride = lcm.config.num_train_timesteps // config.original_inference_steps
     grid = torch.arange(1, config.original_inference_steps + 1) * stride - 1  # LCM's training timesteps
-    g = torch.Generator().manual_seed(config.seed)
-    history, step = [], 0
-    bar = tqdm(total=config.max_train_steps, desc="distill", disable=not accelerator.is_local_main_process)
-    while step < config.max_train_steps:
-        for batch in loader:
-            x0 = batch["pixel_values"]
-            labels = torch.as_tensor(batch["label"]).long()
-            b = len(x0)
-            index = torch.randint(config.skip, len(grid), (b,), generator=g)
-            t_start, t_end = grid[index], grid[index - config.skip]
-            noise = torch.randn(x0.shape, generator=g)
-            x_start = lcm.add_noise(x0, noise, t_start)
-            with torch.no_grad():
-                both = teacher(torch.cat([x_start, x_start]), torch.cat([t_start, t_start]), class_labels=torch.cat([torch.full_like(labels, null), labels])).sample
-                uncond, cond = both.chunk(2)
-                eps = uncond + config.guidance_scale * (cond - uncond)
-                x0_teacher = _x0(lcm, eps, x_start, t_start)
-                abar_end = lcm.alphas_cumprod[t_end].reshape(-1, 1, 1, 1)
-                x_end = abar_end.sqrt() * x0_teacher + (1 - abar_end).sqrt() * eps  # one DDIM step
-                goal = _consistency(target(x_end, t_end, class_labels=labels).sample, x_end, t_end, lcm)
-            online = _consistency(student(x_start, t_start, class_labels=labels).sample, x_start, t_start, lcm)
-            loss = (torch.sqrt((online.float() - goal.float()) ** 2 + config.huber_c**2) - config.huber_c).mean()
-            accelerator.backward(loss)
-            optimizer.step()
-            optimizer.zero_grad()
-            with torch.no_grad():
-                for p_target, p_student in zip(target.parameters(), accelerator.unwrap_model(student).parameters()):
-                    p_target.lerp_(p_student, 1 - config.ema_decay)
-            step += 1
-            bar.update(1)
-            if step % 25 == 0:
-                history.append([step, loss.item()])
-            if step >= config.max_train_steps:
-                break
-    bar.close()
-    accelerator.wait_for_everyone()
-    output = Path(config.output_dir)
+    alphas_cumprod = lcm.alphas_cumprod.to(accelerator.device)
+
+    def compute_loss(batch, where):
+        g = where.generator()
+        x0 = batch["pixel_values"]
+        labels = torch.as_tensor(batch["label"]).long().to(x0.device)
+        index = torch.randint(config.skip, len(grid), (len(x0),), generator=g)
+        t_start, t_end = grid[index].to(x0.device), grid[index - config.skip].to(x0.device)
+        noise = torch.randn(x0.shape, generator=g).to(x0.device, x0.dtype)
+        x_start = lcm.add_noise(x0, noise, t_start)
+        with torch.no_grad():
+            both = teacher(torch.cat([x_start, x_start]), torch.cat([t_start, t_start]), class_labels=torch.cat([torch.full_like(labels, null), labels])).sample
+            uncond, cond = both.chunk(2)
+            eps = uncond + config.guidance_scale * (cond - uncond)
+            x0_teacher = _x0(lcm, eps, x_start, t_start)
+            abar_end = alphas_cumprod[t_end].reshape(-1, 1, 1, 1)
+            x_end = abar_end.sqrt() * x0_teacher + (1 - abar_end).sqrt() * eps  # one DDIM step
+            goal = _consistency(target(x_end, t_end, class_labels=labels).sample, x_end, t_end, lcm)
+        online = _consistency(student(x_start, t_start, class_labels=labels).sample, x_start, t_start, lcm)
+        return (torch.sqrt((online.float() - goal.float()) ** 2 + config.huber_c**2) - config.huber_c).mean()
+
+    @torch.no_grad()
+    def update_target():
+        for p_target, p_student in zip(target.parameters(), accelerator.unwrap_model(student).parameters()):
+            p_target.lerp_(p_student, 1 - config.ema_decay)
+
+    losses = optimise(accelerator, config, output, student, optimizer, lr_scheduler, loader, order, compute_loss, after_step=update_target, name="distill")
     if accelerator.is_main_process:
         student_model = accelerator.unwrap_model(student).eval()
+        check_final_weights(student_model)
         pipe = ClassConditionalPipeline(scheduler=lcm, unet=student_model, num_classes=teacher_pipe.config.num_classes, class_names=teacher_pipe.config.class_names)
-        mark_output_dir(output, "distill")
         save_pipeline(pipe, output)
-        write_json(output / "distill.json", {"config": config.__dict__, "losses": history})
+        write_json(output / "distill.json", {"config": vars(config), "losses": losses})
+    accelerator.end_training()
     return output
 
 

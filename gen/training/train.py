@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
-import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,82 +30,67 @@ import torch
 import torch.nn.functional as F
 
 from gen.errors import ArgumentError, MissingFileError
-from gen.training.checkpoints import verify
+from gen.training.loop import check_final_weights, data_loader, make_run_accelerator, optimise
+from gen.training.options import LoopOptions, check_loop_options, config_parser, option, parse_config
 from gen.training.models import BACKBONES, CONDITIONS, Architecture
 
-MIXED_PRECISION = ("no", "fp16", "bf16")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
-def _opt(default, help: str, **extra):
-    return field(default=default, metadata={"help": help, **extra})
-
-
 @dataclass
-class TrainConfig:
-    data: str = _opt(None, "bundled source (digits, ihc-patches, ...) or an image folder (metadata.jsonl/.csv or class subfolders)")
-    caption_column: str = _opt("text", "the metadata column holding captions (--condition text)")
-    output_dir: str = _opt(None, "where the pipeline, checkpoints and losses.json go")
-    condition: str = _opt("class", f"one of {CONDITIONS}")
-    backbone: str = _opt("unet", f"one of {BACKBONES}")
-    resolution: int = _opt(16, "training resolution (pixels)")
-    channels: int = _opt(0, "image channels; 0 takes them from the data")
-    vae: str | None = _opt(None, "AutoencoderKL folder: train in its latent space (frozen)")
-    text_encoder: str = _opt("minilm", "transformers text encoder for --condition text ('minilm': the bundled MiniLM)")
-    text_max_length: int = _opt(16, "tokens per caption")
-    embedder: str = _opt("zoo:patch-encoder", "image embedder for --condition embedding (gen.embedders spec)")
-    init_from: str | None = _opt(None, "pipeline folder or zoo:NAME to start from (required for LoRA)")
-    prediction_type: str | None = _opt(None, f"one of {PREDICTION_TYPES}; default: the --init-from model's, else epsilon")
-    num_train_timesteps: int = _opt(1000, "diffusion steps of the training schedule")
-    clip_sample: bool = _opt(True, "clip x0 to [-1, 1] when sampling pixel models (off for latents and embedding grids)")
-    beta_schedule: str = _opt("squaredcos_cap_v2", "DDPMScheduler beta schedule")
-    train_batch_size: int = _opt(64, "examples per process per micro-batch")
-    max_train_steps: int = _opt(1000, "optimisation steps")
-    learning_rate: float = _opt(3e-4, "peak learning rate")
-    lr_scheduler: str = _opt("constant_with_warmup", "diffusers.optimization scheduler name")
-    lr_warmup_steps: int = _opt(50, "warm-up steps")
-    adam_weight_decay: float = _opt(0.0, "AdamW weight decay")
-    max_grad_norm: float = _opt(1.0, "gradient clipping norm")
-    gradient_accumulation_steps: int = _opt(1, "micro-batches per optimisation step")
-    mixed_precision: str | None = _opt(None, f"one of {MIXED_PRECISION}; default: the accelerate config's (accelerate config / launch --mixed_precision)")
-    condition_dropout: float = _opt(0.1, "probability of training a row unconditionally (for CFG)")
-    cep: str | None = _opt(None, "condition embedding perturbation: gaussian or uniform (off by default)")
-    cep_gamma: float = _opt(1.0, "CEP scale gamma: noise gamma/sqrt(d) per element")
-    corrupt_rate: float = _opt(0.0, "synthetic corruption: fraction of labels flipped / captions swapped")
-    corrupt_seed: int = _opt(0, "seed fixing which examples are corrupted")
-    ema_decay: float = _opt(0.0, "EMA decay (diffusers EMAModel); 0 turns EMA off")
-    snr_gamma: float = _opt(0.0, "Min-SNR loss weighting gamma; 0 turns it off")
-    lora_rank: int = _opt(0, "train a LoRA of this rank on a frozen --init-from model")
-    lora_targets: str = _opt("to_q,to_k,to_v,to_out.0,conv1,conv2", "module names LoRA adapts")
-    checkpointing_steps: int = _opt(500, "save a checkpoint every N steps (0: never)")
-    checkpoints_total_limit: int = _opt(2, "keep at most this many checkpoints (>= 1)")
-    resume: str | None = _opt(None, "'latest' or a checkpoint folder")
-    overwrite: bool = _opt(False, "replace an earlier run in --output-dir (without it, a second run there needs --resume)")
-    config: str | None = _opt(None, "a JSON file of options (keys as the flags, either spelling); flags given on the command line win")
-    gradient_checkpointing: bool = _opt(False, "trade compute for memory: recompute activations in the backward pass")
-    noise_offset: float = _opt(0.0, "offset noise scale (diffusers' --noise_offset); 0 turns it off")
-    allow_tf32: bool = _opt(False, "allow TF32 matmuls on Ampere+ GPUs (faster, slightly less precise)")
-    use_8bit_adam: bool = _opt(False, "bitsandbytes' 8-bit AdamW (needs bitsandbytes)")
-    dataloader_num_workers: int = _opt(0, "data loading processes (0: in the main process)")
-    validation_prompts: str | None = _opt(None, "samples to log to the trackers while training: prompts, class labels or (embedding models) image paths, separated by |")
-    validation_steps: int = _opt(0, "log validation samples every N steps (0: only at the end, when --validation-prompts is given)")
-    report_to: str = _opt("none", "accelerate tracker: none, tensorboard, wandb, ...")
-    seed: int = _opt(0, "seed for weights, noise, data order")
-    block_out_channels: str = _opt("32,64,64", "UNet channels per level")
-    layers_per_block: int = _opt(2, "UNet resnets per level")
-    attention_levels: str = _opt("1,2", "UNet levels with attention")
-    attention_head_dim: int = _opt(8, "UNet attention head width")
-    cross_attention_dim: int = _opt(64, "UNet cross-attention width (embedding conditions)")
-    dit_layers: int = _opt(4, "DiT blocks")
-    dit_heads: int = _opt(4, "DiT attention heads")
-    dit_head_dim: int = _opt(16, "DiT head width")
-    patch_size: int = _opt(2, "DiT patch size")
-    norm_num_groups: int = _opt(0, "UNet GroupNorm groups; 0 picks the most that leave >= 4 channels per group")
-    embedding_in_time: bool = _opt(False, "--condition embedding on a UNet: also add the embedding to the time embedding (every resnet block sees it)")
-    embedding_tokens: bool = _opt(False, "--condition embedding on a UNet: project the embedding to 32 cross-attention tokens, not one")
-    log_every: int = _opt(25, "log the loss every N steps")
-    progress: bool = _opt(True, "show a progress bar")
+class TrainConfig(LoopOptions):
+    """Options of `gen.training.train`; the loop's (steps, accumulation, precision, checkpoints, resume, trackers) are `LoopOptions`."""
+
+    data: str = option(None, "bundled source (digits, ihc-patches, ...) or an image folder (metadata.jsonl/.csv or class subfolders)")
+    caption_column: str = option("text", "the metadata column holding captions (--condition text)")
+    output_dir: str = option(None, "where the pipeline, checkpoints and losses.json go")
+    condition: str = option("class", f"one of {CONDITIONS}")
+    backbone: str = option("unet", f"one of {BACKBONES}")
+    resolution: int = option(16, "training resolution (pixels)")
+    channels: int = option(0, "image channels; 0 takes them from the data")
+    vae: str | None = option(None, "AutoencoderKL folder: train in its latent space (frozen)")
+    text_encoder: str = option("minilm", "transformers text encoder for --condition text ('minilm': the bundled MiniLM)")
+    text_max_length: int = option(16, "tokens per caption")
+    embedder: str = option("zoo:patch-encoder", "image embedder for --condition embedding (gen.embedders spec)")
+    init_from: str | None = option(None, "pipeline folder or zoo:NAME to start from (required for LoRA)")
+    prediction_type: str | None = option(None, f"one of {PREDICTION_TYPES}; default: the --init-from model's, else epsilon")
+    num_train_timesteps: int = option(1000, "diffusion steps of the training schedule")
+    clip_sample: bool = option(True, "clip x0 to [-1, 1] when sampling pixel models (off for latents and embedding grids)")
+    beta_schedule: str = option("squaredcos_cap_v2", "DDPMScheduler beta schedule")
+    train_batch_size: int = option(64, "examples per process per micro-batch")
+    learning_rate: float = option(3e-4, "peak learning rate")
+    lr_scheduler: str = option("constant_with_warmup", "diffusers.optimization scheduler name")
+    lr_warmup_steps: int = option(50, "warm-up steps")
+    adam_weight_decay: float = option(0.0, "AdamW weight decay")
+    condition_dropout: float = option(0.1, "probability of training a row unconditionally (for CFG)")
+    cep: str | None = option(None, "condition embedding perturbation: gaussian or uniform (off by default)")
+    cep_gamma: float = option(1.0, "CEP scale gamma: noise gamma/sqrt(d) per element")
+    corrupt_rate: float = option(0.0, "synthetic corruption: fraction of labels flipped / captions swapped")
+    corrupt_seed: int = option(0, "seed fixing which examples are corrupted")
+    ema_decay: float = option(0.0, "EMA decay (diffusers EMAModel); 0 turns EMA off")
+    snr_gamma: float = option(0.0, "Min-SNR loss weighting gamma; 0 turns it off")
+    lora_rank: int = option(0, "train a LoRA of this rank on a frozen --init-from model")
+    lora_targets: str = option("to_q,to_k,to_v,to_out.0,conv1,conv2", "module names LoRA adapts")
+    gradient_checkpointing: bool = option(False, "trade compute for memory: recompute activations in the backward pass")
+    noise_offset: float = option(0.0, "offset noise scale (diffusers' --noise_offset); 0 turns it off")
+    allow_tf32: bool = option(False, "allow TF32 matmuls on Ampere+ GPUs (faster, slightly less precise)")
+    use_8bit_adam: bool = option(False, "bitsandbytes' 8-bit AdamW (needs bitsandbytes)")
+    dataloader_num_workers: int = option(0, "data loading processes (0: in the main process)")
+    validation_prompts: str | None = option(None, "samples to log to the trackers while training: prompts, class labels or (embedding models) image paths, separated by |")
+    validation_steps: int = option(0, "log validation samples every N steps (0: only at the end, when --validation-prompts is given)")
+    block_out_channels: str = option("32,64,64", "UNet channels per level")
+    layers_per_block: int = option(2, "UNet resnets per level")
+    attention_levels: str = option("1,2", "UNet levels with attention")
+    attention_head_dim: int = option(8, "UNet attention head width")
+    cross_attention_dim: int = option(64, "UNet cross-attention width (embedding conditions)")
+    dit_layers: int = option(4, "DiT blocks")
+    dit_heads: int = option(4, "DiT attention heads")
+    dit_head_dim: int = option(16, "DiT head width")
+    patch_size: int = option(2, "DiT patch size")
+    norm_num_groups: int = option(0, "UNet GroupNorm groups; 0 picks the most that leave >= 4 channels per group")
+    embedding_in_time: bool = option(False, "--condition embedding on a UNet: also add the embedding to the time embedding (every resnet block sees it)")
+    embedding_tokens: bool = option(False, "--condition embedding on a UNet: project the embedding to 32 cross-attention tokens, not one")
 
     def architecture(self) -> Architecture:
         for name in ("layers_per_block", "attention_head_dim", "cross_attention_dim", "dit_layers", "dit_heads", "dit_head_dim", "patch_size"):
@@ -137,59 +120,12 @@ def _ints(value, name: str, minimum: int) -> tuple[int, ...]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m gen.training.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(TrainConfig):
-        # both spellings: --output-dir and diffusers' --output_dir
-        flags = list(dict.fromkeys(["--" + f.name.replace("_", "-"), "--" + f.name]))
-        if f.type in ("bool",) or isinstance(f.default, bool):
-            p.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata["help"])
-            continue
-        kind = {"int": int, "float": float, "int | None": int}.get(str(f.type), str)
-        p.add_argument(*flags, dest=f.name, type=kind, default=f.default, required=f.name in ("data", "output_dir"), help=f.metadata["help"])
-    return p
-
-
-def check_trackers(report_to: str) -> None:
-    """Every tracker named in --report-to is one accelerate knows and its package is installed."""
-    import accelerate.utils as utils
-    from accelerate.utils import LoggerType
-
-    if report_to == "none":
-        return
-    known = {t.value for t in LoggerType}
-    for name in [n.strip() for n in report_to.split(",") if n.strip()]:
-        if name not in known:
-            raise ArgumentError(f"report_to: unknown tracker {name!r}; one of {sorted(known)} or 'none'.")
-        available = getattr(utils, f"is_{name}_available", None)
-        if available is not None and not available():
-            raise ArgumentError(f"report_to: the {name} tracker needs its package; pip install {name.replace('_', '-')} (or pass --report-to none).")
+    return config_parser(TrainConfig, "python -m gen.training.train", __doc__, required=("data", "output_dir"))
 
 
 def parse_args(argv=None) -> TrainConfig:
     """Flags, over the values of a --config file (JSON, keys in either spelling), over the defaults."""
-    argv = list(argv) if argv is not None else None
-    p = parser()
-    first, _ = p.parse_known_args(argv)
-    if first.config:
-        p.set_defaults(**read_config_file(first.config))
-    return TrainConfig(**vars(p.parse_args(argv)))
-
-
-def read_config_file(path: str) -> dict:
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    try:
-        values = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise MissingFileError(f"config: no file at {path}.") from None
-    except (OSError, ValueError) as err:
-        raise ArgumentError(f"config: {path} is not a JSON object of options ({err}).") from None
-    if not isinstance(values, dict):
-        raise ArgumentError(f"config: {path} must hold a JSON object of options, got {type(values).__name__}.")
-    values = {k.replace("-", "_"): v for k, v in values.items()}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ArgumentError(f"config: {path} sets unknown options {unknown}; see --help.")
-    return values
+    return parse_config(TrainConfig, argv, "python -m gen.training.train", __doc__, required=("data", "output_dir"))
 
 
 def make_optimizer(config, parameters):
@@ -228,10 +164,11 @@ def check_config(config: TrainConfig) -> None:
         value = getattr(config, name)
         if not 0 <= value < 1:
             raise ArgumentError(f"{name}: must lie in [0, 1), got {value}.")
-    for name in ("resolution", "train_batch_size", "max_train_steps", "gradient_accumulation_steps", "num_train_timesteps"):
+    check_loop_options(config)
+    for name in ("resolution", "train_batch_size", "num_train_timesteps"):
         if getattr(config, name) < 1:
             raise ArgumentError(f"{name}: must be >= 1, got {getattr(config, name)}.")
-    for name in ("learning_rate", "adam_weight_decay", "max_grad_norm", "cep_gamma", "snr_gamma", "noise_offset"):
+    for name in ("learning_rate", "adam_weight_decay", "cep_gamma", "snr_gamma", "noise_offset"):
         value = getattr(config, name)
         if not math.isfinite(value) or value < 0 or (name == "learning_rate" and value == 0):
             allowed = "a finite number > 0" if name == "learning_rate" else "a finite number >= 0 (0: off)"
@@ -240,12 +177,8 @@ def check_config(config: TrainConfig) -> None:
         raise ArgumentError("dataloader_num_workers, validation_steps: must be >= 0.")
     if config.use_8bit_adam:
         make_optimizer(config, [torch.nn.Parameter(torch.zeros(1))])
-    for name in ("lr_warmup_steps", "log_every"):
-        if getattr(config, name) < (1 if name == "log_every" else 0):
-            raise ArgumentError(f"{name}: must be >= {1 if name == 'log_every' else 0}, got {getattr(config, name)}.")
-    check_trackers(config.report_to)
-    if config.mixed_precision is not None and config.mixed_precision not in MIXED_PRECISION:
-        raise ArgumentError(f"mixed_precision: one of {MIXED_PRECISION}, got {config.mixed_precision!r}.")
+    if config.lr_warmup_steps < 0:
+        raise ArgumentError(f"lr_warmup_steps: must be >= 0, got {config.lr_warmup_steps}.")
     if config.prediction_type is not None and config.prediction_type not in PREDICTION_TYPES:
         raise ArgumentError(f"prediction_type: one of {PREDICTION_TYPES}, got {config.prediction_type!r}.")
     if config.lr_scheduler not in {s.value for s in SchedulerType}:
@@ -269,12 +202,6 @@ def check_config(config: TrainConfig) -> None:
     from gen.io import check_output_dir
 
     check_output_dir(config.output_dir, "train", resume=config.resume is not None, overwrite=config.overwrite)
-    if not isinstance(config.checkpoints_total_limit, int) or config.checkpoints_total_limit < 1:
-        raise ArgumentError(f"checkpoints_total_limit: must be an integer >= 1 (how many checkpoints to keep), got {config.checkpoints_total_limit!r}.")
-    if config.checkpointing_steps < 0:
-        raise ArgumentError(f"checkpointing_steps: must be >= 0 (0: no checkpoints), got {config.checkpointing_steps}.")
-    if config.resume not in (None, "latest"):
-        verify(config.resume, "resume")
     if config.vae is not None:
         from gen.io import refuse_pickle
 
@@ -291,11 +218,6 @@ def _to_device(value, device):
     if isinstance(value, (list, tuple)):
         return type(value)(_to_device(v, device) for v in value)
     return value.to(device) if isinstance(value, torch.Tensor) else value
-
-
-def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
-    """The generator for one micro-batch: a pure function of where the run is, so resuming repeats it."""
-    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 97 + micro) * 131 + rank)
 
 
 def load_init(spec: str):
@@ -493,32 +415,20 @@ def save_pipeline(pipe, output_dir: Path) -> None:
 def train(config: TrainConfig) -> Path:
     """Run training; returns the output folder."""
     check_config(config)
-    from accelerate.utils import ProjectConfiguration
     from diffusers import AutoencoderKL, DDPMScheduler
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
-    from tqdm.auto import tqdm
-
-    from gen.training import make_accelerator
 
     import gen.pipelines  # noqa: F401  (imported now: a long run must not meet edited code at save time)
     from gen.conditioning import ConditionEmbeddingPerturbation, disable_builtin_label_dropout
-    from gen.errors import TrainingDiverged
     from gen.io import write_json
-    from gen.training import checkpoints, conditions
+    from gen.training import conditions
     from gen.training.data import CorruptedConditions, load_data
     from gen.training.lora import add_lora, save_lora
     from gen.training.models import build_backbone
 
     output_dir = Path(config.output_dir)
-    if config.overwrite and config.resume is None:
-        shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)  # a later --resume must not find the old run
-    accelerator = make_accelerator(
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        mixed_precision=config.mixed_precision,
-        log_with=None if config.report_to == "none" else config.report_to,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
-    )
+    accelerator = make_run_accelerator(config, output_dir)
     torch.manual_seed(config.seed)
 
     # data and conditions
@@ -583,11 +493,7 @@ def train(config: TrainConfig) -> Path:
         num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=config.max_train_steps * accelerator.num_processes,
     )
-    order = torch.Generator()
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=config.train_batch_size, sampler=torch.utils.data.RandomSampler(dataset, generator=order), drop_last=len(dataset) >= config.train_batch_size,
-        num_workers=config.dataloader_num_workers,
-    )
+    loader, order = data_loader(dataset, config.train_batch_size, config.dataloader_num_workers)
     model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
     if ema is not None:
         ema.to(accelerator.device)
@@ -609,115 +515,41 @@ def train(config: TrainConfig) -> Path:
 
         mark_output_dir(output_dir, "train")
 
-    # resume
-    checkpoints_dir = output_dir / "checkpoints"
-    global_step, losses = 0, []
-    resume_from = None
-    if config.resume == "latest":
-        resume_from = checkpoints.latest_valid(checkpoints_dir, warn=accelerator.print)
-        if resume_from is None:
-            accelerator.print("resume: no complete checkpoint yet; starting from scratch.")
-    elif config.resume:
-        resume_from = Path(config.resume)
-    if resume_from is not None:
-        manifest = verify(resume_from, "resume")
-        try:
-            accelerator.load_state(str(resume_from))
-        except (RuntimeError, KeyError, ValueError) as err:
-            raise ArgumentError(f"resume: {resume_from} does not fit this run's model and optimizer (another architecture or option?): {str(err).splitlines()[0][:300]}") from None
-        global_step = manifest["step"]
-        log = output_dir / "losses.json"
-        if log.exists():
-            losses = [row for row in json.loads(log.read_text())["losses"] if row[0] <= global_step]
-        accelerator.print(f"resumed from {resume_from} at step {global_step}")
-
     if accelerator.is_main_process and config.report_to != "none":
         accelerator.init_trackers("gen-train", config={k: v for k, v in dataclasses.asdict(config).items() if isinstance(v, (int, float, str, bool))})
 
-    batches_per_epoch = len(loader)
-    micro_done = global_step * config.gradient_accumulation_steps
-    epoch = micro_done // batches_per_epoch
-    skip = micro_done % batches_per_epoch
-    bar = tqdm(total=config.max_train_steps, initial=global_step, desc="train", disable=not (config.progress and accelerator.is_local_main_process))
-    rank = accelerator.process_index
-    micro = 0
-    running = []
-    while global_step < config.max_train_steps:
-        order.manual_seed(config.seed * 7919 + epoch)
-        batches = accelerator.skip_first_batches(loader, skip) if skip else loader
-        skip = 0
-        for batch in batches:
-            with accelerator.accumulate(model):
-                g = step_generator(config.seed, global_step, micro, rank)
-                torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))
-                x0 = batch["pixel_values"].to(accelerator.device)
-                if vae is not None:
-                    with torch.no_grad():
-                        x0 = vae.encode(x0.to(vae.dtype)).latent_dist.sample(generator=g) * vae.config.scaling_factor
-                cep_g = step_generator(config.seed + 1, global_step, micro, rank)
-                cond = _to_device(conditioner(batch, g, config.condition_dropout, cep, cep_g), accelerator.device)
-                with conditioner.cep_context(accelerator.unwrap_model(model), cep, cep_g):
-                    loss = diffusion_loss(model, noise_scheduler, x0, cond, g, noise_scheduler.config.prediction_type, config.snr_gamma, latent_channels,
-                                          config.noise_offset)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm:
-                    accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad()
-                running.append(loss.detach().float())
-                micro += 1
-            if not accelerator.sync_gradients:
-                continue
-            micro = 0
-            if ema is not None:
-                ema.step(model.parameters())
-            global_step += 1
-            bar.update(1)
-            mean_loss = accelerator.gather(torch.stack(running).mean()[None]).mean().item()
-            running = []
-            if not math.isfinite(mean_loss):
-                kept = checkpoints.latest_valid(checkpoints_dir, warn=lambda *_: None)
-                where = f"the last checkpoint, {kept}, holds finite weights" if kept else "no checkpoint was written yet"
-                raise TrainingDiverged(
-                    f"learning_rate: training diverged at step {global_step} (loss {mean_loss}); nothing was saved over the earlier weights and {where}. "
-                    "Lower --learning-rate or --max-grad-norm and resume or restart."
-                )
-            losses.append([global_step, mean_loss])
-            if global_step % config.log_every == 0 or global_step == config.max_train_steps:
-                bar.set_postfix(loss=f"{mean_loss:.4f}")
-                accelerator.log({"loss": mean_loss, "lr": lr_scheduler.get_last_lr()[0]}, step=global_step)
-            if config.validation_prompts and config.validation_steps and global_step % config.validation_steps == 0 and accelerator.is_main_process:
-                log_validation(config, accelerator, build_pipeline(config, accelerator.unwrap_model(model), noise_scheduler, vae, conditioner, dataset, init),
-                               global_step, output_dir)
-                model.train()
-            if config.checkpointing_steps and global_step % config.checkpointing_steps == 0:
-                if not all(torch.isfinite(p).all() for p in accelerator.unwrap_model(model).parameters()):
-                    raise TrainingDiverged(f"learning_rate: the weights became non-finite by step {global_step}; the earlier checkpoints are kept. "
-                                           "Lower --learning-rate or --max-grad-norm and resume.")
-                checkpoints.save(accelerator, checkpoints_dir, global_step, epoch, config.checkpoints_total_limit)
-                if accelerator.is_main_process:
-                    write_json(output_dir / "losses.json", {"losses": losses})
-            if global_step >= config.max_train_steps:
-                break
-        epoch += 1
-    bar.close()
+    def compute_loss(batch, where):
+        g = where.generator()
+        x0 = batch["pixel_values"].to(accelerator.device)
+        if vae is not None:
+            with torch.no_grad():
+                x0 = vae.encode(x0.to(vae.dtype)).latent_dist.sample(generator=g) * vae.config.scaling_factor
+        cep_g = where.generator(stream=1)
+        cond = _to_device(conditioner(batch, g, config.condition_dropout, cep, cep_g), accelerator.device)
+        with conditioner.cep_context(accelerator.unwrap_model(model), cep, cep_g):
+            return diffusion_loss(model, noise_scheduler, x0, cond, g, noise_scheduler.config.prediction_type, config.snr_gamma, latent_channels, config.noise_offset)
+
+    def validate(step: int) -> None:
+        if config.validation_prompts and config.validation_steps and step % config.validation_steps == 0 and accelerator.is_main_process:
+            log_validation(config, accelerator, build_pipeline(config, accelerator.unwrap_model(model), noise_scheduler, vae, conditioner, dataset, init), step, output_dir)
+            model.train()
+
+    optimise(accelerator, config, output_dir, model, optimizer, lr_scheduler, loader, order, compute_loss,
+             after_step=(lambda: ema.step(model.parameters())) if ema is not None else None, on_step=validate)
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(model).eval()
         if ema is not None:
             ema.copy_to(final.parameters())
-        if not all(torch.isfinite(p).all() for p in final.parameters()):
-            raise TrainingDiverged("learning_rate: the trained weights are not finite; nothing was saved. Lower --learning-rate or --max-grad-norm.")
+        check_final_weights(final)
         if lora_config is not None:
             save_lora(final, lora_config, output_dir / "lora", base=config.init_from, component="unet" if getattr(init, "unet", None) is not None else "transformer")
         else:
             save_pipeline(build_pipeline(config, final, noise_scheduler, vae, conditioner, dataset, init), output_dir)
-        write_json(output_dir / "losses.json", {"losses": losses})
         write_json(output_dir / "train_config.json", dataclasses.asdict(config))
         if config.validation_prompts and lora_config is None:
-            log_validation(config, accelerator, build_pipeline(config, final, noise_scheduler, vae, conditioner, dataset, init), global_step, output_dir)
+            log_validation(config, accelerator, build_pipeline(config, final, noise_scheduler, vae, conditioner, dataset, init), config.max_train_steps, output_dir)
     accelerator.end_training()
     return output_dir
 

@@ -1,7 +1,7 @@
 """Train an SVDD-MC value network: regress v(x_t, t) on the reward of the model's own final samples.
 
     python -m gen.training.value --pipeline zoo:digits --reward class:3 --output-dir runs/value
-    accelerate launch -m gen.training.value ...
+    accelerate launch -m gen.training.value ... [--mixed_precision bf16 --gradient_accumulation_steps 2 --checkpointing_steps 500 --resume latest]
 
 The model samples --num-samples trajectories (stochastic sampler, --steps steps); every state x_t on a
 trajectory is paired with the reward of that trajectory's final sample, and a `ValueNetwork` is fitted by
@@ -23,24 +23,27 @@ import torch
 import torch.nn.functional as F
 
 from gen.errors import ArgumentError
+from gen.training.options import LoopOptions, check_loop_options, option
 
 
 @dataclass
-class ValueConfig:
-    pipeline: str = "zoo:digits"
-    reward: str = "class:3"
-    classifier: str = "zoo:digits-classifier"
-    output_dir: str = "runs/value"
-    num_samples: int = 512
-    steps: int = 25
-    eta: float = 1.0
-    sample_batch_size: int = 256
-    train_batch_size: int = 256
-    max_train_steps: int = 1500
-    learning_rate: float = 1e-3
-    width: int = 32
-    seed: int = 0
-    overwrite: bool = False
+class ValueConfig(LoopOptions):
+    """Options of the value trainer; the loop's (steps, accumulation, precision, checkpoints, resume, trackers) are `LoopOptions`."""
+
+    pipeline: str = option("zoo:digits", "the pipeline whose samples the value is learned for (folder or zoo:NAME)")
+    reward: str = option("class:3", "'class:K' (log p(K | x) under --classifier) or 'jpeg' (negative JPEG kB)")
+    classifier: str = option("zoo:digits-classifier", "the classifier of a class:K reward (zoo:NAME)")
+    output_dir: str = option("runs/value", "where the value network (save_pretrained) and its losses go")
+    num_samples: int = option(512, "trajectories sampled")
+    steps: int = option(25, "sampling steps per trajectory")
+    eta: float = option(1.0, "DDIM eta of the sampler (1: stochastic)")
+    sample_batch_size: int = option(256, "trajectories sampled at once")
+    train_batch_size: int = option(256, "states per micro-batch")
+    max_train_steps: int = option(1500, "optimisation steps")
+    learning_rate: float = option(1e-3, "peak learning rate (cosine decay)")
+    width: int = option(32, "value network width")
+    max_grad_norm: float = option(0.0, "gradient clipping norm (0: no clipping)")
+    checkpointing_steps: int = option(0, "save a checkpoint every N steps (0: never)")
 
 
 def build_reward(spec: str, classifier_spec: str):
@@ -72,9 +75,9 @@ def collect(pipe, reward, config: ValueConfig) -> tuple[torch.Tensor, torch.Tens
     for start in range(0, config.num_samples, config.sample_batch_size):
         n = min(config.sample_batch_size, config.num_samples - start)
         out = pipe(class_labels=None, batch_size=n, num_inference_steps=config.steps, eta=config.eta, generator=g, trace=True, output_type="latent")
-        r = reward(pipe.decode(out.images)).float()
+        r = reward(pipe.decode(out.images)).float().cpu()
         for record in out.trace:
-            states.append(record["x"])
+            states.append(record["x"].cpu())
             times.append(torch.full((n,), float(record["timestep"])))
             rewards.append(r)
         states.append(out.images.cpu())
@@ -84,63 +87,55 @@ def collect(pipe, reward, config: ValueConfig) -> tuple[torch.Tensor, torch.Tens
 
 
 def train_value(config: ValueConfig):
-    from tqdm.auto import tqdm
-
-    from gen.training import make_accelerator
+    from diffusers.optimization import get_scheduler
 
     from gen.guidance.values import ValueNetwork
-    from gen.io import save_into, write_json
+    from gen.io import check_output_dir, mark_output_dir, save_into, write_json
+    from gen.training.loop import check_final_weights, data_loader, make_run_accelerator, optimise
     from gen.training.train import load_init
 
-    from gen.io import check_output_dir, mark_output_dir
-
-    for name in ("num_samples", "steps", "max_train_steps", "sample_batch_size", "train_batch_size"):
+    check_loop_options(config)
+    for name in ("num_samples", "steps", "sample_batch_size", "train_batch_size"):
         if getattr(config, name) < 1:
             raise ArgumentError(f"{name}: must be >= 1, got {getattr(config, name)}.")
     if config.num_samples * (config.steps + 1) < config.train_batch_size:
         raise ArgumentError(f"train_batch_size: {config.train_batch_size} is more than the {config.num_samples * (config.steps + 1)} states sampled; "
                          "lower it or raise num_samples.")
-    check_output_dir(config.output_dir, "value", overwrite=config.overwrite)
+    output_dir = Path(config.output_dir)
+    check_output_dir(output_dir, "value", resume=config.resume is not None, overwrite=config.overwrite)
     reward = build_reward(config.reward, config.classifier)
     pipe = load_init(config.pipeline)
-    accelerator = make_accelerator()
+    accelerator = make_run_accelerator(config, output_dir)
+    pipe.to(accelerator.device)
     torch.manual_seed(config.seed)
-    states, times, rewards = collect(pipe, reward, config)
+    states, times, rewards = collect(pipe, reward, config)  # seeded: a resumed run collects the same states
     size = pipe.backbone.config.sample_size
     net = ValueNetwork(in_channels=states.shape[1], resolution=size, width=config.width, num_train_timesteps=pipe.scheduler.config.num_train_timesteps)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate)
-    dataset = torch.utils.data.TensorDataset(states, times, rewards)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=config.train_batch_size, shuffle=True, generator=torch.Generator().manual_seed(config.seed), drop_last=True)
-    if len(loader) == 0:  # drop_last with fewer examples than one batch: no step would ever run
-        raise ArgumentError(f"train_batch_size: {config.train_batch_size} is more than the {len(dataset)} training examples; lower it.")
-    net, optimizer, loader = accelerator.prepare(net, optimizer, loader)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.max_train_steps)
-    step, history = 0, []
-    bar = tqdm(total=config.max_train_steps, desc="value", disable=not accelerator.is_local_main_process)
-    while step < config.max_train_steps:
-        for x, t, r in loader:
-            loss = F.mse_loss(net(x, t), r)
-            accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            step += 1
-            bar.update(1)
-            if step % 50 == 0:
-                history.append([step, accelerator.gather(loss.detach()[None]).mean().item()])
-            if step >= config.max_train_steps:
-                break
-    bar.close()
-    accelerator.wait_for_everyone()
+    lr_scheduler = get_scheduler("cosine", optimizer=optimizer, num_warmup_steps=0, num_training_steps=config.max_train_steps * accelerator.num_processes)
+    loader, order = data_loader(torch.utils.data.TensorDataset(states, times, rewards), config.train_batch_size)
+    net, optimizer, loader, lr_scheduler = accelerator.prepare(net, optimizer, loader, lr_scheduler)
     if accelerator.is_main_process:
-        mark_output_dir(config.output_dir, "value")
+        mark_output_dir(output_dir, "value")
+        if config.report_to != "none":
+            accelerator.init_trackers("gen-value", config={k: v for k, v in vars(config).items() if isinstance(v, (int, float, str, bool))})
+
+    def compute_loss(batch, where):
+        x, t, r = batch
+        return F.mse_loss(net(x, t), r)
+
+    losses = optimise(accelerator, config, output_dir, net, optimizer, lr_scheduler, loader, order, compute_loss, name="value")
+    if accelerator.is_main_process:
+        final = accelerator.unwrap_model(net).eval()
+        check_final_weights(final)
 
         def save(tmp):
-            accelerator.unwrap_model(net).save_pretrained(str(tmp), safe_serialization=True)
-            write_json(Path(tmp) / "training.json", {"config": config.__dict__, "losses": history, "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std())})
+            final.save_pretrained(str(tmp), safe_serialization=True)
+            write_json(Path(tmp) / "training.json", {"config": vars(config), "losses": losses, "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std())})
 
-        save_into(config.output_dir, save, last="config.json")
-    return Path(config.output_dir)
+        save_into(output_dir, save, last="config.json")
+    accelerator.end_training()
+    return output_dir
 
 
 def main(argv=None) -> int:
