@@ -1,4 +1,4 @@
-"""Training data: an image folder (with an optional metadata.jsonl of labels or captions) or a bundled
+"""Training data: an image folder (read by the `datasets` library's imagefolder builder) or a bundled
 source that ships inside a package (`gen.data`), by name. Every example is a dict with ``pixel_values`` in [-1, 1] (C, H, W)
 and, depending on the source, ``label`` (int), ``caption`` (str) or ``condition_image`` (the image an
 embedding condition is computed from).
@@ -54,37 +54,41 @@ def register_source(name: str, build: Callable[..., Dataset]) -> None:
 
 # -- image folders --------------------------------------------------------------------------------------------------
 class ImageFolderDataset(Dataset):
-    """Images from a folder (recursively), resized and centre-cropped to resolution, laid out as the HF
-    "imagefolder" convention has it: labels or captions from metadata.jsonl or metadata.csv (columns
-    ``file_name`` and ``label`` or the caption column), or else class labels from class subfolders
-    (``root/cat/1.png`` -> class "cat", classes in sorted order).
+    """Images from a folder, read by the `datasets` library's "imagefolder" builder: labels or captions from
+    metadata.jsonl or metadata.csv (columns ``file_name`` and ``label`` or the caption column), or else class
+    labels from class subfolders (``root/cat/1.png`` -> class "cat", classes in sorted order); resized and
+    centre-cropped to resolution.
 
-    The folder is scanned before training starts: every image must open and every label be an integer >= 0,
-    and errors name the file or the metadata line."""
+    The folder is checked before training starts, with errors that name the file or the metadata line:
+    every image must open and every label be an integer >= 0."""
 
     def __init__(self, root: str | Path, resolution: int, channels: int = 3, name: str = "data", caption_column: str = "text"):
         root = Path(root)
         if not root.is_dir():
             raise MissingFileError(f"{name}: {root} is not a folder; pass a folder of images or a bundled source ({sorted(SOURCES)}).")
-        self.files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not self.files:
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
             raise ArgumentError(f"{name}: {root} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
-        self.resolution, self.channels = resolution, channels
-        self.class_names = None
-        meta = _read_metadata(root, name)
-        rows = [meta.get(str(p.relative_to(root))) or meta.get(p.name) for p in self.files]
-        self.labels = [_label(r["label"], r, name) for r in rows] if rows and all(r and "label" in r for r in rows) else None
-        self.captions = [str(r[caption_column]) for r in rows] if rows and all(r and caption_column in r for r in rows) else None
-        if meta and self.labels is None and self.captions is None:
-            raise ArgumentError(f"{name}: the metadata in {root} must give every image a 'label' or a '{caption_column}' (caption_column).")
-        if not meta:
-            self.labels, self.class_names = _class_folders(root, self.files)
-        for path in self.files:
+        for path in files:
             try:
                 with Image.open(path) as image:
                     image.verify()
             except Exception as err:
                 raise ArgumentError(f"{name}: {path} is not a readable image ({type(err).__name__}: {err}); remove or fix it.") from None
+        meta = _read_metadata(root, name)
+        rows = [meta.get(str(p.relative_to(root))) or meta.get(p.name) for p in files]
+        if meta and not all(r and ("label" in r or caption_column in r) for r in rows):
+            raise ArgumentError(f"{name}: the metadata in {root} must give every image a 'label' or a '{caption_column}' (caption_column).")
+        for row in rows:
+            if row and "label" in row:
+                _label(row["label"], row, name)
+        self.resolution, self.channels = resolution, channels
+        self.images = _imagefolder(root, name)
+        columns = self.images.column_names
+        label_feature = self.images.features.get("label")
+        self.class_names = list(label_feature.names) if getattr(label_feature, "names", None) and not meta else None
+        self.labels = [int(v) for v in self.images["label"]] if "label" in columns else None
+        self.captions = [str(v) for v in self.images[caption_column]] if caption_column in columns else None
 
     @property
     def num_classes(self) -> int | None:
@@ -93,27 +97,40 @@ class ImageFolderDataset(Dataset):
         return max(self.labels) + 1 if self.labels else None
 
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.images)
 
-    def load(self, path: Path) -> torch.Tensor:
-        with Image.open(path) as image:
-            image = image.convert("L" if self.channels == 1 else "RGB")
-            w, h = image.size
-            side = min(w, h)
-            image = image.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
-            image = image.resize((self.resolution, self.resolution), Image.BICUBIC)
-            array = np.asarray(image, dtype=np.float32) / 255.0
-        tensor = torch.from_numpy(array)
+    def load(self, image: Image.Image) -> torch.Tensor:
+        image = image.convert("L" if self.channels == 1 else "RGB")
+        w, h = image.size
+        side = min(w, h)
+        image = image.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
+        image = image.resize((self.resolution, self.resolution), Image.BICUBIC)
+        tensor = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
         tensor = tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
         return to_unit_range(tensor)
 
     def __getitem__(self, i: int) -> dict:
-        item = {"pixel_values": self.load(self.files[i]), "index": i}
+        item = {"pixel_values": self.load(self.images[i]["image"]), "index": i}
         if self.labels is not None:
             item["label"] = self.labels[i]
         if self.captions is not None:
             item["caption"] = self.captions[i]
         return item
+
+
+def _imagefolder(root: Path, name: str):
+    """The folder through `datasets.load_dataset("imagefolder")` (its train split), quietly."""
+    import datasets
+
+    was_on = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bar()
+    try:
+        return datasets.load_dataset("imagefolder", data_dir=str(root), split="train")
+    except Exception as err:  # the checks above catch what they can name; this is what the library found
+        raise ArgumentError(f"{name}: the datasets library cannot read {root} as an image folder ({type(err).__name__}: {str(err).splitlines()[0]}).") from None
+    finally:
+        if was_on:
+            datasets.enable_progress_bar()
 
 
 def _read_metadata(root: Path, name: str) -> dict[str, dict]:
@@ -148,16 +165,6 @@ def _label(value, row: dict, name: str) -> int:
     if label < 0 or str(value).strip() not in (str(label), f"{label}.0"):
         raise ArgumentError(f"{name}: the label of {row.get('file_name')} is {value!r}; labels must be integers >= 0.")
     return label
-
-
-def _class_folders(root: Path, files: list[Path]) -> tuple[list[int] | None, list[str] | None]:
-    """Labels from class subfolders when every image sits in a first-level subfolder of root."""
-    parents = [p.relative_to(root).parts for p in files]
-    if not all(len(parts) == 2 for parts in parents):
-        return None, None
-    names = sorted({parts[0] for parts in parents})
-    index = {n: i for i, n in enumerate(names)}
-    return [index[parts[0]] for parts in parents], names
 
 
 def load_data(spec: str, resolution: int, channels: int, name: str = "data", caption_column: str = "text") -> Dataset:
