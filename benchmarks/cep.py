@@ -1,6 +1,9 @@
 """CEP vs plain training at equal steps, over training seeds, on class-conditional digits.
 
-    python -m benchmarks.cep [--steps 3000] [--seeds 0 1 2] [--per-class 50] [--corrupt-rate 0.0] [--out DIR]
+    python -m benchmarks.cep [--steps 3000] [--seeds 0 1 2] [--per-class 50] [--variants ...] [--corrupt-rate 0.0] [--out DIR]
+    # seeds in parallel processes, then one summary:
+    python -m benchmarks.cep --seeds 0 --runs-only --out DIR & python -m benchmarks.cep --seeds 1 --runs-only --out DIR & ...
+    python -m benchmarks.cep --merge DIR/cep-runs-seed*.json --out DIR
 
 The paper's claim (Chen et al. 2024): slight condition embedding perturbation improves the quality and
 diversity of class-conditional models. The setting here is where a regulariser should show: the zoo's
@@ -16,6 +19,7 @@ timed with short interleaved runs. Writes cep.json and .png.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -76,26 +80,9 @@ def throughput(steps: int = 40, repeats: int = 3) -> dict:
     return {name: {"seconds_per_step": t, "ratio_vs_plain": statistics.median(t) / plain} for name, t in times.items()}
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--per-class", type=int, default=50)
-    parser.add_argument("--corrupt-rate", type=float, default=0.0, help="also flip this fraction of labels in every run (0: clean labels)")
-    add_output_argument(parser)
-    args = parser.parse_args(argv)
-    from gen.training.train import TrainConfig, train
-
-    runs: dict = {name: [] for name in VARIANTS}
-    with tempfile.TemporaryDirectory() as scratch:
-        for seed in args.seeds:
-            for name, extra in VARIANTS.items():
-                folder = Path(scratch) / f"{seed}-{name.replace(' ', '_')}"
-                start = time.perf_counter()
-                train(TrainConfig(output_dir=str(folder), max_train_steps=args.steps, corrupt_rate=args.corrupt_rate, **recipe(seed, **extra)))
-                metrics = evaluate(folder, args.per_class)
-                runs[name].append({"seed": seed, "train_seconds": time.perf_counter() - start, **metrics})
-                print(f"seed {seed} {name}:", {k: {m: round(v, 3) for m, v in d.items()} for k, d in metrics.items()}, flush=True)
+def summarise(runs: dict, seeds: list[int]) -> tuple[dict, list[str]]:
+    """Per variant and guidance scale: each metric's mean over seeds with its 95% interval, and the paired
+    difference from plain; and a verdict line per (variant, scale, metric)."""
     summary: dict = {}
     for name, rows in runs.items():
         for cfg in ("cfg 1", "cfg 2"):
@@ -109,7 +96,7 @@ def main(argv=None):
                     entry["minus_plain"] = {"mean": statistics.fmean(diff), "ci95": [dlow, dhigh]}
                 summary.setdefault(name, {}).setdefault(cfg, {})[metric] = entry
     verdicts = []
-    for name in VARIANTS:
+    for name in runs:
         if name == "plain":
             continue
         for cfg in ("cfg 1", "cfg 2"):
@@ -118,20 +105,65 @@ def main(argv=None):
                 low, high = d["ci95"]
                 word = "no distinguishable effect" if low <= 0 <= high else ("better" if (high < 0) == (better == "lower") else "worse")
                 verdicts.append(f"{name} vs plain, {cfg}, {metric}: {d['mean']:+.3f} (95% CI {low:+.3f} to {high:+.3f}): {word}")
+    return summary, verdicts
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--per-class", type=int, default=50)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), help="which arms to train (plain is always one)")
+    parser.add_argument("--corrupt-rate", type=float, default=0.0, help="also flip this fraction of labels in every run (0: clean labels)")
+    parser.add_argument("--runs-only", action="store_true", help="train and measure, write cep-runs-seed<S>.json per seed, no summary (to run seeds in parallel processes)")
+    parser.add_argument("--merge", type=Path, nargs="+", help="summarise cep-runs-*.json files written by --runs-only instead of training")
+    add_output_argument(parser)
+    args = parser.parse_args(argv)
+    from gen.io import write_json
+    from gen.training.train import TrainConfig, train
+
+    variants = ["plain"] + [v for v in args.variants if v != "plain"]
+    if args.merge:
+        parts = [json.loads(path.read_text()) for path in args.merge]
+        seeds = [seed for part in parts for seed in part["seeds"]]
+        steps, per_class, corrupt_rate = parts[0]["steps"], parts[0]["per_class"], parts[0]["corrupt_rate"]
+        if any((q["steps"], q["per_class"], q["corrupt_rate"], list(q["runs"])) != (steps, per_class, corrupt_rate, list(parts[0]["runs"])) for q in parts):
+            raise SystemExit("--merge: the files come from runs with different settings or variants; merge like with like.")
+        runs = {name: [row for q in parts for row in q["runs"][name]] for name in parts[0]["runs"]}
+    else:
+        seeds, steps, per_class, corrupt_rate = args.seeds, args.steps, args.per_class, args.corrupt_rate
+        runs = {name: [] for name in variants}
+        with tempfile.TemporaryDirectory() as scratch:
+            for seed in seeds:
+                for name in variants:
+                    folder = Path(scratch) / f"{seed}-{name.replace(' ', '_')}"
+                    start = time.perf_counter()
+                    train(TrainConfig(output_dir=str(folder), max_train_steps=steps, corrupt_rate=corrupt_rate, **recipe(seed, **VARIANTS[name])))
+                    metrics = evaluate(folder, per_class)
+                    runs[name].append({"seed": seed, "train_seconds": time.perf_counter() - start, **metrics})
+                    print(f"seed {seed} {name}:", {k: {m: round(v, 3) for m, v in d.items()} for k, d in metrics.items()}, flush=True)
+        if args.runs_only:
+            args.out.mkdir(parents=True, exist_ok=True)
+            for seed in seeds:
+                part = {"steps": steps, "seeds": [seed], "per_class": per_class, "corrupt_rate": corrupt_rate,
+                        "runs": {name: [r for r in rows if r["seed"] == seed] for name, rows in runs.items()}}
+                write_json(args.out / f"cep-runs-seed{seed}.json", part)
+            return runs
+    summary, verdicts = summarise(runs, seeds)
     print("\n".join(verdicts))
-    results = {"steps": args.steps, "seeds": args.seeds, "per_class": args.per_class, "corrupt_rate": args.corrupt_rate, "runs": runs, "summary": summary,
+    results = {"steps": steps, "seeds": seeds, "per_class": per_class, "corrupt_rate": corrupt_rate, "runs": runs, "summary": summary,
                "verdict": verdicts, "throughput": throughput()}
     for name, row in results["throughput"].items():
         print(f"throughput {name}: {row['ratio_vs_plain']:.3f}x plain seconds/step")
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    names = list(runs)
     for ax, metric in zip(axes, ("frechet", "diversity")):
         for offset, cfg in enumerate(("cfg 1", "cfg 2")):
-            names = list(VARIANTS)
             means = [summary[n][cfg][metric]["mean"] for n in names]
             err = [[m - summary[n][cfg][metric]["ci95"][0] for n, m in zip(names, means)], [summary[n][cfg][metric]["ci95"][1] - m for n, m in zip(names, means)]]
             ax.errorbar([i + 0.15 * offset for i in range(len(names))], means, yerr=err, fmt="o", capsize=3, label=cfg)
-        ax.set_xticks(range(len(VARIANTS)), list(VARIANTS)); ax.set_title(f"{metric} (95% CI over {len(args.seeds)} training seeds)", fontsize=9); ax.legend(fontsize=8)
+        ax.set_xticks(range(len(names)), names); ax.set_title(f"{metric} (95% CI over {len(seeds)} training seeds)", fontsize=9); ax.legend(fontsize=8)
     save("cep", results, fig, out=args.out)
     return results
 
