@@ -7,7 +7,8 @@
 
 The paper's claim (Chen et al. 2024): slight condition embedding perturbation improves the quality and
 diversity of class-conditional models. The setting here is where a regulariser should show: the zoo's
-digits recipe trained long (--steps, default 3000 steps at batch 64, about 130 epochs of 1437 images).
+digits recipe trained long (--steps, default 3000 steps at batch 64, about 130 epochs of 1437 images; the
+README's figures are from 1000 steps, what 2 CPU cores allowed).
 For each training seed, plain, CEP gaussian and CEP uniform (gamma 1) train with the same seed and steps;
 each is sampled (DDIM 25 steps, guidance 1 and 2, --per-class per class, same sampling seed) and measured in
 the digits classifier's feature space: Fréchet distance to the held-out digits, diversity (mean pairwise
