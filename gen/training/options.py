@@ -82,7 +82,9 @@ _TYPES = {"int": int, "int | None": int, "float": float, "float | None": float}
 
 def config_parser(config_class, prog: str, doc: str, required: tuple[str, ...] = ()) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(config_class):
+    shared = {f.name for f in dataclasses.fields(LoopOptions)}
+    fields = dataclasses.fields(config_class)
+    for f in [f for f in fields if f.name not in shared] + [f for f in fields if f.name in shared]:  # the trainer's own flags first
         flags = list(dict.fromkeys(["--" + f.name.replace("_", "-"), "--" + f.name]))
         help = f.metadata.get("help")
         if f.type == "bool" or isinstance(f.default, bool):
