@@ -61,7 +61,7 @@ def distill(config: DistillConfig) -> Path:
     from gen.io import check_output_dir, mark_output_dir, write_json
     from gen.pipelines import ClassConditionalPipeline
     from gen.training.data import load_data
-    from gen.training.loop import check_final_weights, data_loader, make_run_accelerator, optimise
+    from gen.training.loop import check_final_weights, data_loader, make_run_accelerator, optimise, start_trackers
     from gen.training.train import load_init, save_pipeline
 
     check_loop_options(config)
@@ -103,8 +103,7 @@ def distill(config: DistillConfig) -> Path:
     accelerator.register_load_state_pre_hook(load_target)
     if accelerator.is_main_process:
         mark_output_dir(output, "distill")
-        if config.report_to != "none":
-            accelerator.init_trackers("gen-distill", config={k: v for k, v in vars(config).items() if isinstance(v, (int, float, str, bool))})
+    start_trackers(accelerator, config, "gen-distill")
     stride = lcm.config.num_train_timesteps // config.original_inference_steps
     grid = torch.arange(1, config.original_inference_steps + 1) * stride - 1  # LCM's training timesteps
     alphas_cumprod = lcm.alphas_cumprod.to(accelerator.device)

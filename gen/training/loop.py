@@ -78,6 +78,14 @@ def make_run_accelerator(options: LoopOptions, output_dir: Path):
     )
 
 
+def start_trackers(accelerator, options: LoopOptions, project: str) -> None:
+    """The --report-to trackers (main process), with the run's scalar options as their config."""
+    import dataclasses
+
+    if accelerator.is_main_process and options.report_to != "none":
+        accelerator.init_trackers(project, config={k: v for k, v in dataclasses.asdict(options).items() if isinstance(v, (int, float, str, bool))})
+
+
 def data_loader(dataset, batch_size: int, num_workers: int = 0) -> tuple[torch.utils.data.DataLoader, torch.Generator]:
     """A shuffling loader whose order `optimise` reseeds every epoch (the returned generator)."""
     order = torch.Generator()

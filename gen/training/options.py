@@ -100,9 +100,10 @@ def parse_config(config_class, argv, prog: str, doc: str, required: tuple[str, .
     p = config_parser(config_class, prog, doc, required)
     first, _ = p.parse_known_args(argv)
     if getattr(first, "config", None):
-        p.set_defaults(**read_config_file(config_class, first.config))
+        from_file = read_config_file(config_class, first.config)
+        p.set_defaults(**from_file)
         for action in p._actions:  # a required flag the file gives is no longer required on the command line
-            if action.dest in read_config_file(config_class, first.config):
+            if action.dest in from_file:
                 action.required = False
     return config_class(**vars(p.parse_args(argv)))
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from gen.errors import ArgumentError, MissingFileError
-from gen.training.loop import check_final_weights, data_loader, make_run_accelerator, optimise
+from gen.training.loop import check_final_weights, data_loader, make_run_accelerator, optimise, start_trackers
 from gen.training.options import LoopOptions, check_loop_options, config_parser, option, parse_config
 from gen.training.models import BACKBONES, CONDITIONS, Architecture
 
@@ -515,8 +515,7 @@ def train(config: TrainConfig) -> Path:
 
         mark_output_dir(output_dir, "train")
 
-    if accelerator.is_main_process and config.report_to != "none":
-        accelerator.init_trackers("gen-train", config={k: v for k, v in dataclasses.asdict(config).items() if isinstance(v, (int, float, str, bool))})
+    start_trackers(accelerator, config, "gen-train")
 
     def compute_loss(batch, where):
         g = where.generator()

@@ -91,7 +91,7 @@ def train_value(config: ValueConfig):
 
     from gen.guidance.values import ValueNetwork
     from gen.io import check_output_dir, mark_output_dir, save_into, write_json
-    from gen.training.loop import check_final_weights, data_loader, make_run_accelerator, optimise
+    from gen.training.loop import check_final_weights, data_loader, make_run_accelerator, optimise, start_trackers
     from gen.training.train import load_init
 
     check_loop_options(config)
@@ -117,8 +117,7 @@ def train_value(config: ValueConfig):
     net, optimizer, loader, lr_scheduler = accelerator.prepare(net, optimizer, loader, lr_scheduler)
     if accelerator.is_main_process:
         mark_output_dir(output_dir, "value")
-        if config.report_to != "none":
-            accelerator.init_trackers("gen-value", config={k: v for k, v in vars(config).items() if isinstance(v, (int, float, str, bool))})
+    start_trackers(accelerator, config, "gen-value")
 
     def compute_loss(batch, where):
         x, t, r = batch
