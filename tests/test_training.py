@@ -152,6 +152,8 @@ def test_lora_training_writes_peft_loadable_weights(tmp_path):
         (dict(corrupt_rate=1.5), ValueError, r"corrupt_rate: must lie in \[0, 1\)"),
         (dict(lora_rank=4), ValueError, r"lora_rank: LoRA adapts a trained model"),
         (dict(mixed_precision="fp8"), ValueError, r"mixed_precision"),
+        (dict(rescale_betas_zero_snr=True), ValueError, r"rescale_betas_zero_snr: .*--prediction-type v_prediction"),
+        (dict(timestep_spacing="middle"), ValueError, r"timestep_spacing: one of"),
     ],
 )
 def test_bad_training_input_is_refused_before_anything_is_written(tmp_path, options, error, pattern):
@@ -159,6 +161,38 @@ def test_bad_training_input_is_refused_before_anything_is_written(tmp_path, opti
     with pytest.raises(error, match=pattern):
         train(TrainConfig(output_dir=str(out), max_train_steps=1, **{**TINY, **options}))
     assert not out.exists()
+
+
+def test_zero_terminal_snr_schedule_is_trained_and_saved_with_the_model(tmp_path):
+    """--rescale-betas-zero-snr: the loss sees pure noise at the last step, and the saved sampler has the same
+    schedule and spacing (so sampling starts where training ended); a fine-tune keeps them; an epsilon model
+    cannot be moved to zero SNR."""
+    from gen.pipelines.loading import load_pipeline
+    from gen.training.options import parse_config
+
+    linear = dict(TINY, beta_schedule="linear")  # the cosine default is already close to zero SNR at its last step
+    zero = train(TrainConfig(output_dir=str(tmp_path / "zero"), max_train_steps=2, prediction_type="v_prediction", rescale_betas_zero_snr=True,
+                             timestep_spacing="trailing", **linear))
+    scheduler = load_pipeline(zero).scheduler
+    assert scheduler.config.rescale_betas_zero_snr and scheduler.config.timestep_spacing == "trailing"
+    assert scheduler.config.prediction_type == "v_prediction"
+    assert scheduler.alphas_cumprod[-1] < 1e-6
+    scheduler.set_timesteps(4)
+    assert scheduler.timesteps[0] == scheduler.config.num_train_timesteps - 1
+
+    tuned = train(TrainConfig(output_dir=str(tmp_path / "tuned"), max_train_steps=1, init_from=str(zero), **linear))
+    assert load_pipeline(tuned).scheduler.config.rescale_betas_zero_snr
+
+    plain = train(TrainConfig(output_dir=str(tmp_path / "plain"), max_train_steps=1, **linear))
+    assert load_pipeline(plain).scheduler.alphas_cumprod[-1] > 1e-5  # signal left at the last step
+    with pytest.raises(ValueError, match=r"rescale_betas_zero_snr: the --init-from model predicts epsilon"):
+        train(TrainConfig(output_dir=str(tmp_path / "refused"), max_train_steps=1, init_from=str(plain), rescale_betas_zero_snr=True, **linear))
+    assert not (tmp_path / "refused").exists()
+
+    flags = ["--data", "digits", "--output-dir", "x"]
+    assert parse_config(TrainConfig, flags, "t", "").rescale_betas_zero_snr is None  # absent: the --init-from model's
+    assert parse_config(TrainConfig, [*flags, "--rescale-betas-zero-snr"], "t", "").rescale_betas_zero_snr is True
+    assert parse_config(TrainConfig, [*flags, "--no-rescale_betas_zero_snr"], "t", "").rescale_betas_zero_snr is False
 
 
 def test_empty_data_folder_is_refused(tmp_path):

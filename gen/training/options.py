@@ -87,7 +87,7 @@ def config_parser(config_class, prog: str, doc: str, required: tuple[str, ...] =
     for f in [f for f in fields if f.name not in shared] + [f for f in fields if f.name in shared]:  # the trainer's own flags first
         flags = list(dict.fromkeys(["--" + f.name.replace("_", "-"), "--" + f.name]))
         help = f.metadata.get("help")
-        if f.type == "bool" or isinstance(f.default, bool):
+        if f.type in ("bool", "bool | None") or isinstance(f.default, bool):
             p.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=help)
             continue
         p.add_argument(*flags, dest=f.name, type=_TYPES.get(str(f.type), str), default=f.default, required=f.name in required, help=help)

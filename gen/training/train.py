@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import math
 import os
 import sys
@@ -36,6 +37,7 @@ from gen.training.models import BACKBONES, CONDITIONS, Architecture
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 
 
 @dataclass
@@ -58,6 +60,8 @@ class TrainConfig(LoopOptions):
     num_train_timesteps: int = option(1000, "diffusion steps of the training schedule")
     clip_sample: bool = option(True, "clip x0 to [-1, 1] when sampling pixel models (off for latents and embedding grids)")
     beta_schedule: str = option("squaredcos_cap_v2", "DDPMScheduler beta schedule")
+    rescale_betas_zero_snr: bool | None = option(None, "zero terminal SNR (Lin et al. 2024; needs v_prediction or sample); default: the --init-from model's, else off")
+    timestep_spacing: str | None = option(None, f"sampler step spacing, one of {TIMESTEP_SPACINGS}; default: the --init-from model's, else leading")
     train_batch_size: int = option(64, "examples per process per micro-batch")
     learning_rate: float = option(3e-4, "peak learning rate")
     lr_scheduler: str = option("constant_with_warmup", "diffusers.optimization scheduler name")
@@ -181,6 +185,11 @@ def check_config(config: TrainConfig) -> None:
         raise ArgumentError(f"lr_warmup_steps: must be >= 0, got {config.lr_warmup_steps}.")
     if config.prediction_type is not None and config.prediction_type not in PREDICTION_TYPES:
         raise ArgumentError(f"prediction_type: one of {PREDICTION_TYPES}, got {config.prediction_type!r}.")
+    if config.timestep_spacing is not None and config.timestep_spacing not in TIMESTEP_SPACINGS:
+        raise ArgumentError(f"timestep_spacing: one of {TIMESTEP_SPACINGS}, got {config.timestep_spacing!r}.")
+    if config.rescale_betas_zero_snr and (config.prediction_type == "epsilon" or (config.prediction_type is None and not config.init_from)):
+        raise ArgumentError("rescale_betas_zero_snr: at zero terminal SNR an epsilon model cannot say what the image is; "
+                            "add --prediction-type v_prediction (or sample).")
     if config.lr_scheduler not in {s.value for s in SchedulerType}:
         raise ArgumentError(f"lr_scheduler: unknown {config.lr_scheduler!r}; one of {sorted(s.value for s in SchedulerType)}.")
     if config.lora_rank < 0 or (config.lora_rank and not config.init_from):
@@ -333,6 +342,21 @@ def diffusion_loss(model, scheduler, x0, cond, generator, prediction_type: str, 
     return (per_example * weight).mean()
 
 
+def schedule_changes(config, scheduler=None) -> dict:
+    """The noise-schedule options this run sets (prediction type, zero terminal SNR, step spacing); with the
+    --init-from model's `scheduler`, checked against what that scheduler and model allow."""
+    changes = {name: getattr(config, name) for name in ("prediction_type", "rescale_betas_zero_snr", "timestep_spacing") if getattr(config, name) is not None}
+    if scheduler is not None:
+        if changes.get("rescale_betas_zero_snr") and "rescale_betas_zero_snr" not in inspect.signature(type(scheduler).__init__).parameters:
+            raise ArgumentError(f"rescale_betas_zero_snr: the --init-from model's {type(scheduler).__name__} has no zero-SNR schedule; "
+                                "swap its scheduler for DDPM, DDIM, Euler or DPM-Solver first.")
+        zero_snr = changes.get("rescale_betas_zero_snr", scheduler.config.get("rescale_betas_zero_snr", False))
+        if zero_snr and changes.get("prediction_type", scheduler.config.get("prediction_type")) == "epsilon":
+            raise ArgumentError("rescale_betas_zero_snr: the --init-from model predicts epsilon, which says nothing at zero terminal SNR; "
+                                "add --prediction-type v_prediction (or sample).")
+    return changes
+
+
 def build_pipeline(config, model, noise_scheduler, vae, conditioner, dataset, init=None):
     """The diffusers pipeline the run saves: a fine-tuned pipeline keeps its own class and every component
     but the trained backbone (its scheduler, text encoder, VAE...); a new model gets gen's pipeline for its
@@ -342,8 +366,9 @@ def build_pipeline(config, model, noise_scheduler, vae, conditioner, dataset, in
     if init is not None:
         name = "unet" if getattr(init, "unet", None) is not None else "transformer"
         init.register_modules(**{name: model})
-        if config.prediction_type is not None and init.scheduler.config.get("prediction_type") != config.prediction_type:
-            init.scheduler = type(init.scheduler).from_config(init.scheduler.config, prediction_type=config.prediction_type)
+        changes = schedule_changes(config, init.scheduler)
+        if any(init.scheduler.config.get(name) != value for name, value in changes.items()):
+            init.scheduler = type(init.scheduler).from_config(init.scheduler.config, **changes)
         return init
 
     from gen.pipelines import ClassConditionalPipeline, TextToImagePipeline
@@ -433,6 +458,7 @@ def train(config: TrainConfig) -> Path:
 
     # data and conditions
     init = load_init(config.init_from) if config.init_from else None
+    schedule = schedule_changes(config, init.scheduler if init is not None else None)
     channels = config.channels
     dataset = load_data(config.data, config.resolution, channels or 3, name="data", caption_column=config.caption_column)
     if not channels:
@@ -471,11 +497,11 @@ def train(config: TrainConfig) -> Path:
         conditioner.bind(model)
     lora_config = add_lora(model, config.lora_rank, tuple(config.lora_targets.split(","))) if config.lora_rank else None
     if init is not None:  # the fine-tuned model's noise schedule (its sampler is kept for saving)
-        noise_scheduler = DDPMScheduler.from_config(init.scheduler.config, **({"prediction_type": config.prediction_type} if config.prediction_type else {}))
+        noise_scheduler = DDPMScheduler.from_config(init.scheduler.config, **schedule)
     else:
         noise_scheduler = DDPMScheduler(
-            num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule,
-            prediction_type=config.prediction_type or "epsilon", clip_sample=config.clip_sample and vae is None,
+            num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule, clip_sample=config.clip_sample and vae is None,
+            **{"prediction_type": "epsilon", **schedule},
         )
     cep = ConditionEmbeddingPerturbation(config.cep, config.cep_gamma) if config.cep else None
     ema = EMAModel(model.parameters(), decay=config.ema_decay, model_cls=type(model), model_config=model.config) if config.ema_decay else None
