@@ -90,3 +90,23 @@ def test_steer_refuses_unknown_pipeline_and_bad_hooks(count_calls):
 def test_sample_needs_a_denoiser():
     with pytest.raises(TypeError, match=r"denoiser: expected a gen.Denoiser.*Denoiser\(model, scheduler\)"):
         sample(tiny.tiny_unet(), torch.randn(1, 3, 8, 8), num_inference_steps=2)
+
+
+def test_stochastic_ddim_from_a_zero_snr_step_is_refused_before_any_model_call(unet):
+    """diffusers' DDIM step with eta > 0 returns NaN from a timestep whose alphas_cumprod is 0 (diffusers#5969);
+    gen refuses that run up front and samples the same schedule with eta = 0 or DDPM."""
+    zero_snr = dict(rescale_betas_zero_snr=True, timestep_spacing="trailing", prediction_type="v_prediction")
+    ddim = DDIMScheduler(**zero_snr)
+    ddim.set_timesteps(4)
+    x = torch.randn(2, 3, 8, 8)
+    raw = ddim.step(torch.randn_like(x), ddim.timesteps[0], x, eta=1.0, generator=torch.Generator().manual_seed(0)).prev_sample
+    assert raw.isnan().any()  # the failure the refusal guards against: if diffusers fixes it, this check can go
+
+    calls = []
+    unet.register_forward_hook(lambda *args: calls.append(1))
+    with pytest.raises(ValueError, match=r"eta: DDIMScheduler with eta=1.0 steps from t=999, .*eta=0, or DDPMScheduler.from_config"):
+        sample(Denoiser(unet, DDIMScheduler(**zero_snr)), x, num_inference_steps=4, eta=1.0, generator=torch.Generator().manual_seed(0))
+    assert not calls
+    for scheduler, eta in ((DDIMScheduler(**zero_snr), 0.0), (DDPMScheduler(**zero_snr), None), (DDIMScheduler(prediction_type="v_prediction"), 1.0)):
+        out = sample(Denoiser(unet, scheduler), x, num_inference_steps=4, eta=eta, generator=torch.Generator().manual_seed(0))
+        assert torch.isfinite(out.samples).all()

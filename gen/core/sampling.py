@@ -402,6 +402,20 @@ def check_eta(scheduler, eta) -> None:
         raise ArgumentError(f"eta: must be a number in [0, 1] (0 deterministic, 1 as stochastic as DDPM), got {eta!r}.")
 
 
+def check_eta_at_zero_snr(scheduler, eta, plan) -> None:
+    """A stochastic DDIM step from a timestep whose alphas_cumprod is exactly 0 (a zero-terminal-SNR schedule
+    sampled with trailing steps) takes the square root of a rounding-negative number in diffusers and turns
+    every sample into NaN (huggingface/diffusers#5969); refuse it before the first model call."""
+    alphas = getattr(scheduler, "alphas_cumprod", None)
+    if not eta or alphas is None or "eta" not in _step_parameters(type(scheduler)):
+        return
+    at_zero = [int(t) for t in plan if 0 <= int(t) < len(alphas) and alphas[int(t)] == 0]
+    if at_zero:
+        name = type(scheduler).__name__
+        raise ArgumentError(f"eta: {name} with eta={eta!r} steps from t={at_zero[0]}, where this zero-terminal-SNR schedule has no signal left, "
+                            f"and diffusers' {name}.step returns NaN there; use eta=0, or DDPMScheduler.from_config(scheduler.config) for stochastic sampling.")
+
+
 def check_generator(generator, batch: int) -> None:
     """None, one torch.Generator (on the CPU or the model's device), or a list of one per sample."""
     if generator is None or isinstance(generator, torch.Generator):
@@ -499,6 +513,7 @@ def sample(
             raise ArgumentError(f"num_inference_steps: {type(denoiser.scheduler).__name__} cannot take {num_inference_steps} steps ({err}).") from None
         timesteps = denoiser.scheduler.timesteps
     run.plan = list(timesteps)
+    check_eta_at_zero_snr(denoiser.scheduler, eta, run.plan)
     info = run_info(run)
     for hook in hooks:
         if hasattr(hook, "validate"):
