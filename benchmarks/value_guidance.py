@@ -1,10 +1,12 @@
 """SVDD-PM vs best-of-N vs FK steering at equal compute, on two rewards, over seeds.
 
-    python -m benchmarks.value_guidance [--samples 32] [--steps 20 50] [--budgets 2 4 8] [--seeds 0 1 2] [--out DIR]
+    python -m benchmarks.value_guidance [--samples 32] [--steps 20 50] [--budgets 2 4 8] [--seeds 0 1 2] [--tasks digit jpeg] [--merge FILE] [--out DIR]
 
 Tasks: the digits classifier's log p(3 | x) on the class-unconditional `digits` model, and JPEG
 compressibility (negative kB at quality 95) on `ihc-patches` conditioned on embeddings of real patches.
-Every method runs DDIM with eta = 1 (the SVDD paper's image setting) from the same seeds. At each budget
+Every method runs a fully stochastic sampler (the SVDD paper's image setting) from the same seeds: DDIM
+with eta = 1 on `digits`, the model's own DDPM sampler on `ihc-patches` (the same step; its zero-terminal-SNR
+schedule starts where diffusers' DDIM with eta > 0 returns NaN). At each budget
 B, SVDD-PM draws M = B candidates per step, best-of-N keeps the best of N = B samples and FK steering
 carries N = B particles (reference settings: max potential, lambda 10, resampling every fifth of the
 steps inside [20%, 80%], adaptive): all cost about B model evaluations per sample and step, and each
@@ -18,7 +20,9 @@ value_guidance.json and .png.
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import torch
 from diffusers import DDIMScheduler
@@ -78,15 +82,23 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--max-batch", type=int, default=0, help="rows per backbone call (0: --samples, plain's batch)")
     parser.add_argument("--tasks", nargs="+", default=["digit", "jpeg"], choices=["digit", "jpeg"])
+    parser.add_argument("--merge", type=Path, default=None,
+                        help="an earlier value_guidance.json whose other tasks to keep (same samples, seeds and budgets): rerun one task after its model changed")
     add_output_argument(parser)
     args = parser.parse_args(argv)
     max_batch = args.max_batch or args.samples
+    earlier = json.loads(args.merge.read_text()) if args.merge else None
+    if earlier is not None:
+        for name in ("samples", "seeds", "budgets"):
+            if earlier.get(name) != getattr(args, name):
+                raise SystemExit(f"--merge: {args.merge} was run with {name} {earlier.get(name)}, this run with {getattr(args, name)}; give the same.")
 
     import gen.zoo as zoo
     from gen.data.tissue import random_patches
     from gen.guidance import classifier_log_prob, jpeg_compressibility
 
-    results = {"samples": args.samples, "seeds": args.seeds, "budgets": args.budgets, "max_batch": max_batch, "eta": 1.0, "tasks": {}}
+    results = {"samples": args.samples, "seeds": args.seeds, "budgets": args.budgets, "max_batch": max_batch,
+               "samplers": {"digit": "DDIM, eta 1", "jpeg": "DDPM (ihc-patches saved sampler)"}, "tasks": {}}
     if "digit" in args.tasks:
         digits = zoo.load("digits")
         digits.scheduler = DDIMScheduler.from_config(digits.scheduler.config)
@@ -99,19 +111,22 @@ def main(argv=None):
         results["tasks"]["digit"] = run_task(gen_digits, classifier_log_prob(zoo.load("digits-classifier"), 3), zoo.load("digits-value"),
                                              args.steps, args.budgets, args.seeds, max_batch, print)
     if "jpeg" in args.tasks:
-        patches = zoo.load("ihc-patches")
-        patches.scheduler = DDIMScheduler.from_config(patches.scheduler.config)
+        patches = zoo.load("ihc-patches")  # its saved DDPMScheduler: stochastic at every step, as DDIM with eta = 1
         patches.set_progress_bar_config(disable=True)
         g = torch.Generator().manual_seed(0)
         real = torch.cat([random_patches("ihc", args.samples // 2, 32, g), random_patches("retina", args.samples - args.samples // 2, 32, g)])
         embeddings = patches.embed(real)
 
         def gen_patches(hooks, steps, seed):
-            return patches(embeddings=embeddings, num_inference_steps=steps, eta=1.0, hooks=hooks, generator=torch.Generator().manual_seed(seed), output_type="pt")
+            return patches(embeddings=embeddings, num_inference_steps=steps, hooks=hooks, generator=torch.Generator().manual_seed(seed), output_type="pt")
 
         print("JPEG compressibility (-kB), ihc-patches")
         results["tasks"]["jpeg"] = run_task(gen_patches, jpeg_compressibility(), None, args.steps, args.budgets, args.seeds, max_batch, print)
 
+    if earlier is not None:
+        kept = {task: rows for task, rows in earlier["tasks"].items() if task not in results["tasks"]}
+        results["tasks"] = {**kept, **results["tasks"]}
+        results["kept_from_earlier_run"] = {"tasks": sorted(kept), "machine": earlier.get("machine")}
     verdicts = []
     for task, by_steps in results["tasks"].items():
         for steps, rows in by_steps.items():

@@ -1,7 +1,7 @@
 """Regenerate a real retina photograph, at any size, from its grid of self-supervised patch embeddings
 (Graikos et al. 2024), with the zoo `ihc-patches` model and overlapping tiles fused at every step.
 
-    python examples/large_image.py --size 512 --overlap 8 --guidance 4 --steps 10 --out out/examples
+    python examples/large_image.py --size 512 --overlap 8 --guidance 2 --steps 10 --out out/examples
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--size", type=int, default=512, help="reference and output side in pixels (the model saw the 1024-pixel retina)")
     parser.add_argument("--overlap", type=int, default=8, help="pixels shared by neighbouring 32-pixel tiles")
     parser.add_argument("--blend", choices=["cosine", "uniform"], default="cosine")
-    parser.add_argument("--guidance", type=float, default=4.0)
+    parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's saved one)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--tile-batch", type=int, default=32, help="tiles per backbone call: bounds activation memory")
     parser.add_argument("--seed", type=int, default=0)
