@@ -405,9 +405,10 @@ def check_eta(scheduler, eta) -> None:
 def check_eta_at_zero_snr(scheduler, eta, plan) -> None:
     """A stochastic DDIM step from a timestep whose alphas_cumprod is exactly 0 (a zero-terminal-SNR schedule
     sampled with trailing steps) takes the square root of a rounding-negative number in diffusers and turns
-    every sample into NaN (huggingface/diffusers#5969); refuse it before the first model call."""
+    every sample into NaN (huggingface/diffusers#5969); refuse it before the first model call. Runs after
+    `check_eta`, which already refused an eta the scheduler's step does not take."""
     alphas = getattr(scheduler, "alphas_cumprod", None)
-    if not eta or alphas is None or "eta" not in _step_parameters(type(scheduler)):
+    if not eta or alphas is None:
         return
     at_zero = [int(t) for t in plan if 0 <= int(t) < len(alphas) and alphas[int(t)] == 0]
     if at_zero:
