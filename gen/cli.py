@@ -128,7 +128,10 @@ def _sample(args) -> int:
                 reference = image.convert("RGB")
         except (OSError, ValueError) as err:
             raise UsageError(f"reference: cannot read {args.reference} as an image ({err}).") from None
-        out = pipe(images=reference, num_images_per_embedding=args.num, **call)
+        if kind == "LargeImagePipeline":  # one image of the reference's size, regenerated tile by tile
+            out = pipe(reference=reference, num_images=args.num, **call)
+        else:
+            out = pipe(images=reference, num_images_per_embedding=args.num, **call)
     elif args.prompt is not None:
         raise UsageError(f"prompt: {args.model!r} ({kind}) takes no text; use --class-labels or neither.")
     elif kind == "ClassConditionalPipeline":

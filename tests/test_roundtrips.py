@@ -109,6 +109,19 @@ def test_gen_sample_works_for_every_generative_zoo_model(argv, tmp_path):
     assert (tmp_path / "samples.png").exists() and json.loads((tmp_path / "samples.json").read_text())["nfe"] > 0
 
 
+def test_gen_sample_regenerates_a_reference_with_a_saved_large_image_pipeline(tmp_path):
+    from gen import zoo
+    from gen.pipelines import LargeImagePipeline
+
+    LargeImagePipeline.from_pipe(zoo.load("ihc-patches")).save_pretrained(tmp_path / "large")
+    Image.fromarray((np.random.RandomState(1).rand(40, 56, 3) * 255).astype("uint8")).save(tmp_path / "ref.png")
+    argv = ["sample", str(tmp_path / "large"), "--reference", str(tmp_path / "ref.png"), "--num", "2", "--steps", "2", "--scale", "1", "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
+    with Image.open(tmp_path / "samples.png") as image:
+        assert image.height == 40 and image.width > 2 * 56  # two images of the reference's size, side by side
+    assert json.loads((tmp_path / "samples.json").read_text())["nfe"] > 0
+
+
 def test_gen_sample_side_files_never_replace_existing_ones(tmp_path):
     (tmp_path / "model_index.json").write_text("{}")
     assert cli.main(["sample", "digits", "--class-labels", "1", "--steps", "2", "--out", str(tmp_path), "--name", "model_index.png"]) == 0
