@@ -1,5 +1,5 @@
-"""Regenerate a real retina photograph, at any size, from its grid of self-supervised patch embeddings
-(Graikos et al. 2024), with the zoo `ihc-patches` model and overlapping tiles fused at every step.
+"""Regenerate a real retina photograph, at any size, from its self-supervised patch embeddings (Graikos et
+al. 2024), one per tile position, with the zoo `ihc-patches` model and overlapping tiles fused at every step.
 
     python examples/large_image.py --size 512 --overlap 8 --guidance 2 --steps 10 --out out/examples
 """
@@ -26,6 +26,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--source", choices=["retina", "ihc"], default="retina", help="the scikit-image picture to use as reference")
     parser.add_argument("--size", type=int, default=512, help="reference and output side in pixels (the model saw the 1024-pixel retina)")
     parser.add_argument("--overlap", type=int, default=8, help="pixels shared by neighbouring 32-pixel tiles")
+    parser.add_argument("--grid-stride", type=int, default=None, help="pixels between the reference's embedded crops (default: the tiles' stride, one embedding per tile)")
     parser.add_argument("--blend", choices=["cosine", "uniform"], default="cosine")
     parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's saved one)")
     parser.add_argument("--steps", type=int, default=10)
@@ -39,7 +40,7 @@ def main(argv=None) -> dict:
     side = min(image.shape[1:])
     reference = F.interpolate(image[None, :, :side, :side], size=(args.size, args.size), mode="bilinear", antialias=True) if side != args.size else image[None]
     start = time.perf_counter()
-    out = large(reference=reference, overlap=args.overlap, blend=args.blend, guidance_scale=args.guidance, num_inference_steps=args.steps,
+    out = large(reference=reference, overlap=args.overlap, grid_stride=args.grid_stride, blend=args.blend, guidance_scale=args.guidance, num_inference_steps=args.steps,
                 tile_batch_size=args.tile_batch, generator=torch.Generator().manual_seed(args.seed), output_type="pt")
     summary = {"size": list(out.images.shape[2:]), "grid": list(out.grid.shape), "tiles": out.tiles, "nfe": out.nfe, "seconds": time.perf_counter() - start}
     folder = Path(args.out)

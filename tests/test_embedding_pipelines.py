@@ -7,7 +7,7 @@ from diffusers import DDIMScheduler
 from gen import Denoiser
 from gen.embedders import CallableEmbedder, load_embedder
 from gen.pipelines import EmbeddingToImagePipeline, LargeImagePipeline
-from gen.core.tiling import TiledDenoiser, tile_starts
+from gen.core.tiling import TiledDenoiser, fractional_index, tile_starts
 from gen.training.models import Architecture, build_backbone
 
 WIDTH = 12
@@ -85,7 +85,38 @@ def test_reference_is_embedded_on_a_patch_grid_covering_all_of_it(large):
 
 def test_a_reference_of_any_size_gives_an_image_of_its_size_and_a_batch_one_image_each(large):
     out = large(reference=torch.rand(2, 3, 40, 70), overlap=4, num_inference_steps=1, output_type="pt", generator=torch.Generator().manual_seed(0))
-    assert out.images.shape == (2, 3, 40, 70) and out.grid.shape == (2, 3, 5, WIDTH)
+    rows, cols = len(tile_starts(40, 16, 12)), len(tile_starts(70, 16, 12))
+    assert out.images.shape == (2, 3, 40, 70) and out.grid.shape == (2, rows, cols, WIDTH) and out.tiles == rows * cols
+
+
+def test_a_reference_conditions_every_tile_on_its_own_crop_of_it(large):
+    reference = torch.rand(1, 3, 40, 70)
+    seen = []
+    handle = large.unet.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["encoder_hidden_states"][:, 0]), with_kwargs=True)
+    try:
+        large(reference=reference, overlap=4, num_inference_steps=1, guidance_scale=1.0, tile_batch_size=1000, output_type="pt")
+    finally:
+        handle.remove()
+    corners = [(y, x) for y in tile_starts(40, 16, 12) for x in tile_starts(70, 16, 12)]
+    expected = torch.cat([mean_colour(reference[:, :, y : y + 16, x : x + 16]) for y, x in corners])
+    assert len(seen) == 1 and torch.allclose(seen[0], expected, atol=1e-5)
+
+
+def test_a_grid_and_its_stride_give_back_what_the_reference_gave(large):
+    reference = torch.rand(1, 3, 40, 64)  # covered exactly by 16-pixel tiles 12 apart
+    kwargs = dict(overlap=4, num_inference_steps=2, output_type="pt")
+    own = large(reference=reference, generator=torch.Generator().manual_seed(0), **kwargs)
+    again = large(embedding_grid=own.grid, grid_stride=12, generator=torch.Generator().manual_seed(0), **kwargs)
+    assert again.images.shape == own.images.shape and torch.allclose(again.images, own.images, atol=1e-6)
+    coarse = large(reference=reference, grid_stride=16, generator=torch.Generator().manual_seed(0), **kwargs)
+    assert coarse.grid.shape == (3, 4, WIDTH) and not torch.allclose(coarse.images, own.images, atol=1e-3)
+
+
+def test_tiles_between_unevenly_spaced_cells_mix_them_by_distance():
+    centres = torch.tensor([16.0, 40.0, 54.0])  # the last cell flush with the edge, closer to its neighbour
+    positions = torch.tensor([0.0, 16.0, 28.0, 40.0, 47.0, 54.0, 60.0])
+    assert torch.allclose(fractional_index(positions, centres), torch.tensor([0.0, 0.0, 0.5, 1.0, 1.5, 2.0, 2.0]))
+    assert torch.equal(fractional_index(positions, torch.tensor([8.0])), torch.zeros(7))
 
 
 @pytest.mark.parametrize(
@@ -96,6 +127,7 @@ def test_a_reference_of_any_size_gives_an_image_of_its_size_and_a_batch_one_imag
         (dict(reference=torch.rand(1, 3, 10, 40)), r"reference: .* is smaller than one tile \(16\)"),
         (dict(embedding_grid=torch.randn(3, 3, WIDTH), overlap=16), r"overlap: must be in \[0, 15\]"),
         (dict(embedding_grid=torch.randn(3, 3, WIDTH), height=8), r"height: 8 is smaller than one tile"),
+        (dict(reference=torch.rand(1, 3, 40, 40), grid_stride=17), r"grid_stride: must be in \[1, 16\]"),
         (dict(), r"reference, embedding_grid: pass exactly one"),
         (dict(embedding_grid=torch.randn(3, WIDTH)), r"embedding_grid: expected an \(h, w, D=12\) or \(B, h, w, D\) tensor"),
     ],

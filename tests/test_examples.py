@@ -30,7 +30,9 @@ def test_value_guidance_example_raises_the_reward_at_m_evaluations_per_step(tmp_
 def test_large_image_example_makes_the_requested_size_from_its_grid(tmp_path):
     summary = example("large_image")(["--size", "96", "--overlap", "8", "--steps", "3", "--guidance", "2", "--out", str(tmp_path)])
     tiles = len(tile_starts(96, 32, 24)) ** 2
-    assert summary["size"] == [96, 96] and summary["grid"] == [3, 3, 64]
+    assert summary["size"] == [96, 96] and summary["grid"] == [4, 4, 64]  # one embedding per tile
+    coarse = example("large_image")(["--size", "96", "--overlap", "8", "--grid-stride", "32", "--steps", "1", "--out", str(tmp_path)])
+    assert coarse["grid"] == [3, 3, 64] and coarse["tiles"] == tiles
     assert summary["tiles"] == tiles and summary["nfe"] == tiles * 3 * 2
 
 

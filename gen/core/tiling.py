@@ -8,9 +8,11 @@ re-fuses the overlaps and no seam survives. Activation memory is bounded by the 
 free memory unless given); only the canvas and its accumulators grow with the output.
 
 Conditions: ``{"embedding_grid": (B, D, h, w)}`` gives each tile the embedding interpolated at its centre
-(grid cell (i, j) is centred on patch (i, j) of the canvas), by default on the sphere (slerp, as the
-reference implementation does: linear mixing shrinks the norm the model was trained on), as the
-backbone's embedding condition; any other backbone keyword arguments are shared by every tile.
+from the cells' centres on the canvas (`cell_centres`; by default cell (i, j) is centred on the i-th, j-th
+tile-sized patch), by default on the sphere (slerp, as the reference implementation does: linear mixing
+shrinks the norm the model was trained on), as the backbone's embedding condition; a grid with one cell per
+tile position gives every tile its own embedding unmixed. Any other backbone keyword arguments are shared by
+every tile.
 """
 
 from __future__ import annotations
@@ -63,6 +65,17 @@ def slerp(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     wb = torch.where(parallel, w, (w * omega).sin() / safe)
     direction = F.normalize(wa * unit_a + wb * unit_b, dim=-1)
     return direction * ((1 - w) * norm_a + w * norm_b)
+
+
+def fractional_index(positions: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Where each position lies among the increasing cell centres, in cells: linear between neighbouring
+    centres (which need not be evenly spaced), clamped to the first and last cell."""
+    centres = centres.to(positions)
+    if len(centres) == 1:
+        return torch.zeros_like(positions)
+    positions = positions.clamp(centres[0], centres[-1])
+    left = (torch.searchsorted(centres, positions, right=True) - 1).clamp(0, len(centres) - 2)
+    return left + (positions - centres[left]) / (centres[left + 1] - centres[left])
 
 
 def interpolate_grid(grid: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, mode: str = "slerp") -> torch.Tensor:
@@ -126,13 +139,14 @@ class TiledDenoiser(Denoiser):
         overlap: latent pixels shared by neighbouring tiles (0 <= overlap < tile).
         tile_batch_size: most tile rows (tiles x batch, x2 under guidance) per backbone call; None picks it
             from free memory at the first call (capped at 64 on a CPU, 2048 on a GPU).
-        patch: canvas pixels per embedding-grid cell (latent units).
+        cell_centres: (rows, columns): the canvas positions (latent pixels, increasing) of the embedding grid's
+            cell centres along each axis; None puts cell (i, j) at the centre of the i-th, j-th tile-sized patch.
         blend: a "cosine" window that weighs tile centres more (default), or "uniform" averaging (MultiDiffusion).
         interpolation: how embeddings mix between grid cells: "slerp" (default) or "bilinear".
     """
 
-    def __init__(self, inner: Denoiser, tile: int, overlap: int, tile_batch_size: int | None = None, patch: float | None = None,
-                 blend: str = "cosine", interpolation: str = "slerp"):
+    def __init__(self, inner: Denoiser, tile: int, overlap: int, tile_batch_size: int | None = None,
+                 cell_centres: tuple[torch.Tensor, torch.Tensor] | None = None, blend: str = "cosine", interpolation: str = "slerp"):
         if not 0 <= overlap < tile:
             raise ArgumentError(f"overlap: must satisfy 0 <= overlap < tile ({tile}), got {overlap}; reduce the overlap.")
         if tile_batch_size is not None and (isinstance(tile_batch_size, bool) or not isinstance(tile_batch_size, int) or tile_batch_size < 1):
@@ -144,7 +158,7 @@ class TiledDenoiser(Denoiser):
         self.__dict__.update(inner.__dict__)
         self.inner, self.tile, self.overlap = inner, tile, overlap
         self.stride, self.tile_batch_size = tile - overlap, tile_batch_size
-        self.patch = patch or tile
+        self.cell_centres = None if cell_centres is None else tuple(torch.as_tensor(c, dtype=torch.float32) for c in cell_centres)
         self.blend, self.interpolation = blend, interpolation
         self._layouts: dict = {}
         self._tile_conditions: dict = {}
@@ -165,6 +179,8 @@ class TiledDenoiser(Denoiser):
                 raise ArgumentError(f"{name}['embedding_grid']: embedding width {grid.shape[1]} does not match the model's {width}.")
             if not torch.isfinite(grid).all():
                 raise ArgumentError(f"{name}['embedding_grid']: contains NaN or infinite values.")
+            if self.cell_centres is not None and tuple(grid.shape[2:]) != tuple(map(len, self.cell_centres)):
+                raise ArgumentError(f"{name}['embedding_grid']: {tuple(grid.shape[2:])} cells, but cell_centres places {tuple(map(len, self.cell_centres))}.")
             cond.update(self.inner.backbone.embedding_condition(torch.zeros(batch, grid.shape[1])))
         self.inner.check_condition(cond, batch, name)
 
@@ -200,8 +216,9 @@ class TiledDenoiser(Denoiser):
         for name, value in cond.items():
             if name == "embedding_grid":
                 centres = corners.to(torch.float32) + self.tile / 2  # (n, 2): y, x
-                cells = centres / self.patch - 0.5  # cell (i, j) is centred at ((i + 0.5) * patch, (j + 0.5) * patch)
-                embeddings = interpolate_grid(value, cells[:, 0], cells[:, 1], self.interpolation)  # (B, n, D)
+                ys, xs = self.cell_centres or ((torch.arange(size) + 0.5) * self.tile for size in value.shape[2:])
+                cells_y, cells_x = fractional_index(centres[:, 0], ys), fractional_index(centres[:, 1], xs)
+                embeddings = interpolate_grid(value, cells_y, cells_x, self.interpolation)  # (B, n, D)
                 out.update(self.inner.backbone.embedding_condition(embeddings.transpose(0, 1).reshape(n * batch, -1)))
             elif isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == batch:
                 out[name] = value.repeat(n, *([1] * (value.ndim - 1)))
