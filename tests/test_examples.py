@@ -31,9 +31,9 @@ def test_large_image_example_makes_the_requested_size_from_its_grid(tmp_path):
     summary = example("large_image")(["--size", "96", "--overlap", "8", "--steps", "3", "--guidance", "2", "--out", str(tmp_path)])
     tiles = len(tile_starts(96, 32, 24)) ** 2
     assert summary["size"] == [96, 96] and summary["grid"] == [4, 4, 64]  # one embedding per tile
+    assert summary["tiles"] == tiles and summary["nfe"] == tiles * 3 * 2
     coarse = example("large_image")(["--size", "96", "--overlap", "8", "--grid-stride", "32", "--steps", "1", "--out", str(tmp_path)])
     assert coarse["grid"] == [3, 3, 64] and coarse["tiles"] == tiles
-    assert summary["tiles"] == tiles and summary["nfe"] == tiles * 3 * 2
 
 
 def test_hybrid_example_costs_the_distilled_budget_not_the_base(tmp_path):

@@ -84,9 +84,10 @@ def shuffled_grid(grid: torch.Tensor, seed: int) -> torch.Tensor:
 # (seeds 0-2, the v-prediction / zero-terminal-SNR model, guidance 2, the reference embedded at every tile
 # position): patch cosine 0.84-0.85 from the crop's own embeddings (0.80-0.82 when tiles mixed the embeddings of
 # non-overlapping cells), 0.32-0.36 from them shuffled; background gap 0.04-0.05 vs 0.39-0.50 (the epsilon model
-# it replaced: 0.22-0.25, its black came out grey). Frangi vesselness correlation is 0.03-0.11 from its own
-# embeddings and -0.04-0.05 from shuffled ones: the zoo model does not put vessels back, so no test of that measure
-# could fail on a shuffled grid, and there is none (benchmarks/large_image_fidelity.py reports it).
+# it replaced: 0.22-0.25, its black came out grey). Frangi vesselness correlation stays near 0.1 from its own
+# embeddings (0.10-0.11 at 20 steps, seeds 0-1) and was -0.04-0.05 from a shuffled grid: the zoo model does not put
+# vessels back, so no test of that measure could fail on a shuffled grid, and there is none
+# (benchmarks/large_image_fidelity.py reports it).
 CROP = (slice(None), slice(None), slice(160, 352), slice(0, 192))
 STEPS = 10
 PATCH_COSINE_MARGIN = 0.75
