@@ -97,7 +97,8 @@ TEXT_ATTRIBUTION_MARGIN = 0.75
 
 @pytest.fixture(scope="module")
 def regenerated(patches):
-    """For three seeds: the measures of the crop regenerated from its own grid and from that grid shuffled."""
+    """For three seeds: the measures of the crop regenerated from its own embeddings (one per tile), from them
+    shuffled, and from non-overlapping cells that tiles interpolate between."""
     large = LargeImagePipeline.from_pipe(patches)
     reference = reference_image("retina", 512)[None][CROP]
     cells = large.embed_grid(reference)  # non-overlapping 32-px cells: what the output's patches are compared with
@@ -107,8 +108,9 @@ def regenerated(patches):
     for seed in (0, 1, 2):
         own = large(reference=reference, generator=torch.Generator().manual_seed(seed), **size).images
         shuffled = large(embedding_grid=shuffled_grid(per_tile, seed), grid_stride=24, generator=torch.Generator().manual_seed(seed), **size).images
+        between_cells = large(reference=reference, grid_stride=32, generator=torch.Generator().manual_seed(seed), **size).images
         rows.append({kind: {"cosine": fidelity.patch_cosine(large.embedder, out, cells).mean().item(), "background": fidelity.background_gap(reference, out)}
-                     for kind, out in (("own", own), ("shuffled", shuffled))})
+                     for kind, out in (("own", own), ("shuffled", shuffled), ("between_cells", between_cells))})
     return rows
 
 
@@ -121,6 +123,16 @@ def test_a_regenerated_image_looks_like_its_reference_and_a_shuffled_grid_does_n
     shuffled = [row["shuffled"][measure] for row in regenerated]
     assert all(passes(v) for v in own), (measure, own)
     assert not any(passes(v) for v in shuffled), (measure, shuffled)
+
+
+# Each tile conditioned on its own crop's embedding vs on a slerp of the non-overlapping cells around it (the
+# earlier default): measured 0.84-0.85 vs 0.80-0.82 on this crop, a paired gain of 0.029-0.046 per seed.
+PER_TILE_GAIN_MARGIN = 0.015
+
+
+def test_conditioning_each_tile_on_its_own_crop_beats_interpolating_between_cells(regenerated):
+    gains = [row["own"]["cosine"] - row["between_cells"]["cosine"] for row in regenerated]
+    assert all(gain >= PER_TILE_GAIN_MARGIN for gain in gains), gains
 
 
 @pytest.fixture(scope="module")
