@@ -359,16 +359,13 @@ def schedule_changes(config, scheduler=None) -> dict:
 
 def build_pipeline(config, model, noise_scheduler, vae, conditioner, dataset, init=None):
     """The diffusers pipeline the run saves: a fine-tuned pipeline keeps its own class and every component
-    but the trained backbone (its scheduler, text encoder, VAE...); a new model gets gen's pipeline for its
-    condition."""
+    but the trained backbone (its scheduler, set to this run's schedule options in `train`, text encoder,
+    VAE...); a new model gets gen's pipeline for its condition."""
     from diffusers import DDPMPipeline
 
     if init is not None:
         name = "unet" if getattr(init, "unet", None) is not None else "transformer"
         init.register_modules(**{name: model})
-        changes = schedule_changes(config, init.scheduler)
-        if any(init.scheduler.config.get(name) != value for name, value in changes.items()):
-            init.scheduler = type(init.scheduler).from_config(init.scheduler.config, **changes)
         return init
 
     from gen.pipelines import ClassConditionalPipeline, TextToImagePipeline
@@ -459,6 +456,8 @@ def train(config: TrainConfig) -> Path:
     # data and conditions
     init = load_init(config.init_from) if config.init_from else None
     schedule = schedule_changes(config, init.scheduler if init is not None else None)
+    if init is not None and any(init.scheduler.config.get(name) != value for name, value in schedule.items()):
+        init.scheduler = type(init.scheduler).from_config(init.scheduler.config, **schedule)  # the sampler it saves with
     channels = config.channels
     dataset = load_data(config.data, config.resolution, channels or 3, name="data", caption_column=config.caption_column)
     if not channels:
@@ -497,7 +496,7 @@ def train(config: TrainConfig) -> Path:
         conditioner.bind(model)
     lora_config = add_lora(model, config.lora_rank, tuple(config.lora_targets.split(","))) if config.lora_rank else None
     if init is not None:  # the fine-tuned model's noise schedule (its sampler is kept for saving)
-        noise_scheduler = DDPMScheduler.from_config(init.scheduler.config, **schedule)
+        noise_scheduler = DDPMScheduler.from_config(init.scheduler.config)
     else:
         noise_scheduler = DDPMScheduler(
             num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule, clip_sample=config.clip_sample and vae is None,
