@@ -188,6 +188,10 @@ def test_zero_terminal_snr_schedule_is_trained_and_saved_with_the_model(tmp_path
     with pytest.raises(ValueError, match=r"rescale_betas_zero_snr: the --init-from model predicts epsilon"):
         train(TrainConfig(output_dir=str(tmp_path / "refused"), max_train_steps=1, init_from=str(plain), rescale_betas_zero_snr=True, **linear))
     assert not (tmp_path / "refused").exists()
+    moved = train(TrainConfig(output_dir=str(tmp_path / "moved"), max_train_steps=1, init_from=str(plain), prediction_type="v_prediction",
+                              rescale_betas_zero_snr=True, timestep_spacing="trailing", **linear))
+    saved = load_pipeline(moved).scheduler.config  # a fine-tune moved to zero SNR saves the sampler it was trained for
+    assert saved.prediction_type == "v_prediction" and saved.rescale_betas_zero_snr and saved.timestep_spacing == "trailing"
 
     flags = ["--data", "digits", "--output-dir", "x"]
     assert parse_config(TrainConfig, flags, "t", "").rescale_betas_zero_snr is None  # absent: the --init-from model's
