@@ -70,7 +70,7 @@ def dit_pipeline(scale: str, device, dtype):
 
     torch.manual_seed(0)
     dit = (DiTTransformer2DModel(num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28, sample_size=32, patch_size=2,
-                                 num_embeds_ada_norm=1000) if scale == "real" else tiny.tiny_dit())
+                                 num_embeds_ada_norm=1000) if scale == "real" else tiny.tiny_dit()).eval()  # a new model trains: label dropout
     pipe = DiTPipeline(transformer=dit, vae=tiny.tiny_vae(), scheduler=DDIMScheduler()).to(device, dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe
