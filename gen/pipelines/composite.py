@@ -42,6 +42,12 @@ class CompositePipeline(DiffusionPipeline):
         for part in self.parts().values():
             part.enable_model_cpu_offload(*args, **kwargs)
 
+    def maybe_free_model_hooks(self):
+        """Hand every part's models back to the CPU: a part's model called from another part's loop (the
+        base model inside the distilled run) is not offloaded by that part's own call."""
+        for part in self.parts().values():
+            part.maybe_free_model_hooks()
+
     def set_progress_bar_config(self, **kwargs):
         super().set_progress_bar_config(**kwargs)
         for part in self.parts().values():

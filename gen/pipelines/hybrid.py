@@ -170,6 +170,12 @@ class HybridDistilledPipeline(CompositePipeline):
         n = self.config.distilled_steps if distilled_steps is None else distilled_steps
         mode = self.config.handover if handover is None else handover
         _check_handover(mode)
+        try:
+            return self._run(args, k, n, mode, hooks, kwargs)
+        finally:
+            self.maybe_free_model_hooks()
+
+    def _run(self, args, k: int, n: int, mode: str, hooks, kwargs):
         guided = kwargs.get("guidance_scale", 1.0) > 1
         if mode == "first-steps":
             if kwargs.get("num_inference_steps", n) != n:
