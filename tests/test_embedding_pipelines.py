@@ -5,6 +5,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from gen import Denoiser
+from gen import testing as tiny
 from gen.embedders import CallableEmbedder, load_embedder
 from gen.pipelines import EmbeddingToImagePipeline, LargeImagePipeline
 from gen.core.tiling import TiledDenoiser, fractional_index, tile_starts
@@ -57,6 +58,13 @@ def test_from_pipe_carries_the_backbone_and_embedder_over(large):
     moved = LargeImagePipeline.from_pipe(small)
     assert isinstance(moved, LargeImagePipeline) and moved.unet is small.unet and moved.transformer is None
     assert moved.config.embedder == "zoo:patch-encoder"
+
+
+def test_from_pipe_keeps_a_half_precision_source_in_its_dtype():
+    source = tiny.embedding_pipeline().to(torch.bfloat16)
+    moved = LargeImagePipeline.from_pipe(source)
+    assert moved.unet.dtype == torch.bfloat16 and source.unet.dtype == torch.bfloat16  # stock would upcast both (shared modules)
+    assert LargeImagePipeline.from_pipe(source, dtype=torch.float32).unet.dtype == torch.float32  # an explicit dtype is honoured
 
 
 def test_large_image_from_a_grid_returns_image_grid_and_tile_count(large):

@@ -99,6 +99,15 @@ class GenPipeline(DiffusionPipeline):
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @classmethod
+    def from_pipe(cls, pipeline, **kwargs):
+        """diffusers' `from_pipe`, except that without `dtype`/`torch_dtype` the new pipeline keeps the source's
+        dtype: stock casts to float32, and since the two share their modules that would also turn the
+        source (say an fp16 pipeline on a GPU) into float32 in place."""
+        if kwargs.get("dtype") is None and kwargs.get("torch_dtype") is None:
+            kwargs["dtype"] = pipeline.dtype
+        return super().from_pipe(pipeline, **kwargs)
+
+    @classmethod
     def _get_signature_types(cls):
         # The components are unannotated because any backbone gen.Denoiser supports may fill them;
         # `from_pipe` moves a model component over only when its type is listed here.
