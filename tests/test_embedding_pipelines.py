@@ -67,6 +67,20 @@ def test_from_pipe_keeps_a_half_precision_source_in_its_dtype():
     assert LargeImagePipeline.from_pipe(source, dtype=torch.float32).unet.dtype == torch.float32  # an explicit dtype is honoured
 
 
+def test_a_half_precision_large_image_keeps_its_canvas_in_float32():
+    pipe = tiny.embedding_pipeline(LargeImagePipeline).to(torch.bfloat16)
+    seen = {"canvas": set(), "tiles": set()}
+    pipe.unet.register_forward_pre_hook(lambda module, args: seen["tiles"].add(args[0].dtype))
+
+    def record(p, i, t, tensors):
+        seen["canvas"].add(tensors["latents"].dtype)
+        return tensors
+
+    out = pipe(embedding_grid=torch.randn(2, 3, WIDTH), overlap=4, num_inference_steps=2, eta=1.0, output_type="pt",
+               callback_on_step_end=record, generator=torch.Generator().manual_seed(0))
+    assert seen == {"canvas": {torch.float32}, "tiles": {torch.bfloat16}} and torch.isfinite(out.images).all()
+
+
 def test_large_image_from_a_grid_returns_image_grid_and_tile_count(large):
     grid = torch.randn(3, 5, WIDTH)
     out = large(embedding_grid=grid, overlap=4, num_inference_steps=2, output_type="pt", generator=torch.Generator().manual_seed(0))

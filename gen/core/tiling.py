@@ -5,7 +5,8 @@ At every call the tiles are gathered from the canvas with one index operation pe
 evaluated by the inner denoiser, weighted by a window and scatter-added back (`index_add_`), then divided
 by the summed windows, so the loop takes one ordinary scheduler step on the whole canvas: every step
 re-fuses the overlaps and no seam survives. Activation memory is bounded by the tile batch (picked from
-free memory unless given); only the canvas and its accumulators grow with the output.
+free memory unless given); only the canvas and its accumulators grow with the output. Tiles are cast to
+the inner denoiser's dtype and fused in float32, so the canvas may be float32 under a half-precision model.
 
 Conditions: ``{"embedding_grid": (B, D, h, w)}`` gives each tile the embedding interpolated at its centre
 from the cells' centres on the canvas (`cell_centres`; by default cell (i, j) is centred on the i-th, j-th
@@ -258,7 +259,7 @@ class TiledDenoiser(Denoiser):
             stop = min(start + per_call, n)
             pixels = index[start:stop].reshape(-1)
             tiles = flat[:, :, pixels].reshape(batch, channels, stop - start, self.tile, self.tile)
-            tiles = tiles.permute(2, 0, 1, 3, 4).reshape((stop - start) * batch, channels, self.tile, self.tile)
+            tiles = tiles.permute(2, 0, 1, 3, 4).reshape((stop - start) * batch, channels, self.tile, self.tile).to(self.inner.dtype)
             out = self.inner(
                 tiles, t,
                 cond=self._rows(tile_cond, start, stop, batch), uncond=self._rows(tile_uncond, start, stop, batch),

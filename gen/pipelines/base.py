@@ -141,18 +141,20 @@ class GenPipeline(DiffusionPipeline):
                 raise ArgumentError(f"{name}: must be a positive multiple of {multiple} (the VAE factor times the backbone's downsampling), got {value!r}.")
         return ((height // f) if height else default[0], (width // f) if width else default[1])
 
-    def prepare_latents(self, batch: int, height: int | None, width: int | None, generator, latents=None) -> torch.Tensor:
-        """Initial noise for `batch` samples (drawn as diffusers draws it), or the given latents checked and placed."""
+    def prepare_latents(self, batch: int, height: int | None, width: int | None, generator, latents=None, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Initial noise for `batch` samples (drawn as diffusers draws it), or the given latents checked and placed;
+        in `dtype` (default: the backbone's)."""
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ArgumentError(f"batch_size: must be an integer >= 1, got {batch!r}.")
+        dtype = dtype or self.backbone.dtype
         shape = (batch, self.backbone.config.in_channels, *self.latent_size(height, width))
-        check_memory(shape, self.backbone.dtype, self._execution_device)
+        check_memory(shape, dtype, self._execution_device)
         check_generator(generator, batch)
         if latents is not None:
             if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != shape:
                 raise ArgumentError(f"latents: expected a tensor of shape {shape}, got {tuple(getattr(latents, 'shape', ())) or type(latents).__name__}.")
-            return latents.to(self._execution_device, self.backbone.dtype)
-        x = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=self.backbone.dtype)
+            return latents.to(self._execution_device, dtype)
+        x = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=dtype)
         return x * self.scheduler.init_noise_sigma
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

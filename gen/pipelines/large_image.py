@@ -150,7 +150,10 @@ class LargeImagePipeline(EmbeddingToImagePipeline):
                                  blend=blend, interpolation=interpolation)
         device, dtype = self._execution_device, self.backbone.dtype
         grid_batch = grids.permute(0, 3, 1, 2).repeat_interleave(num_images, dim=0).to(device, dtype)
-        latents = self.prepare_latents(len(grid_batch), height, width, generator, latents)
+        # The canvas stays float32 whatever the model's dtype (tiles are cast on the way in): the scheduler draws
+        # each step's noise in the canvas's dtype, and a CPU generator (the usual one) took 1.5 s per 4096x4096
+        # draw in float16 on the H100 host, more than the model's whole step there.
+        latents = self.prepare_latents(len(grid_batch), height, width, generator, latents, dtype=torch.float32)
         tiles = len(denoiser.positions(height // factor, width // factor))
         return self.generate(
             latents,
