@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device session (see ../shared/GPU.md): the GPU test suite, then the GPU benchmarks, logs under $OUT.
-# Run from the repository root on the GPU machine, with the diffusers wheel carried in .whl/:
+# Run from the repository root on the GPU machine, with the diffusers wheel carried in .whl/ (git-ignored, so
+# name it in what travels with the checkout, e.g. the device tool's carry):
 #   bash benchmarks/gpu/run.sh            (OUT defaults to out/gpu)
 # then copy $OUT/* into benchmarks/results/gpu/.
 set -uo pipefail
