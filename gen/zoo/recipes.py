@@ -100,21 +100,23 @@ def digits_value(folder: Path) -> None:
     (folder / RUN_MARKER).unlink(missing_ok=True)
 
 
-def patch_encoder(folder: Path, steps: int = 600) -> None:
+def patch_encoder(folder: Path, steps: int = 600, spatial_pool: int = 2) -> None:
     """SimCLR on 36x36 crops (32x32 views, so a view moves at most 4 pixels) of both images at every size the
     large-image path regenerates them at, background included. No quarter turns or flips and mild colour
     jitter (0.3 of the usual): the embedding keeps where structures run and how bright a patch is, which a
     model regenerating images from it needs; a 2x2 spatial pooling and each channel's mean and spread
-    feed the last layer. 7.5 minutes on 2 CPU cores (2026-11-25)."""
+    feed the last layer. 7.5 minutes on 2 CPU cores (2026-11-25). A 4x4 pooling (`spatial_pool=4`) was tried
+    and kept no more of where vessels run (`python -m benchmarks.retrieval_ceiling`: vesselness of the
+    nearest-crop mosaic 0.118 against 0.126 at 512)."""
     from gen.data.tissue import multiscale_patches
     from gen.embedders import PatchEncoder
     from gen.training.ssl import train_simclr
 
     torch.manual_seed(0)
-    encoder = PatchEncoder(width=48, spatial_pool=2, colour_statistics=True)
+    encoder = PatchEncoder(width=48, spatial_pool=spatial_pool, colour_statistics=True)
     history = train_simclr(encoder, lambda n, g: multiscale_patches(n, 36, g)[0], steps=steps, batch_size=128, turns=False, jitter=0.3)
     encoder.save_pretrained(str(folder), safe_serialization=True)
-    write_json(folder / "training.json", {"method": "SimCLR", "steps": steps, "batch_size": 128, "crop": 36, "turns": False, "jitter": 0.3, "losses": history})
+    write_json(folder / "training.json", {"method": "SimCLR", "steps": steps, "spatial_pool": spatial_pool, "batch_size": 128, "crop": 36, "turns": False, "jitter": 0.3, "losses": history})
 
 
 # Sampling defaults saved with ihc-patches, chosen by measurement (`python -m benchmarks.patch_sampling`: DDPM at
