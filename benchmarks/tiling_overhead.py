@@ -4,9 +4,9 @@ backbone rows at the same batch size, side by side in one run; and peak memory a
     python -m benchmarks.tiling_overhead [--sizes 256 512 1024] [--steps 2] [--tile-batch 64] [--repeats 5]
     python -m benchmarks.tiling_overhead --device cuda --sizes 1024 2048 4096 --tile-batch 1024
 
-The model is the zoo's 32x32 `ihc-patches` (guidance_scale 1 overrides its saved default, so rows = tiles x steps). "plain" evaluates the
-same rows through the same Denoiser in batches of --tile-batch, with nothing else: no gathering, no
-conditions per tile, no fusion. Targets (issue 12): ratio <= 1.15 on CPU and on GPU; peak memory beyond
+The model is the zoo's 32x32 `ihc-patches`, unguided (guidance_scale 1 overrides its saved 2, so rows =
+tiles x steps). "plain" evaluates the same rows through the same Denoiser in batches of --tile-batch, with
+nothing else: no gathering, no conditions per tile, no fusion. Targets (issue 12): ratio <= 1.15 on CPU and on GPU; peak memory beyond
 the canvas flat in image size; a 4096x4096 image (2 steps) >= 8x faster on the GPU than the 89 s measured
 before the tiling was vectorised. Writes tiling_overhead[_cuda].json + .png into --out.
 """
