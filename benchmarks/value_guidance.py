@@ -74,6 +74,29 @@ def run_task(generate, reward, value_net, steps_list, budgets, seeds, max_batch,
     return table
 
 
+COLOURS = {"plain": "C7", "best-of-N": "C1", "FK": "C3", "SVDD-PM": "C2", "SVDD-MC": "C0"}  # one colour per method in every panel
+
+
+def figure(results: dict):
+    """Mean reward against NFE, one panel per task and step count."""
+    plt = pyplot()
+    panels = [(task, steps) for task, by_steps in results["tasks"].items() for steps in by_steps]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
+    for ax, (task, steps) in zip(axes[0], panels):
+        rows = results["tasks"][task][steps]
+        for name, by_budget in rows.items():
+            budgets = sorted(by_budget, key=int)
+            x = [by_budget[b]["nfe"] for b in budgets]
+            y = [by_budget[b]["reward"]["mean"] for b in budgets]
+            err = [[by_budget[b]["reward"]["mean"] - by_budget[b]["reward"]["ci95"][0] for b in budgets], [by_budget[b]["reward"]["ci95"][1] - by_budget[b]["reward"]["mean"] for b in budgets]]
+            dashed = name == "FK"  # FK often equals best-of-N exactly (it never resamples): drawn dashed over it
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=name, color=COLOURS.get(name), ls="--" if dashed else "-", zorder=3 if dashed else 2)
+        ax.set_xscale("log"); ax.set_xlabel("model evaluations per sample (NFE)"); ax.set_ylabel("mean reward (95% CI over seeds)")
+        ax.set_title(f"{task}, {steps} steps", fontsize=9); ax.legend(fontsize=7)
+    return fig
+
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=32)
@@ -138,20 +161,7 @@ def main(argv=None):
     results["verdict"] = verdicts
     print("\n".join(verdicts))
 
-    plt = pyplot()
-    panels = [(task, steps) for task, by_steps in results["tasks"].items() for steps in by_steps]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
-    for ax, (task, steps) in zip(axes[0], panels):
-        rows = results["tasks"][task][steps]
-        for name, by_budget in rows.items():
-            budgets = sorted(by_budget, key=int)
-            x = [by_budget[b]["nfe"] for b in budgets]
-            y = [by_budget[b]["reward"]["mean"] for b in budgets]
-            err = [[by_budget[b]["reward"]["mean"] - by_budget[b]["reward"]["ci95"][0] for b in budgets], [by_budget[b]["reward"]["ci95"][1] - by_budget[b]["reward"]["mean"] for b in budgets]]
-            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=name)
-        ax.set_xscale("log"); ax.set_xlabel("model evaluations per sample (NFE)"); ax.set_ylabel("mean reward (95% CI over seeds)")
-        ax.set_title(f"{task}, {steps} steps", fontsize=9); ax.legend(fontsize=7)
-    save("value_guidance", results, fig, out=args.out)
+    save("value_guidance", results, figure(results), out=args.out)
     return results
 
 
