@@ -35,6 +35,11 @@ def crops(image: torch.Tensor, patch: int, stride: int) -> tuple[torch.Tensor, t
     return tiles.permute(1, 2, 0, 3, 4).reshape(-1, 3, patch, patch), corners
 
 
+def overlapping(cell_corners: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
+    """(cells, crops) mask of the crops that share a pixel with each cell: the candidates a cell may not take."""
+    return ((cell_corners[:, None] - corners[None]).abs() < PATCH).all(dim=-1)
+
+
 def mosaic(reference: torch.Tensor, chosen: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
     """The reference's cells, row-major, replaced by bank[chosen]."""
     cols = reference.shape[3] // PATCH
@@ -56,7 +61,7 @@ def nearest(queries: torch.Tensor, keys: torch.Tensor, excluded: torch.Tensor, m
 def ceiling(reference: torch.Tensor, encoders: dict, judge, vessels: bool) -> tuple[dict, dict]:
     bank, corners = crops(reference, PATCH, BANK_STRIDE)
     cells, cell_corners = crops(reference, PATCH, PATCH)
-    excluded = ((cell_corners[:, None] - corners[None]).abs() < PATCH).all(dim=-1)  # crops overlapping the cell
+    excluded = overlapping(cell_corners, corners)
     grid = judge.embed_images(cells).float().reshape(reference.shape[2] // PATCH, reference.shape[3] // PATCH, -1)
     with torch.no_grad():
         choices = {f"{name} embedding": nearest(encoder.embed_images(cells).float(), encoder.embed_images(bank).float(), excluded, "cosine")

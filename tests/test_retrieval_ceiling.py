@@ -2,7 +2,7 @@
 
 import torch
 
-from benchmarks.retrieval_ceiling import BANK_STRIDE, PATCH, crops, mosaic, nearest
+from benchmarks.retrieval_ceiling import BANK_STRIDE, PATCH, crops, mosaic, nearest, overlapping
 
 
 def test_nearest_crop_skips_every_crop_overlapping_the_cell_and_finds_an_exact_repeat():
@@ -11,8 +11,7 @@ def test_nearest_crop_skips_every_crop_overlapping_the_cell_and_finds_an_exact_r
     image = motif.repeat(1, 1, 3, 3)  # every cell has exact copies elsewhere
     bank, corners = crops(image, PATCH, BANK_STRIDE)
     cells, cell_corners = crops(image, PATCH, PATCH)
-    excluded = ((cell_corners[:, None] - corners[None]).abs() < PATCH).all(dim=-1)
-    chosen = nearest(cells.flatten(1), bank.flatten(1), excluded, "l2")
+    chosen = nearest(cells.flatten(1), bank.flatten(1), overlapping(cell_corners, corners), "l2")
     offsets = (corners[chosen] - cell_corners).abs()
     assert (offsets >= PATCH).any(dim=-1).all()  # no chosen crop overlaps its own cell
     assert torch.equal(mosaic(image, chosen, bank), image)  # and a copy elsewhere is found
