@@ -14,9 +14,10 @@ one line on stderr and exit status 2; a fault that is not the user's gets one li
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
-from gen.errors import ArgumentError, report
+from gen.errors import ArgumentError, HelpFormatter, OneLineParser, exit_status, report
 
 EXAMPLES = {
     "demo": "example: gen demo --out out/demo",
@@ -50,6 +51,11 @@ def _zoo(args) -> int:
         return 0
     from gen.zoo.recipes import build
 
+    if args.name is None:
+        raise UsageError(f"name: say which model to rebuild (retraining replaces the bundled copy and takes minutes to hours on a CPU): "
+                         f"gen zoo build NAME, NAME one of {', '.join(zoo.available())}, or gen zoo build all.")
+    if args.name != "all" and args.name not in zoo.available():
+        raise UsageError(f"name: no zoo model {args.name!r}; one of {', '.join(zoo.available())} (gen zoo list).")
     names = zoo.available() if args.name == "all" else [args.name]
     for name in names:
         path = build(name)
@@ -84,6 +90,61 @@ def _apply_lora(pipe, lora: str) -> None:
     load_lora(backbone, folder)
 
 
+SEED_RANGE = (0, 2**63 - 1)  # what torch.Generator.manual_seed takes without wrapping
+
+
+def _check_sample_args(args):
+    """Everything about a `gen sample` call that can be checked before a model is loaded or a file written;
+    returns the image's path."""
+    from gen.io import check_writable, inside
+
+    for flag, value, least in (("num", args.num, 1), ("scale", args.scale, 1), ("steps", args.steps, 1)):
+        if value is not None and value < least:
+            raise UsageError(f"{flag}: must be >= {least}, got {value}.")
+    if not SEED_RANGE[0] <= args.seed <= SEED_RANGE[1]:
+        raise UsageError(f"seed: must be an integer in [{SEED_RANGE[0]}, 2**63 - 1], got {args.seed}.")
+    if args.guidance is not None and not (math.isfinite(args.guidance) and args.guidance >= 0):
+        raise UsageError(f"guidance: must be a finite number >= 0, got {args.guidance}.")
+    check_writable(args.out, "out")
+    target = inside(args.out, args.name, "name")
+    if target.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise UsageError(f"name: {args.name!r} must end in .png or .jpg.")
+    taken = [p for p in (target, target.with_suffix(".json")) if p.exists() or p.is_symlink()]
+    if taken and not getattr(args, "overwrite", False):
+        raise UsageError(f"name: {taken[0]} already exists; pass --name OTHER.png for a new grid, or --overwrite to replace {target.name} and its {target.with_suffix('.json').name}.")
+    if any(p.is_dir() for p in taken):
+        raise UsageError(f"name: {taken[0]} is a folder; pass --name OTHER.png.")
+    return target
+
+
+def _class_labels(pipe, labels: list[str] | None):
+    """--class-labels as the model's indices: integers, or the class names saved with the model."""
+    if labels is None:
+        return None
+    names = list(getattr(getattr(pipe, "config", None), "class_names", None) or [])
+    result = []
+    for label in labels:
+        if label in names:
+            result.append(names.index(label))
+        elif label.lstrip("-").isdigit():
+            result.append(int(label))
+        else:
+            known = f"one of {names} or an index" if names else "integers (the model saved no class names)"
+            raise UsageError(f"class_labels: {label!r} is not a class of this model; give {known}.")
+    return result
+
+
+def _refuse_unused(args, kind: str, takes_text: bool) -> None:
+    """A flag the model cannot use is a mistake to name, not to ignore."""
+    embedding = kind in ("EmbeddingToImagePipeline", "LargeImagePipeline")
+    if args.reference is not None and not embedding:
+        raise UsageError(f"reference: {args.model!r} ({kind}) is not conditioned on an image; drop --reference.")
+    if args.class_labels is not None and (embedding or takes_text or kind == "TextToLargeImagePipeline"):
+        raise UsageError(f"class_labels: {args.model!r} ({kind}) takes no class labels; drop --class-labels.")
+    if args.prompt is not None and not (takes_text or kind == "TextToLargeImagePipeline"):
+        raise UsageError(f"prompt: {args.model!r} ({kind}) takes no text; use --class-labels or neither.")
+
+
 def _sample(args) -> int:
     import inspect
     import json
@@ -91,11 +152,9 @@ def _sample(args) -> int:
     import torch
 
     from gen.demo import grid_image
-    from gen.io import free_name, inside, save_image, write_text
+    from gen.io import save_image, write_text
 
-    target = inside(args.out, args.name, "name")
-    if target.suffix.lower() not in (".png", ".jpg", ".jpeg"):
-        raise UsageError(f"name: {args.name!r} must end in .png or .jpg.")
+    target = _check_sample_args(args)
     pipe = _load_for_sampling(args.model)
     if args.lora:
         _apply_lora(pipe, args.lora)
@@ -110,6 +169,8 @@ def _sample(args) -> int:
         call["guidance_scale"] = args.guidance
     kind = type(pipe).__name__
     takes_text = "prompt" in inspect.signature(pipe.__call__).parameters
+    _refuse_unused(args, kind, takes_text)
+    labels = _class_labels(pipe, args.class_labels)
     if kind == "TextToLargeImagePipeline":
         if args.prompt is None:
             raise UsageError(f"prompt: {args.model!r} makes large images from text; pass --prompt 'TEXT'.")
@@ -121,28 +182,25 @@ def _sample(args) -> int:
     elif kind in ("EmbeddingToImagePipeline", "LargeImagePipeline"):
         if args.reference is None:
             raise UsageError(f"reference: {args.model!r} makes images from an image's embedding; pass --reference IMAGE (a PNG or JPEG).")
-        from PIL import Image
+        from gen.data.files import read_image
 
-        try:
-            with Image.open(args.reference) as image:
-                reference = image.convert("RGB")
-        except (OSError, ValueError) as err:
-            raise UsageError(f"reference: cannot read {args.reference} as an image ({err}).") from None
+        reference = read_image(args.reference, "reference")
         if kind == "LargeImagePipeline":  # one image of the reference's size, regenerated tile by tile
             out = pipe(reference=reference, num_images=args.num, **call)
         else:
             out = pipe(images=reference, num_images_per_embedding=args.num, **call)
-    elif args.prompt is not None:
-        raise UsageError(f"prompt: {args.model!r} ({kind}) takes no text; use --class-labels or neither.")
     elif kind == "ClassConditionalPipeline":
-        out = pipe(class_labels=args.class_labels, **call) if args.class_labels else pipe(class_labels=None, batch_size=args.num, **call)
-    elif args.class_labels:
-        out = pipe(class_labels=args.class_labels, **call)
+        out = pipe(class_labels=labels, **call) if labels else pipe(class_labels=None, batch_size=args.num, **call)
+    elif labels:
+        out = pipe(class_labels=labels, **call)
     else:
         out = pipe(batch_size=args.num, **call)
     images = out.images if isinstance(out.images, torch.Tensor) else torch.stack([torch.as_tensor(i) for i in out.images])
+    if not torch.isfinite(images).all():
+        raise ArgumentError(f"model: {args.model!r} produced non-finite values (NaN or infinity){' with the LoRA ' + repr(args.lora) if args.lora else ''}; "
+                            "nothing was written. Check the weights (a LoRA trained to divergence?) or lower --guidance.")
+    side = target.with_suffix(".json")
     save_image(target, grid_image(images, min(len(images), 8), scale=args.scale))
-    side = free_name(target.with_suffix(".json"))
     write_text(side, json.dumps({"model": args.model, "image": target.name, "nfe": out.nfe, "reward_calls": out.reward_calls, "seed": args.seed}) + "\n")
     print(f"wrote {target} and {side.name}")
     return 0
@@ -168,10 +226,10 @@ def _bench(argv: list[str]) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="gen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    root = OneLineParser(prog="gen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     root.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = root.add_subparsers(dest="command", required=True, metavar="{demo,sample,zoo,train,bench}")
-    fmt = argparse.RawDescriptionHelpFormatter
+    fmt = HelpFormatter
     demo = sub.add_parser("demo", help="run the demo on the bundled zoo models", description="Run every section of the demo on the bundled zoo; writes PNGs and report.md.",
                           epilog=EXAMPLES["demo"], formatter_class=fmt)
     demo.add_argument("--out", default="out/demo", help="output folder (inside the current directory)")
@@ -180,21 +238,22 @@ def parser() -> argparse.ArgumentParser:
                             description="Sample a generative zoo model or a saved pipeline folder into one PNG grid (+ a JSON with the counts).",
                             epilog=EXAMPLES["sample"], formatter_class=fmt)
     sample.add_argument("model", help="zoo name (digits, digits-distilled, ihc-patches, ihc-text-grid) or a pipeline folder")
-    sample.add_argument("--class-labels", type=int, nargs="+", default=None, help="class-conditional models: one image per label")
+    sample.add_argument("--class-labels", nargs="+", default=None, help="class-conditional models: one image per label (an index, or a class name the model saved)")
     sample.add_argument("--prompt", default=None, help="text-to-image models: the prompt")
     sample.add_argument("--reference", default=None, help="embedding-conditioned models: an image whose embedding conditions the samples")
     sample.add_argument("--lora", default=None, help="a LoRA folder written by gen train --lora-rank (or a zoo LoRA name) to load first")
     sample.add_argument("--num", type=int, default=8, help="images (per prompt or reference) when not given by --class-labels")
     sample.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's own, else 25)")
     sample.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's own)")
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--seed", type=int, default=0, help="seed of the noise (and of every hook that draws)")
     sample.add_argument("--scale", type=int, default=4, help="pixel upscaling of the grid")
     sample.add_argument("--out", default="out/samples", help="output folder")
-    sample.add_argument("--name", default="samples.png", help="file name inside --out")
+    sample.add_argument("--name", default="samples.png", help="file name inside --out (with its counts in the same name .json)")
+    sample.add_argument("--overwrite", action="store_true", help="replace an existing --name grid and its .json (without it, an existing name is refused)")
     zoo = sub.add_parser("zoo", help="list or rebuild the bundled models", description="List the bundled models, or retrain one from nothing.",
                          epilog=EXAMPLES["zoo"], formatter_class=fmt)
     zoo.add_argument("action", choices=["list", "build"])
-    zoo.add_argument("name", nargs="?", default="all")
+    zoo.add_argument("name", nargs="?", default=None, help="build: the model to retrain, or 'all'")
     sub.add_parser("train", help="train a model (gen train --help lists every option)", description="= python -m gen.training.train",
                    epilog=EXAMPLES["train"], formatter_class=fmt, add_help=False)
     sub.add_parser("bench", help=f"run a benchmark from a checkout: {', '.join(BENCHMARKS)}", description="= python -m benchmarks.NAME",
@@ -223,8 +282,8 @@ def main(argv=None) -> int:
 
         run_demo(args.out, quick=args.quick)
         return 0
-    except SystemExit:
-        raise
+    except SystemExit as stop:  # argparse's exit (--help, or a one-line mistake): its status, as a return value
+        return exit_status(stop)
     except Exception as err:
         return report(err, debug)
 

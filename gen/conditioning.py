@@ -152,6 +152,9 @@ def corrupt_pairs(count: int, rate: float, seed: int = 0) -> list[int]:
 
 
 # -- CADS -----------------------------------------------------------------------------------------------------------
+ANNEALED = ("encoder_hidden_states", "pooled_projections", "class_labels", "embedding_grid")  # float conditions CADS perturbs
+
+
 class CADS(SamplingHook):
     """Condition-annealed sampling: noise on the condition early, the clean condition late.
 
@@ -185,6 +188,15 @@ class CADS(SamplingHook):
         self.mixing_factor, self.rescale, self.seed = mixing_factor, rescale, seed
         self.generator = None
 
+    def validate(self, run) -> None:
+        """CADS anneals a condition: refuse a run that has none it can reach (it would be a silent no-op)."""
+        cond = run.cond or {}
+        tensors = [k for k in ANNEALED if isinstance(cond.get(k), torch.Tensor) and cond[k].is_floating_point()]
+        tables = "class_labels" in cond and bool(class_embedding_tables(run.denoiser.model))
+        if not (tensors or tables):
+            raise ArgumentError(f"hooks: CADS anneals the condition, but this run has none it can anneal (cond keys: {sorted(cond) or 'none'}); "
+                                "use it on a conditional model (class labels, text or embeddings), or drop it.")
+
     def setup(self, run) -> None:
         self.generator = run.hook_generator(self.seed)
 
@@ -212,7 +224,7 @@ class CADS(SamplingHook):
     def condition(self, step: Step, cond: Condition) -> Condition:
         gamma = self.gamma(step)
         out = dict(cond)
-        for key in ("encoder_hidden_states", "pooled_projections", "class_labels", "embedding_grid"):
+        for key in ANNEALED:
             value = cond.get(key)
             if isinstance(value, torch.Tensor) and value.is_floating_point():
                 out[key] = self.anneal(value, gamma)

@@ -213,8 +213,19 @@ def run_demo(out: str | Path = "out/demo", quick: bool = False) -> Path:
     """Run every section; returns the path of report.md."""
     import transformers
 
+    from gen.io import check_output_dir, mark_output_dir, release_output_dir
+
     transformers.logging.set_verbosity_error()
     out = Path(out)
+    check_output_dir(out, "demo", overwrite=True, name="out")  # a rerun replaces its own pictures, never a folder of other files
+    mark_output_dir(out, "demo", overwrite=True, name="out")
+    try:
+        return _run_sections(out, quick)
+    finally:
+        release_output_dir(out)
+
+
+def _run_sections(out: Path, quick: bool) -> Path:
     report = Report(out)
     pipe, classifier, space = _digits(report, quick)
     patches = _value_guidance(report, pipe, classifier, space, quick)

@@ -32,11 +32,20 @@ POOLINGS = ("cls", "pooled", "mean")
 
 
 def _check_images(images, name: str = "images") -> torch.Tensor:
+    """A (B, C, H, W) float tensor in [0, 1]: uint8 is read as 0-255 (as PIL and torchvision store it);
+    other integer types, and floats outside [0, 1], are refused rather than guessed."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ArgumentError(f"{name}: expected a (batch, channels, height, width) tensor in [0, 1], got {got}.")
+    if images.dtype == torch.uint8:
+        images = images.float() / 255.0
+    elif not images.is_floating_point():
+        raise ArgumentTypeError(f"{name}: expected float images in [0, 1] (or uint8 in 0-255), got {str(images.dtype).replace('torch.', '')}.")
     if not torch.isfinite(images).all():
         raise ArgumentError(f"{name}: contains NaN or infinite values.")
+    if images.numel() and (images.min() < -1e-3 or images.max() > 1 + 1e-3):
+        raise ArgumentError(f"{name}: float images must lie in [0, 1], got values in [{float(images.min()):.3g}, {float(images.max()):.3g}]; "
+                            "divide 0-255 data by 255 (images in [-1, 1]: use embed_pixels).")
     return images
 
 
@@ -46,7 +55,11 @@ class _Batched:
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
         images = _check_images(images)
         with torch.no_grad():
-            return torch.cat([self._embed(images[i : i + self.batch_size]).float().cpu() for i in range(0, len(images), self.batch_size)])
+            embeddings = torch.cat([self._embed(images[i : i + self.batch_size]).float().cpu() for i in range(0, len(images), self.batch_size)])
+        if embeddings.ndim != 2 or embeddings.shape[0] != images.shape[0]:
+            raise ArgumentError(f"embedder: {type(self).__name__} returned {tuple(embeddings.shape)} for {images.shape[0]} images; "
+                                "an embedder must return one row per image, (batch, width).")
+        return embeddings
 
     def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """Embed images given in [-1, 1] (the trainer's pixel range)."""

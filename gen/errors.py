@@ -8,6 +8,9 @@ exit status 2 when the caller can fix it, 1 otherwise; --debug adds the tracebac
 
 from __future__ import annotations
 
+import argparse
+import difflib
+import re
 import sys
 
 
@@ -27,11 +30,15 @@ class MissingFileError(GenError, FileNotFoundError):
     """A file or folder an argument names does not exist (or is not what it should be)."""
 
 
+class WriteError(GenError, OSError):
+    """A file could not be written (a full disk, a quota); the message names the file. Nothing was replaced."""
+
+
 class TrainingDiverged(GenError, ValueError):
     """Training produced a non-finite loss or weights (the message names the hyperparameters to lower)."""
 
 
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError, WriteError)
 
 
 def report(err: BaseException, debug: bool = False, stream=None) -> int:
@@ -47,6 +54,11 @@ def report(err: BaseException, debug: bool = False, stream=None) -> int:
     message = str(err).splitlines()[0] if str(err) else type(err).__name__
     print(f"{kind}: {message}{hint}", file=stream)
     return 2 if user else 1
+
+
+def exit_status(stop: SystemExit) -> int:
+    """The status a SystemExit carries, as `sys.exit` would turn it into one."""
+    return stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
 
 
 def require_int(value, name: str, minimum: int | None = None, maximum: int | None = None, optional: bool = False) -> int | None:
@@ -82,3 +94,53 @@ def require_choice(value, name: str, choices) -> object:
     if not isinstance(value, (str, int, float, type(None))) or isinstance(value, bool) or value not in choices:
         raise ArgumentError(f"{name}: one of {tuple(choices)}, got {value!r}.")
     return value
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help keeps the description's own line breaks and shows each option's default (where its help does
+    not already say it and there is one)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: {action.default})".strip()
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a mistake on the command line is one line naming the option (and, for a misspelt flag,
+    the closest valid one) with exit status 2, instead of the whole usage text before the line that matters."""
+
+    def _flags(self) -> list[str]:
+        """Every long flag of this parser and of its subcommands' parsers."""
+        found = set()
+        for action in self._actions:
+            found.update(f for f in action.option_strings if f.startswith("--"))
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    found.update(f for a in sub._actions for f in a.option_strings if f.startswith("--"))
+        return sorted(found)
+
+    def error(self, message: str):
+        flags = self._flags()
+        unknown = re.match(r"unrecognized arguments: (.*)", message)
+        bad = re.match(r"argument ([^:]+): (.*)", message)
+        required = re.match(r"the following arguments are required: (.*)", message)
+        if unknown:
+            words = unknown.group(1).split()
+            first = next((w for w in words if w.startswith("-")), words[0])
+            close = difflib.get_close_matches(first.split("=")[0], flags, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"{self.prog} --help lists the options."
+            line = f"{first.lstrip('-') or first}: no such option ({' '.join(words)}); {hint}"
+        elif bad:
+            names = bad.group(1).split("/")
+            name = next((n for n in names if n.startswith("--")), names[0])
+            name = "command" if name.startswith("{") else name.lstrip("-").replace("-", "_")
+            line = f"{name}: {bad.group(2)}"
+        elif required:
+            spellings = [item.split("/")[0] for item in re.split(r",\s*", required.group(1))]
+            names = [n.lstrip("-").replace("-", "_") for n in spellings]
+            line = f"{', '.join(names)}: required; pass {' and '.join(spellings)} (or set them in a --config file)."
+        else:
+            line = message
+        self.exit(2, f"error: {line}\n")

@@ -1,7 +1,6 @@
 """One table of bad inputs across the public API. Each row asserts the error type, that the message names
 the argument at fault, and that nothing was written (the test runs in an empty working folder)."""
 
-import argparse
 import functools
 import os
 import re
@@ -142,8 +141,8 @@ CASES = [
     ("load-pipeline-pickle", lambda: load_pipeline(pickle_folder()), ValueError, "path: .*pickle"),
     ("refuse-pickle", lambda: load_safetensors(pickle_folder() + "/model.pt"), ValueError, "path"),
     # command line
-    ("cli-sample-escape", lambda: cli._sample(argparse.Namespace(model="digits", out="out", name="../escape.png")), ValueError, "name"),
-    ("cli-sample-absolute", lambda: cli._sample(argparse.Namespace(model="digits", out="out", name="/tmp/escape.png")), ValueError, "name"),
+    ("cli-sample-escape", lambda: cli._sample(cli.parser().parse_args(["sample", "digits", "--out", "out", "--name", "../escape.png"])), ValueError, "name"),
+    ("cli-sample-absolute", lambda: cli._sample(cli.parser().parse_args(["sample", "digits", "--out", "out", "--name", "/tmp/escape.png"])), ValueError, "name"),
 ]
 
 

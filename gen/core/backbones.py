@@ -204,6 +204,9 @@ class Backbone:
                 raise ArgumentError(f"{name}[{key!r}]: batch {value.shape[0]} does not match the latents' batch {batch}.")
             if value.is_floating_point() and not torch.isfinite(value).all():
                 raise ArgumentError(f"{name}[{key!r}]: contains NaN or infinite values.")
+            if key == "class_labels" and "num_classes" in widths and (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool or value.ndim != 1):
+                raise ArgumentError(f"{name}['class_labels']: {self.name} looks labels up in a table of {widths['num_classes']} classes, so they must be a 1-D "
+                                    f"integer tensor (one label per row), got {str(value.dtype).replace('torch.', '')} of shape {tuple(value.shape)}.")
             if key == "class_labels" and not value.is_floating_point() and "num_classes" in widths:
                 n = widths["num_classes"]
                 if value.numel() and (value.min() < 0 or value.max() >= n):

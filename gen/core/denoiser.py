@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from gen.errors import ArgumentError
+from gen.errors import ArgumentError, ArgumentTypeError
 from gen.core import prediction
 from gen.core.backbones import Backbone, Condition, stack_branches
 from gen.core.prediction import NoiseLevel
@@ -77,6 +77,10 @@ class Denoiser:
     """
 
     def __init__(self, model, scheduler, prediction_type: str | None = None):
+        if isinstance(scheduler, type) or not (hasattr(scheduler, "set_timesteps") and hasattr(scheduler, "step") and hasattr(scheduler, "config")):
+            what = f"the class {scheduler.__name__}" if isinstance(scheduler, type) else f"{type(scheduler).__name__} {scheduler!r}"[:80]
+            raise ArgumentTypeError(f"scheduler: expected a diffusers scheduler object, got {what}; build one, e.g. "
+                                    "DDIMScheduler.from_config(pipe.scheduler.config).")
         self.model = model
         self.backbone = Backbone(model)
         self.scheduler = scheduler

@@ -20,7 +20,7 @@ transition wraps the second, and so on.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable
 
 import torch
 
@@ -78,13 +78,16 @@ def points_of(hook) -> tuple[str, ...]:
 
 
 def check_hooks(hooks, name: str = "hooks") -> list:
-    """The hooks as a list; a TypeError naming the offending entry when one implements no point."""
+    """The hooks as a list (one hook, or any iterable of them: a list, a tuple, a generator); a TypeError
+    naming the offending entry when one is a class rather than an instance or implements no point."""
     if hooks is None:
         return []
-    if isinstance(hooks, SamplingHook) or not isinstance(hooks, Sequence):
+    if isinstance(hooks, (SamplingHook, type, str, bytes, dict)) or not isinstance(hooks, Iterable) or points_of(hooks):
         hooks = [hooks]
     hooks = list(hooks)
     for i, hook in enumerate(hooks):
+        if isinstance(hook, type):
+            raise ArgumentTypeError(f"{name}[{i}]: got the class {hook.__name__}, not a hook; pass an instance, e.g. {hook.__name__}(...).")
         if not points_of(hook):
             raise ArgumentTypeError(
                 f"{name}[{i}]: {type(hook).__name__} implements none of the hook points {HOOK_POINTS}; subclass "

@@ -172,10 +172,10 @@ class _Run:
             step = self.step_at(index)
             denoiser, cond = self.base_denoiser, self.cond
             for hook in self.at["denoiser"]:
-                denoiser = hook.denoiser(step, denoiser)
+                denoiser = returned(hook, "denoiser", hook.denoiser(step, denoiser), Denoiser)
             if cond is not None:
                 for hook in self.at["condition"]:
-                    cond = hook.condition(step, cond)
+                    cond = returned(hook, "condition", hook.condition(step, cond), dict)
             self._resolved[index] = (denoiser, cond)
         return self._resolved[index]
 
@@ -384,11 +384,20 @@ def _transition_chain(run: _Run, transitions: Sequence, state: SamplingState, de
             ctx = StepContext(run, s, denoiser, cond, link(position + 1))
             if position == len(transitions):
                 return _plain_step(ctx, s)
-            return transitions[position].transition(s, ctx)
+            return returned(transitions[position], "transition", transitions[position].transition(s, ctx), SamplingState)
 
         return proceed
 
     return link(0)(state)
+
+
+def returned(hook, point: str, value, kind: type):
+    """A hook point's return value, refused naming the hook when it is not what the loop continues with
+    (a hook that changes its argument in place and forgets to return it gives None)."""
+    if not isinstance(value, kind):
+        raise ArgumentTypeError(f"hooks: {type(hook).__name__}.{point}() returned {type(value).__name__}, not a {kind.__name__}; "
+                                f"return the (possibly changed) value it was given.")
+    return value
 
 
 def check_eta(scheduler, eta) -> None:
@@ -431,6 +440,25 @@ def check_generator(generator, batch: int) -> None:
 def check_guidance_scale(guidance_scale) -> None:
     if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale) or guidance_scale < 0:
         raise ArgumentError(f"guidance_scale: must be a finite number >= 0 (1 or less: no guidance), got {guidance_scale!r}.")
+
+
+def set_custom_timesteps(scheduler, timesteps, device) -> list:
+    """Given `timesteps`: the scheduler's own when they are already set to them (as `retrieve_timesteps`
+    leaves them); else set on a scheduler that takes custom timesteps; else refused (its step() would
+    follow the schedule it has, not these)."""
+    given = [float(t) for t in timesteps]
+    current = getattr(scheduler, "timesteps", None)
+    if current is not None and len(current) == len(given) and [float(t) for t in current] == given:
+        return list(timesteps)
+    name = type(scheduler).__name__
+    if "timesteps" not in inspect.signature(scheduler.set_timesteps).parameters:
+        raise ArgumentError(f"timesteps: {name} is not set to these timesteps and takes no custom ones; pass num_inference_steps instead, "
+                            "or a scheduler that takes custom timesteps (DDPM, LCM, Euler, DPM-Solver).")
+    try:
+        scheduler.set_timesteps(timesteps=[int(t) for t in given], device=device)
+    except (ValueError, TypeError) as err:
+        raise ArgumentError(f"timesteps: {name} cannot take {[int(t) for t in given]} ({str(err).splitlines()[0]}).") from None
+    return list(scheduler.timesteps)
 
 
 def check_steps(num_inference_steps, timesteps) -> None:
@@ -507,12 +535,15 @@ def sample(
     check_eta(denoiser.scheduler, eta)
 
     run = _Run(denoiser, cond, uncond, guidance_scale, guidance_rescale, generator, eta, hooks, decode, batch, step_kwargs)
+    run.latent_shape, run.latent_dtype = tuple(latents.shape), latents.dtype
     if timesteps is None:
         try:
             denoiser.scheduler.set_timesteps(num_inference_steps, device=latents.device)
         except ValueError as err:  # e.g. more steps than training timesteps
             raise ArgumentError(f"num_inference_steps: {type(denoiser.scheduler).__name__} cannot take {num_inference_steps} steps ({err}).") from None
         timesteps = denoiser.scheduler.timesteps
+    else:
+        timesteps = set_custom_timesteps(denoiser.scheduler, timesteps, latents.device)
     run.plan = list(timesteps)
     check_eta_at_zero_snr(denoiser.scheduler, eta, run.plan)
     info = run_info(run)
@@ -568,6 +599,9 @@ class RunInfo:
     has_decoder: bool
     hooks: list = field(default_factory=list)
     generator: object = None
+    cond: dict | None = None
+    latent_shape: tuple = ()
+    latent_dtype: torch.dtype = torch.float32
 
     def hook_generator(self, salt: int = 0) -> torch.Generator:
         """A CPU generator for a hook's own draws in this run, seeded from the run's generator (its initial
@@ -595,4 +629,7 @@ def run_info(run: _Run) -> RunInfo:
         has_decoder=run.decode_fn is not None,
         hooks=list(run.hooks),
         generator=run.generator,
+        cond=run.cond,
+        latent_shape=run.latent_shape,
+        latent_dtype=run.latent_dtype,
     )

@@ -145,6 +145,11 @@ class FKSteering(_Particles):
     def validate(self, run) -> None:
         super().validate(run)
         check_stochastic(run, "FKSteering")
+        if self.resample_every is not None and self.resample_every >= len(run.timesteps):
+            raise ArgumentError(
+                f"resample_every: {self.resample_every} is not shorter than the {len(run.timesteps)}-step schedule, so FK steering would resample at most "
+                f"once, at the start of its window; use resample_every < {len(run.timesteps)} (None: a fifth of the schedule)."
+            )
         if not self.resampling_steps(len(run.timesteps)):
             raise ArgumentError(
                 f"resample_every: with {len(run.timesteps)} steps, resample_every={self.resample_every} and resample_window="

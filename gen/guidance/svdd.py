@@ -81,6 +81,7 @@ class SVDD(SamplingHook):
 
     def validate(self, run) -> None:
         check_stochastic(run, "SVDD")
+        check_candidate_memory(run, self.num_candidates, self.max_batch)
         if getattr(self.value, "needs_prediction", False) and not getattr(self.value, "latent_reward", False) and not run.has_decoder:
             raise ArgumentError("value: PosteriorMeanValue decodes x0 estimates but the run has no decoder; sample through a gen pipeline or steer(), or pass decode= to sample().")
 
@@ -109,3 +110,23 @@ class SVDD(SamplingHook):
 
     def __repr__(self) -> str:
         return f"SVDD({type(self.value).__name__}, num_candidates={self.num_candidates}, alpha={self.alpha})"
+
+
+def check_candidate_memory(run, num_candidates: int, max_batch: int | None) -> None:
+    """Refuse, before any model call, M candidates whose states alone (candidates, their noise, predictions
+    and x0 estimates: about 4 copies of M x the latents) would take more than half the free memory."""
+    from gen.core.tiling import free_memory
+
+    if not run.latent_shape:
+        return
+    rows = num_candidates * run.latent_shape[0]
+    per_row = torch.finfo(run.latent_dtype).bits // 8
+    for size in run.latent_shape[1:]:
+        per_row *= size
+    need = 4 * rows * per_row
+    device = run.denoiser.model.device if hasattr(run.denoiser.model, "device") else torch.device("cpu")
+    free = free_memory(torch.device(device))
+    if need > free // 2:
+        fit = max(1, int(free // 2 // (4 * per_row * run.latent_shape[0])))
+        raise ArgumentError(f"num_candidates: {num_candidates} candidates of {tuple(run.latent_shape)} latents need about {need / 2**30:.1f} GiB, more than half "
+                            f"the {free / 2**30:.1f} GiB free; use at most about {fit} (max_batch only chunks the model calls, not the candidates).")

@@ -18,6 +18,7 @@ from gen.core.backbones import Backbone, Condition, supported_backbones
 from gen.core.denoiser import Denoiser
 from gen.core.hooks import check_hooks
 from gen.core.sampling import SampleOutput, check_generator, check_guidance_scale, check_steps, sample
+from gen.pipelines.loading import STUB_MODULE, stub_source
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
@@ -34,20 +35,6 @@ class GenPipelineOutput(BaseOutput):
     trace: list | None = None
 
 
-STUB_MODULE = "gen_pipeline"
-
-
-def stub_source(class_name: str) -> str:
-    """The one-line module a saved gen pipeline folder carries, so diffusers can find its class the way it
-    finds any custom pipeline (``_class_name: ["gen_pipeline", class_name]``)."""
-    return (
-        f'"""Written by gen (pip install gen-diffusion): this folder holds a gen.pipelines.{class_name}. Load it with\n'
-        f"gen.pipelines.{class_name}.from_pretrained(folder), or with\n"
-        f'diffusers.DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)."""\n\n'
-        f"from gen.pipelines import {class_name}  # noqa: F401\n"
-    )
-
-
 class GenPipeline(DiffusionPipeline):
     """Base for gen's pipelines. Subclasses register ``unet`` or ``transformer``, ``scheduler`` and
     optionally ``vae``, and call `generate` from their ``__call__``.
@@ -55,7 +42,8 @@ class GenPipeline(DiffusionPipeline):
     Saved folders record their class the diffusers way for custom pipelines: model_index.json's
     ``_class_name`` is ``["gen_pipeline", "<Class>"]`` and the folder holds a one-line gen_pipeline.py that
     imports the class from gen, so ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)``
-    loads it; ``<Class>.from_pretrained(folder)`` trusts that file only when it is exactly what gen writes."""
+    loads it; ``<Class>.from_pretrained(folder)`` never imports that file (nor any other of the folder's):
+    it finds the class by name in gen."""
 
     _optional_components = ["unet", "transformer", "vae"]
     _callback_tensor_inputs = ["latents"]
@@ -84,19 +72,33 @@ class GenPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """diffusers' `from_pretrained`, without running any code from the folder: the class is gen's own,
+        found by the name model_index.json records (a subclass of `cls` is loaded as itself, so
+        ``GenPipeline.from_pretrained(folder)`` gives the saved class), and every component is checked first
+        (`gen.pipelines.loading.check_folder`). ``trust_remote_code=True`` is passed on to diffusers as the
+        caller's explicit choice."""
         import os
+        from pathlib import Path
 
-        stub = os.path.join(str(pretrained_model_name_or_path), f"{STUB_MODULE}.py")
-        if os.path.isfile(stub):
-            with open(stub) as handle:
-                text = handle.read()
-            if not any(text == stub_source(name) for name in _gen_pipeline_names()):
-                raise ArgumentError(
-                    f"pretrained_model_name_or_path: {stub} is not the file gen writes; it may run other code. Inspect it, then load "
-                    "with DiffusionPipeline.from_pretrained(folder, trust_remote_code=True) if you trust it."
-                )
-            kwargs.setdefault("trust_remote_code", True)
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        from gen.pipelines.loading import check_folder, read_index
+
+        folder = Path(str(pretrained_model_name_or_path))
+        if kwargs.get("trust_remote_code") or not folder.is_dir():  # the caller's own choice, or a hub id: stock diffusers decides
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        saved = check_folder(folder, read_index(folder, "pretrained_model_name_or_path"), "pretrained_model_name_or_path")
+        target = saved if isinstance(saved, type) and issubclass(saved, cls) else cls
+        return super(GenPipeline, target).from_pretrained(os.fspath(pretrained_model_name_or_path), **kwargs)
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """model_index.json with gen's ``["gen_pipeline", Class]`` read as the plain class name, so diffusers'
+        loader takes the class from gen (it would otherwise import the folder's gen_pipeline.py)."""
+        loaded = super().load_config(*args, **kwargs)
+        config = loaded[0] if isinstance(loaded, tuple) else loaded
+        entry = config.get("_class_name") if isinstance(config, dict) else None
+        if isinstance(entry, list) and len(entry) == 2 and entry[0] == STUB_MODULE:
+            config["_class_name"] = entry[1]
+        return loaded
 
     @classmethod
     def from_pipe(cls, pipeline, **kwargs):
@@ -290,10 +292,3 @@ def check_memory(shape: tuple, dtype: torch.dtype, device, buffers: int = 8) -> 
     if need > free // 2:
         raise ArgumentError(f"batch_size, height, width: {tuple(shape)} latents need about {need / 2**30:.1f} GiB of buffers, more than half the "
                             f"{free / 2**30:.1f} GiB free; ask for fewer or smaller images.")
-
-
-def _gen_pipeline_names() -> list[str]:
-    import gen.pipelines
-
-    classes = [getattr(gen.pipelines, name) for name in dir(gen.pipelines)]
-    return [c.__name__ for c in classes if isinstance(c, type) and issubclass(c, DiffusionPipeline) and c.__module__.startswith("gen.")]

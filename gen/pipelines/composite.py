@@ -16,7 +16,7 @@ from diffusers import DiffusionPipeline
 from diffusers.pipelines.pipeline_loading_utils import _fetch_class_library_tuple
 
 from gen.errors import ArgumentError
-from gen.pipelines.base import STUB_MODULE, stub_source
+from gen.pipelines.loading import STUB_MODULE, stub_source
 
 
 class CompositePipeline(DiffusionPipeline):
@@ -70,10 +70,11 @@ class CompositePipeline(DiffusionPipeline):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, dtype=None, device=None, torch_dtype=None, use_safetensors: bool = True, **kwargs):
         """Load what `save_pretrained` wrote: each part with gen's loader (safetensors only), then the settings."""
-        from gen.pipelines.loading import load_pipeline, read_index
+        from gen.pipelines.loading import check_folder, load_pipeline, read_index
 
         folder = Path(pretrained_model_name_or_path)
         index = read_index(folder, "pretrained_model_name_or_path")
+        check_folder(folder, index, "pretrained_model_name_or_path")
         saved = index.get("_class_name")
         if saved != [STUB_MODULE, cls.__name__]:
             raise ArgumentError(f"pretrained_model_name_or_path: {folder} holds a {saved!r}, not a {cls.__name__}.")

@@ -160,6 +160,9 @@ class EmbeddingToImagePipeline(GenPipeline):
             if self.embedder.width != self.embedding_width:
                 raise ArgumentError(f"embedder: width {self.embedder.width} does not match the model's {self.embedding_width}.")
             embeddings = self.embedder.embed_images(images)
+            if not isinstance(embeddings, torch.Tensor) or embeddings.ndim != 2 or embeddings.shape[0] != images.shape[0]:
+                raise ArgumentError(f"embedder: returned {tuple(getattr(embeddings, 'shape', ())) or type(embeddings).__name__} for {images.shape[0]} images; "
+                                    "an embedder must return one (batch, width) row per image.")
         embeddings = self.check_embeddings(embeddings).repeat_interleave(num_images_per_embedding, dim=0)
         embeddings = embeddings.to(self._execution_device, self.backbone.dtype)
         latents = self.prepare_latents(len(embeddings), None, None, generator, latents)

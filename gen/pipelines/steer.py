@@ -458,6 +458,7 @@ def _run(pipe, adapter, args, kwargs, hooks, trace):
     var_keyword = next((p.name for p in inspect.signature(stock_call).parameters.values() if p.kind is p.VAR_KEYWORD), None)
     if var_keyword is not None:
         arguments["kwargs"] = arguments.pop(var_keyword, {})
+    _check_common_arguments(pipe, arguments)
     prepared = adapter(pipe, arguments)
     generator, rows = prepared.loop.get("generator"), prepared.latents.shape[0]
     if isinstance(generator, list) and len(generator) > rows:  # stock draws with the first `rows` of a longer list
@@ -470,6 +471,30 @@ def _run(pipe, adapter, args, kwargs, hooks, trace):
         return stock
     fields = {f.name: getattr(stock, f.name) for f in dataclasses.fields(stock)}
     return _with_counts(type(stock))(**fields, **counts)
+
+
+def _check_common_arguments(pipe, a: dict) -> None:
+    """Arguments every stock loop fails on with a raw torch error (or none): named here, before any work.
+    Only inputs stock cannot run are refused; a `PipelineCallback`'s tensor names are taken as stock takes
+    them (they replace `callback_on_step_end_tensor_inputs`) and checked as stock checks them."""
+    from gen.errors import require_int
+
+    for name in ("batch_size", "num_images_per_prompt"):
+        if a.get(name) is not None:
+            require_int(a[name], name, minimum=1)
+    latents = a.get("latents")
+    if isinstance(latents, torch.Tensor):
+        backbone = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        if backbone is not None and latents.is_floating_point() and latents.dtype != backbone.dtype and latents.dtype == torch.float64:
+            raise ArgumentError(f"latents: float64 latents for a {str(backbone.dtype).replace('torch.', '')} {type(backbone).__name__}; "
+                                f"pass latents.to({str(backbone.dtype)}).")
+    callback = a.get("callback_on_step_end")
+    if callback is not None and getattr(callback, "tensor_inputs", None) is not None and "callback_on_step_end_tensor_inputs" in a:
+        a["callback_on_step_end_tensor_inputs"] = callback.tensor_inputs
+    names = a.get("callback_on_step_end_tensor_inputs")
+    allowed = getattr(pipe, "_callback_tensor_inputs", None)
+    if callback is not None and names is not None and allowed is not None and not all(k in allowed for k in names):
+        raise ArgumentError(f"`callback_on_step_end_tensor_inputs` has to be in {allowed}, but found {[k for k in names if k not in allowed]}")
 
 
 def _call_signature(cls: type) -> inspect.Signature:

@@ -31,7 +31,7 @@ def dataclass_cli(config_class, run, prog: str, doc: str, argv=None) -> int:
     see gen.training.options); clear errors exit with 2."""
     import sys
 
-    from gen.errors import report
+    from gen.errors import exit_status, report
     from gen.training.options import parse_config
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -40,8 +40,8 @@ def dataclass_cli(config_class, run, prog: str, doc: str, argv=None) -> int:
         argv.remove("--debug")
     try:
         run(parse_config(config_class, argv, prog, doc))
-    except SystemExit:
-        raise
+    except SystemExit as stop:  # argparse's exit (--help, or a one-line mistake): its status, as a return value
+        return exit_status(stop)
     except Exception as err:
         return report(err, debug)
     return 0

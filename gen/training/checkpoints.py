@@ -106,13 +106,27 @@ def latest_valid(checkpoints_dir: Path, warn=print) -> Path | None:
     return None
 
 
+def written_by_gen(folder: Path) -> bool:
+    """A checkpoint-N folder gen wrote: it carries gen's manifest (a user's own folder there does not)."""
+    return _NAME.match(folder.name) is not None and (folder / MANIFEST).is_file()
+
+
 def prune(checkpoints_dir: Path, keep: int | None) -> None:
-    """Remove the oldest checkpoints beyond `keep`, and leftovers of interrupted writes."""
+    """Remove the oldest of gen's checkpoints beyond `keep`, and leftovers of gen's interrupted writes."""
     for leftover in checkpoints_dir.glob(".checkpoint-*.tmp"):
         shutil.rmtree(leftover, ignore_errors=True)
     if keep:
-        for old in candidates(checkpoints_dir)[keep:]:
+        for old in [c for c in candidates(checkpoints_dir) if written_by_gen(c)][keep:]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_written(checkpoints_dir: Path) -> None:
+    """What an earlier run wrote into checkpoints_dir (its checkpoint-N folders and interrupted writes), for
+    --overwrite; the folder itself and anything else in it stay."""
+    if not checkpoints_dir.is_dir():
+        return
+    for folder in [c for c in candidates(checkpoints_dir) if written_by_gen(c)] + list(checkpoints_dir.glob(".checkpoint-*.tmp")):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def save(accelerator, checkpoints_dir: Path, step: int, epoch: int, keep: int | None, files: dict | None = None) -> Path:
@@ -124,7 +138,17 @@ def save(accelerator, checkpoints_dir: Path, step: int, epoch: int, keep: int | 
         shutil.rmtree(tmp, ignore_errors=True)
         checkpoints_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
+    try:
+        accelerator.save_state(str(tmp), safe_serialization=True)
+    except Exception as err:
+        from gen.errors import WriteError
+        from gen.io import is_write_failure
+
+        if is_write_failure(err):
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise WriteError(f"{final}: could not be written ({str(err).splitlines()[0]}); the earlier checkpoints are kept. "
+                             "Free space on that disk (or lower --checkpoints-total-limit) and resume with --resume latest.") from None
+        raise
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         for name, data in (files or {}).items():

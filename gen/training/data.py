@@ -25,10 +25,8 @@ from torch.utils.data import Dataset
 from gen.errors import ArgumentError, MissingFileError
 from gen.data import TensorImageDataset, digits, digits_bold, embedding_grids, ihc_patches
 from gen.data.dataset import to_unit_range
+from gen.data.files import decode, image_files, is_high_depth, to_unit_array
 from gen.data.tissue import GRID
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-
 
 # -- bundled sources ------------------------------------------------------------------------------------------------
 def ihc_grids(resolution: int = GRID, embedder: str = "zoo:patch-encoder", count: int = 4000, seed: int = 0) -> TensorImageDataset:
@@ -60,21 +58,19 @@ class ImageFolderDataset(Dataset):
     centre-cropped to resolution.
 
     The folder is checked before training starts, with errors that name the file or the metadata line:
-    every image must open and every label be an integer >= 0."""
+    every file the datasets library will read as an image must decode as it will decode it
+    (`gen.data.files`), every metadata row name a distinct image, every label be an integer >= 0 and every
+    caption a non-empty string. 16-bit images keep their depth (PIL alone reads them as white)."""
 
     def __init__(self, root: str | Path, resolution: int, channels: int = 3, name: str = "data", caption_column: str = "text"):
         root = Path(root)
         if not root.is_dir():
             raise MissingFileError(f"{name}: {root} is not a folder; pass a folder of images or a bundled source ({sorted(SOURCES)}).")
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = image_files(root)
         if not files:
-            raise ArgumentError(f"{name}: {root} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+            raise ArgumentError(f"{name}: {root} holds no images (.png, .jpg, .webp, .gif, ... as the datasets library reads them).")
         for path in files:
-            try:
-                with Image.open(path) as image:
-                    image.verify()
-            except Exception as err:
-                raise ArgumentError(f"{name}: {path} is not a readable image ({type(err).__name__}: {err}); remove or fix it.") from None
+            decode(path, name).close()
         meta = _read_metadata(root, name)
         rows = [meta.get(str(p.relative_to(root))) or meta.get(p.name) for p in files]
         if meta and not all(r and ("label" in r or caption_column in r) for r in rows):
@@ -82,6 +78,9 @@ class ImageFolderDataset(Dataset):
         for row in rows:
             if row and "label" in row:
                 _label(row["label"], row, name)
+            if row and caption_column in row and (not isinstance(row[caption_column], str) or not row[caption_column].strip()):
+                raise ArgumentError(f"{name}: the {caption_column!r} of {row.get('file_name')} is {row[caption_column]!r}; every caption must be non-empty text "
+                                    "(an empty caption trains the unconditional row: use --condition-dropout for that).")
         self.resolution, self.channels = resolution, channels
         self.images = _imagefolder(root, name)
         columns = self.images.column_names
@@ -100,6 +99,8 @@ class ImageFolderDataset(Dataset):
         return len(self.images)
 
     def load(self, image: Image.Image) -> torch.Tensor:
+        if is_high_depth(image):
+            return self._load_high_depth(image)
         image = image.convert("L" if self.channels == 1 else "RGB")
         w, h = image.size
         side = min(w, h)
@@ -108,6 +109,16 @@ class ImageFolderDataset(Dataset):
         tensor = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
         tensor = tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
         return to_unit_range(tensor)
+
+    def _load_high_depth(self, image: Image.Image) -> torch.Tensor:
+        """A 16/32-bit image: its values over its own depth, then the same centre crop and a bicubic resize."""
+        values = torch.from_numpy(to_unit_array(image, self.channels)).permute(2, 0, 1)
+        h, w = values.shape[1:]
+        side = min(w, h)
+        top, left = (h - side) // 2, (w - side) // 2
+        values = values[:, top : top + side, left : left + side][None]
+        values = torch.nn.functional.interpolate(values, size=(self.resolution, self.resolution), mode="bicubic", antialias=True, align_corners=False)
+        return to_unit_range(values[0].clamp(0, 1))
 
     def __getitem__(self, i: int) -> dict:
         item = {"pixel_values": self.load(self.images[i]["image"]), "index": i}
@@ -145,14 +156,19 @@ def _read_metadata(root: Path, name: str) -> dict[str, dict]:
                 continue
             try:
                 row = json.loads(line)
-                rows[row["file_name"]] = row
+                key = row["file_name"]
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise ArgumentError(f"{name}: {jsonl} line {number} is not a JSON object with a file_name.") from None
+            if key in rows:
+                raise ArgumentError(f"{name}: {jsonl} line {number} repeats file_name {key!r} (given earlier); give each image one row.")
+            rows[key] = row
     elif table.exists():
         with open(table, newline="") as handle:
             for number, row in enumerate(csv.DictReader(handle), 2):
                 if not row.get("file_name"):
                     raise ArgumentError(f"{name}: {table} line {number} has no file_name.")
+                if row["file_name"] in rows:
+                    raise ArgumentError(f"{name}: {table} line {number} repeats file_name {row['file_name']!r} (given earlier); give each image one row.")
                 rows[row["file_name"]] = row
     return rows
 

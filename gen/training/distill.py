@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from gen.errors import ArgumentError
+from gen.errors import ArgumentError, require_number
+from gen.training.loop import holding_output_dir
 from gen.training.options import LoopOptions, check_loop_options, option
 
 
@@ -54,6 +55,7 @@ def _consistency(student_out, x, t, lcm):
     return c_skip.reshape(-1, 1, 1, 1) * x + c_out.reshape(-1, 1, 1, 1) * _x0(lcm, student_out, x, t)
 
 
+@holding_output_dir
 def distill(config: DistillConfig) -> Path:
     from diffusers import LCMScheduler
     from diffusers.optimization import get_scheduler
@@ -65,6 +67,11 @@ def distill(config: DistillConfig) -> Path:
     from gen.training.train import load_init, save_pipeline
 
     check_loop_options(config)
+    require_number(config.learning_rate, "learning_rate", minimum=1e-12)
+    require_number(config.guidance_scale, "guidance_scale", minimum=1)
+    require_number(config.huber_c, "huber_c", minimum=1e-12)
+    if not 0 <= require_number(config.ema_decay, "ema_decay") < 1:
+        raise ArgumentError(f"ema_decay: must lie in [0, 1), got {config.ema_decay}.")
     for name in ("skip", "train_batch_size", "original_inference_steps"):
         if getattr(config, name) < 1:
             raise ArgumentError(f"{name}: must be >= 1, got {getattr(config, name)}.")
@@ -102,7 +109,7 @@ def distill(config: DistillConfig) -> Path:
     accelerator.register_save_state_pre_hook(save_target)
     accelerator.register_load_state_pre_hook(load_target)
     if accelerator.is_main_process:
-        mark_output_dir(output, "distill")
+        mark_output_dir(output, "distill", resume=config.resume is not None, overwrite=config.overwrite)
     start_trackers(accelerator, config, "gen-distill")
     stride = lcm.config.num_train_timesteps // config.original_inference_steps
     grid = torch.arange(1, config.original_inference_steps + 1) * stride - 1  # LCM's training timesteps

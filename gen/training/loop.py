@@ -55,27 +55,47 @@ class MicroStep:
 
 def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
     """The generator for one micro-batch: a pure function of where the run is, so resuming repeats it."""
-    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 97 + micro) * 131 + rank)
+    # reduced into torch's seed range (unchanged for every seed below 7e8, where the product stays below it)
+    return torch.Generator().manual_seed((((seed * 1_000_003 + step) * 97 + micro) * 131 + rank) % 2**63)
 
 
 def make_run_accelerator(options: LoopOptions, output_dir: Path):
     """The accelerator of a run: the options' accumulation, precision (None: the accelerate config's) and
     trackers; accelerate's project and logging folders inside output_dir. With --overwrite and no --resume,
-    an earlier run's checkpoints go first (a later --resume must not find them)."""
-    import shutil
-
+    the checkpoints the earlier run wrote go first (a later --resume must not find them); anything else in
+    checkpoints/ (a user's own copy, say) stays."""
     from accelerate.utils import ProjectConfiguration
 
+    from gen.io import is_rank_zero
     from gen.training import make_accelerator
+    from gen.training.checkpoints import remove_written
 
-    if options.overwrite and options.resume is None:
-        shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
+    if options.overwrite and options.resume is None and is_rank_zero():
+        remove_written(output_dir / "checkpoints")
     return make_accelerator(
         gradient_accumulation_steps=options.gradient_accumulation_steps,
         mixed_precision=options.mixed_precision,
         log_with=None if options.report_to == "none" else options.report_to,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
     )
+
+
+def holding_output_dir(run: Callable) -> Callable:
+    """Wrap a trainer `run(config)` so the lock on config.output_dir (taken by gen.io.check_output_dir) is let
+    go when it returns or fails, not only when the process ends."""
+    import functools
+
+    from gen.io import release_output_dir
+
+    @functools.wraps(run)
+    def wrapped(config, *args, **kwargs):
+        try:
+            return run(config, *args, **kwargs)
+        finally:
+            if isinstance(getattr(config, "output_dir", None), (str, Path)):
+                release_output_dir(config.output_dir)
+
+    return wrapped
 
 
 def start_trackers(accelerator, options: LoopOptions, project: str) -> None:

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gen.errors import ArgumentError, MissingFileError
+from gen.errors import ArgumentError, HelpFormatter, MissingFileError, OneLineParser
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
@@ -45,6 +45,8 @@ def check_loop_options(options: LoopOptions) -> None:
     """The shared loop's options, checked before anything is loaded or written."""
     from gen.training.checkpoints import verify
 
+    if not 0 <= options.seed <= 2**63 - 1:
+        raise ArgumentError(f"seed: must be an integer in [0, 2**63 - 1], got {options.seed}.")
     for name in ("max_train_steps", "gradient_accumulation_steps", "log_every"):
         if getattr(options, name) < 1:
             raise ArgumentError(f"{name}: must be >= 1, got {getattr(options, name)}.")
@@ -81,7 +83,7 @@ _TYPES = {"int": int, "int | None": int, "float": float, "float | None": float}
 
 
 def config_parser(config_class, prog: str, doc: str, required: tuple[str, ...] = ()) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog=prog, description=doc, formatter_class=HelpFormatter)
     shared = {f.name for f in dataclasses.fields(LoopOptions)}
     fields = dataclasses.fields(config_class)
     for f in [f for f in fields if f.name not in shared] + [f for f in fields if f.name in shared]:  # the trainer's own flags first
@@ -95,11 +97,14 @@ def config_parser(config_class, prog: str, doc: str, required: tuple[str, ...] =
 
 
 def parse_config(config_class, argv, prog: str, doc: str, required: tuple[str, ...] = ()):
-    """Flags, over the values of a --config file, over the defaults."""
+    """Flags, over the values of a --config file, over the defaults. The file is read first (by a parser
+    that knows only --config), so it can carry every option, the required ones included."""
     argv = list(argv) if argv is not None else None
     p = config_parser(config_class, prog, doc, required)
-    first, _ = p.parse_known_args(argv)
-    if getattr(first, "config", None):
+    only_config = argparse.ArgumentParser(add_help=False)
+    only_config.add_argument("--config", default=None)
+    first, _ = only_config.parse_known_args(argv)
+    if first.config:
         from_file = read_config_file(config_class, first.config)
         p.set_defaults(**from_file)
         for action in p._actions:  # a required flag the file gives is no longer required on the command line
@@ -122,4 +127,32 @@ def read_config_file(config_class, path: str) -> dict:
     unknown = sorted(set(values) - names)
     if unknown:
         raise ArgumentError(f"config: {path} sets unknown options {unknown}; see --help.")
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(config_class)}
+    for key, value in values.items():
+        check_config_value(key, value, kinds[key], path)
     return values
+
+
+_JSON_KINDS = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}
+
+
+def check_config_value(key: str, value, kind: str, path: str) -> None:
+    """A config file's value has its option's type exactly: a boolean is JSON true/false (not "false"), a
+    count an integer (not 2.5, not 1e3), a number finite, null only where the option allows none."""
+    optional = kind.endswith("| None")
+    base = kind.replace("| None", "").strip()
+    if value is None:
+        if optional:
+            return
+        raise ArgumentError(f"{key}: {path} sets it to null, but it needs {_JSON_KINDS.get(base, base)}; remove the key to take the default.")
+    if base == "int" and isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        raise ArgumentError(f"{key}: {path} sets it to {value}, beyond any count gen can use (at most 2**63 - 1).")
+    ok = {
+        "bool": isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+        "str": isinstance(value, str),
+    }.get(base, True)
+    if not ok:
+        hint = " (write true or false, without quotes)" if base == "bool" else ""
+        raise ArgumentError(f"{key}: {path} sets it to {json.dumps(value)}, but it needs {_JSON_KINDS.get(base, base)}{hint}.")

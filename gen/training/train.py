@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from gen.errors import ArgumentError, MissingFileError
-from gen.training.loop import check_final_weights, data_loader, make_run_accelerator, optimise, start_trackers
+from gen.training.loop import check_final_weights, data_loader, holding_output_dir, make_run_accelerator, optimise, start_trackers
 from gen.training.options import LoopOptions, check_loop_options, config_parser, option, parse_config
 from gen.training.models import BACKBONES, CONDITIONS, Architecture
 
@@ -103,6 +103,13 @@ class TrainConfig(LoopOptions):
         channels = _ints(self.block_out_channels, "block_out_channels", minimum=1)
         if not channels:
             raise ArgumentError("block_out_channels: give at least one level, e.g. 32,64,64.")
+        levels = [level for level in _ints(self.attention_levels, "attention_levels", minimum=0) if level < len(channels)]  # levels past the last are unused
+        if any(channels[level] % self.attention_head_dim for level in levels):
+            raise ArgumentError(f"attention_head_dim: {self.attention_head_dim} must divide the width of every attention level "
+                                f"({[channels[level] for level in levels]}); e.g. 4 or 8.")
+        if self.norm_num_groups < 0 or (self.norm_num_groups and any(c % self.norm_num_groups for c in channels)):
+            raise ArgumentError(f"norm_num_groups: must be 0 (automatic) or divide every width in --block-out-channels {self.block_out_channels}, "
+                                f"got {self.norm_num_groups}.")
         return Architecture(
             block_out_channels=channels, layers_per_block=self.layers_per_block,
             attention_levels=_ints(self.attention_levels, "attention_levels", minimum=0), attention_head_dim=self.attention_head_dim,
@@ -169,6 +176,8 @@ def check_config(config: TrainConfig) -> None:
         if not 0 <= value < 1:
             raise ArgumentError(f"{name}: must lie in [0, 1), got {value}.")
     check_loop_options(config)
+    if config.channels not in (0, 1, 3):
+        raise ArgumentError(f"channels: 1 (greyscale), 3 (RGB) or 0 (as the data has them), got {config.channels}.")
     for name in ("resolution", "train_batch_size", "num_train_timesteps"):
         if getattr(config, name) < 1:
             raise ArgumentError(f"{name}: must be >= 1, got {getattr(config, name)}.")
@@ -434,6 +443,7 @@ def save_pipeline(pipe, output_dir: Path) -> None:
 
 
 # -- the run -----------------------------------------------------------------------------------------------------------
+@holding_output_dir
 def train(config: TrainConfig) -> Path:
     """Run training; returns the output folder."""
     check_config(config)
@@ -538,7 +548,7 @@ def train(config: TrainConfig) -> Path:
     if accelerator.is_main_process:  # every input checked and loaded: from here on the run writes
         from gen.io import mark_output_dir
 
-        mark_output_dir(output_dir, "train")
+        mark_output_dir(output_dir, "train", resume=config.resume is not None, overwrite=config.overwrite)
 
     start_trackers(accelerator, config, "gen-train")
 
@@ -580,7 +590,7 @@ def train(config: TrainConfig) -> Path:
 
 def main(argv=None) -> int:
     """`python -m gen.training.train`: one line on stderr and status 2 for a mistake, 1 for a fault (--debug: traceback)."""
-    from gen.errors import report
+    from gen.errors import exit_status, report
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -588,8 +598,8 @@ def main(argv=None) -> int:
         argv.remove("--debug")
     try:
         train(parse_args(argv))
-    except SystemExit:
-        raise
+    except SystemExit as stop:  # argparse's exit (--help, or a one-line mistake): its status, as a return value
+        return exit_status(stop)
     except Exception as err:
         return report(err, debug)
     return 0

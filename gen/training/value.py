@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gen.errors import ArgumentError
+from gen.errors import ArgumentError, require_number
+from gen.training.loop import holding_output_dir
 from gen.training.options import LoopOptions, check_loop_options, option
 
 
@@ -86,6 +87,7 @@ def collect(pipe, reward, config: ValueConfig) -> tuple[torch.Tensor, torch.Tens
     return torch.cat(states), torch.cat(times), torch.cat(rewards)
 
 
+@holding_output_dir
 def train_value(config: ValueConfig):
     from diffusers.optimization import get_scheduler
 
@@ -95,7 +97,9 @@ def train_value(config: ValueConfig):
     from gen.training.train import load_init
 
     check_loop_options(config)
-    for name in ("num_samples", "steps", "sample_batch_size", "train_batch_size"):
+    require_number(config.learning_rate, "learning_rate", minimum=1e-12)
+    require_number(config.eta, "eta", minimum=0, maximum=1)
+    for name in ("num_samples", "steps", "sample_batch_size", "train_batch_size", "width"):
         if getattr(config, name) < 1:
             raise ArgumentError(f"{name}: must be >= 1, got {getattr(config, name)}.")
     if config.num_samples * (config.steps + 1) < config.train_batch_size:
@@ -116,7 +120,7 @@ def train_value(config: ValueConfig):
     loader, order = data_loader(torch.utils.data.TensorDataset(states, times, rewards), config.train_batch_size)
     net, optimizer, loader, lr_scheduler = accelerator.prepare(net, optimizer, loader, lr_scheduler)
     if accelerator.is_main_process:
-        mark_output_dir(output_dir, "value")
+        mark_output_dir(output_dir, "value", resume=config.resume is not None, overwrite=config.overwrite)
     start_trackers(accelerator, config, "gen-value")
 
     def compute_loss(batch, where):
