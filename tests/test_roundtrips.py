@@ -122,7 +122,8 @@ def test_gen_sample_regenerates_a_reference_with_a_saved_large_image_pipeline(tm
     assert json.loads((tmp_path / "samples.json").read_text())["nfe"] > 0
 
 
-def test_gen_sample_side_files_never_replace_existing_ones(tmp_path):
+def test_gen_sample_side_files_never_replace_existing_ones(tmp_path, capsys):
     (tmp_path / "model_index.json").write_text("{}")
-    assert cli.main(["sample", "digits", "--class-labels", "1", "--steps", "2", "--out", str(tmp_path), "--name", "model_index.png"]) == 0
-    assert (tmp_path / "model_index.json").read_text() == "{}" and (tmp_path / "model_index-1.json").exists()
+    assert cli.main(["sample", "digits", "--class-labels", "1", "--steps", "2", "--out", str(tmp_path), "--name", "model_index.png"]) == 2
+    assert "model_index.json already exists" in capsys.readouterr().err
+    assert (tmp_path / "model_index.json").read_text() == "{}" and sorted(p.name for p in tmp_path.iterdir()) == ["model_index.json"]
