@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from gen.analysis.metrics import interval  # noqa: F401  (one implementation, shared with the demo)
 from gen.io import atomic_write, write_json
 
 RESULTS = Path(__file__).parent / "results"
@@ -61,18 +62,6 @@ def interleaved(runs: dict[str, Callable[[], object]], repeats: int = 7, warmup:
 
 def median(values) -> float:
     return statistics.median(values)
-
-
-def interval(values, confidence: float = 0.95) -> tuple[float, float]:
-    """Student-t confidence interval of the mean (the mean itself for a single value)."""
-    values = [float(v) for v in values]
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, mean
-    from scipy.stats import t
-
-    half = t.ppf(0.5 + confidence / 2, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
-    return mean - half, mean + half
 
 
 def save(name: str, data: dict, figure=None, out: Path | str = DEFAULT_OUT, device=None) -> Path:

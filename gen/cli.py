@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 
 from gen.errors import ArgumentError, HelpFormatter, OneLineParser, exit_status, report
 
@@ -77,7 +78,27 @@ def _load_for_sampling(model: str):
 
             return TextToLargeImagePipeline(zoo.load(model), LargeImagePipeline.from_pipe(zoo.load(item.rendered_by)))
         return zoo.load(model)
+    _refuse_checkpoint(Path(model))
     return load_pipeline(model, name="model")
+
+
+def _refuse_checkpoint(folder: Path) -> None:
+    """A training checkpoint is not a pipeline: name the command that turns it into one."""
+    import json
+
+    manifest = folder / "manifest.json"
+    if not folder.is_dir() or (folder / "model_index.json").exists() or not manifest.is_file():
+        return
+    try:
+        step = int(json.loads(manifest.read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    run = folder.resolve().parent.parent
+    config = run / "train_config.json"
+    command = (f"gen train --config {config} --resume {folder} --max-train-steps {step}" if config.is_file()
+               else f"gen train <the run's flags> --output-dir {run} --resume {folder} --max-train-steps {step}")
+    raise UsageError(f"model: {folder} is a training checkpoint (step {step}), not a pipeline; turn it into one in {run} with: {command} "
+                     f"(or finish the run: the same with --max-train-steps of the full run).")
 
 
 def _apply_lora(pipe, lora: str) -> None:
@@ -206,7 +227,7 @@ def _sample(args) -> int:
     return 0
 
 
-BENCHMARKS = ("overhead", "value_guidance", "large_image", "large_image_fidelity", "tiling_overhead", "gpu_overhead", "cep", "hybrid", "scale")
+BENCHMARKS = ("overhead", "value_guidance", "large_image", "large_image_fidelity", "tiling_overhead", "gpu_overhead", "cep", "hybrid", "scale", "demo_regimes")
 
 
 def _bench(argv: list[str]) -> int:

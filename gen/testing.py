@@ -7,6 +7,8 @@ word-level tokenizer (`tiny_text_encoder`), or the real MiniLM shipped by `gt-al
 from __future__ import annotations
 
 import torch
+
+import gen.pipelines  # noqa: F401  (first: it imports diffusers' pipelines with transformers' torchvision notice silenced)
 from diffusers import (
     AutoencoderKL,
     DDIMScheduler,

@@ -83,3 +83,17 @@ def class_histogram(predicted: torch.Tensor, num_classes: int) -> list[float]:
     """Fraction of samples the classifier assigns to each class."""
     counts = torch.bincount(predicted.long().flatten(), minlength=num_classes).double()
     return (counts / counts.sum().clamp(min=1)).tolist()
+
+
+def interval(values, confidence: float = 0.95) -> tuple[float, float]:
+    """Student-t confidence interval of the mean (the mean itself for a single value)."""
+    import statistics
+
+    values = [float(v) for v in values]
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, mean
+    from scipy.stats import t
+
+    half = t.ppf(0.5 + confidence / 2, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+    return float(mean - half), float(mean + half)

@@ -23,6 +23,26 @@ from gen.pipelines.loading import STUB_MODULE, stub_source
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
+class _EmptyFloat32ListFilter:
+    """diffusers 0.42's ModelMixin.to warns "should be kept in float32: []" on every dtype cast, also for a
+    model with no such module (its list defaults to [] where the check expects None); gen casts in from_pipe,
+    so every large-image run printed it twice. Only that empty-list form is dropped; a real list still warns."""
+
+    def filter(self, record) -> bool:
+        return "should be kept in float32: []" not in record.getMessage()
+
+
+def _quiet_empty_float32_warning() -> None:
+    from diffusers.utils import logging
+
+    logger = logging.get_logger("diffusers.models.modeling_utils")
+    if not any(isinstance(f, _EmptyFloat32ListFilter) for f in logger.filters):
+        logger.addFilter(_EmptyFloat32ListFilter())
+
+
+_quiet_empty_float32_warning()
+
+
 @dataclass
 class GenPipelineOutput(BaseOutput):
     """Images (PIL list, numpy or torch, or raw latents for output_type="latent") and what they cost per

@@ -15,6 +15,7 @@ distilled in: the student is sampled without CFG.
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import sys
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 
 from gen.errors import ArgumentError, require_number
-from gen.training.loop import holding_output_dir
+from gen.training.loop import trainer_run
 from gen.training.options import LoopOptions, check_loop_options, option
 
 
@@ -55,7 +56,7 @@ def _consistency(student_out, x, t, lcm):
     return c_skip.reshape(-1, 1, 1, 1) * x + c_out.reshape(-1, 1, 1, 1) * _x0(lcm, student_out, x, t)
 
 
-@holding_output_dir
+@trainer_run("distillation")
 def distill(config: DistillConfig) -> Path:
     from diffusers import LCMScheduler
     from diffusers.optimization import get_scheduler
@@ -92,7 +93,9 @@ def distill(config: DistillConfig) -> Path:
     student = copy.deepcopy(teacher).train().requires_grad_(True)
     teacher.to(accelerator.device)
     target = copy.deepcopy(teacher).eval().requires_grad_(False)
-    lcm = LCMScheduler.from_config(teacher_pipe.scheduler.config, original_inference_steps=config.original_inference_steps, timestep_scaling=10.0)
+    accepted = inspect.signature(LCMScheduler.__init__).parameters  # the teacher's DDPM-only keys (variance_type) would be saved and warned about on every load
+    teacher_schedule = {k: v for k, v in teacher_pipe.scheduler.config.items() if k in accepted}
+    lcm = LCMScheduler.from_config(teacher_schedule, original_inference_steps=config.original_inference_steps, timestep_scaling=10.0)
     null = teacher_pipe.null_class
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.learning_rate)
     lr_scheduler = get_scheduler("constant", optimizer=optimizer)

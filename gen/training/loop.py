@@ -80,22 +80,40 @@ def make_run_accelerator(options: LoopOptions, output_dir: Path):
     )
 
 
-def holding_output_dir(run: Callable) -> Callable:
-    """Wrap a trainer `run(config)` so the lock on config.output_dir (taken by gen.io.check_output_dir) is let
-    go when it returns or fails, not only when the process ends."""
+def trainer_run(kind: str) -> Callable:
+    """Wrap a trainer `run(config) -> output folder`: the lock on config.output_dir (taken by
+    gen.io.check_output_dir) is let go when it returns or fails, not only when the process ends; on success
+    the main process prints one closing line: what, how long, the final loss, where."""
     import functools
+    import time
 
-    from gen.io import release_output_dir
+    from gen.io import is_rank_zero, release_output_dir
 
-    @functools.wraps(run)
-    def wrapped(config, *args, **kwargs):
-        try:
-            return run(config, *args, **kwargs)
-        finally:
-            if isinstance(getattr(config, "output_dir", None), (str, Path)):
-                release_output_dir(config.output_dir)
+    def wrap(run: Callable) -> Callable:
+        @functools.wraps(run)
+        def wrapped(config, *args, **kwargs):
+            started = time.perf_counter()
+            try:
+                result = run(config, *args, **kwargs)
+            finally:
+                if isinstance(getattr(config, "output_dir", None), (str, Path)):
+                    release_output_dir(config.output_dir)
+            if is_rank_zero() and isinstance(result, Path):
+                print(closing_line(kind, result, time.perf_counter() - started), flush=True)
+            return result
 
-    return wrapped
+        return wrapped
+
+    return wrap
+
+
+def closing_line(kind: str, output_dir: Path, seconds: float) -> str:
+    import json
+
+    rows = json.loads((output_dir / LOSSES).read_text()).get("losses", []) if (output_dir / LOSSES).is_file() else []
+    loss = f"final loss {rows[-1][1]:.4g}" if rows else "no steps taken"
+    took = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+    return f"{kind}: {rows[-1][0] if rows else 0} steps in {took}, {loss}; saved to {output_dir}"
 
 
 def start_trackers(accelerator, options: LoopOptions, project: str) -> None:

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from gen.errors import ArgumentError, MissingFileError
-from gen.training.loop import check_final_weights, data_loader, holding_output_dir, make_run_accelerator, optimise, start_trackers
+from gen.training.loop import check_final_weights, data_loader, make_run_accelerator, optimise, start_trackers, trainer_run
 from gen.training.options import LoopOptions, check_loop_options, config_parser, option, parse_config
 from gen.training.models import BACKBONES, CONDITIONS, Architecture
 
@@ -443,7 +443,7 @@ def save_pipeline(pipe, output_dir: Path) -> None:
 
 
 # -- the run -----------------------------------------------------------------------------------------------------------
-@holding_output_dir
+@trainer_run("gen train")
 def train(config: TrainConfig) -> Path:
     """Run training; returns the output folder."""
     check_config(config)
@@ -538,8 +538,18 @@ def train(config: TrainConfig) -> Path:
                 ema.save_pretrained(os.path.join(folder, "ema"))
 
         def load_ema(models, folder):
-            loaded = EMAModel.from_pretrained(os.path.join(folder, "ema"), model_cls=type(accelerator.unwrap_model(model)))
-            ema.load_state_dict(loaded.state_dict())
+            # what EMAModel.save_pretrained wrote (the averaged weights, and the EMA's state in config.json), read
+            # directly: EMAModel.from_pretrained rebuilds the model from a path, with a FutureWarning and two
+            # "config attributes ... not expected" warnings on every resume
+            import json
+
+            from gen.io import load_safetensors
+
+            weights = load_safetensors(Path(folder) / "ema" / "diffusion_pytorch_model.safetensors", "resume")
+            saved = json.loads((Path(folder) / "ema" / "config.json").read_text())
+            state = {k: saved[k] for k in ("decay", "min_decay", "optimization_step", "update_after_step", "use_ema_warmup", "inv_gamma", "power")}
+            names = [name for name, _ in accelerator.unwrap_model(model).named_parameters()]
+            ema.load_state_dict({**state, "shadow_params": [weights[name] for name in names]})
             ema.to(accelerator.device)
 
         accelerator.register_save_state_pre_hook(save_ema)
@@ -549,6 +559,7 @@ def train(config: TrainConfig) -> Path:
         from gen.io import mark_output_dir
 
         mark_output_dir(output_dir, "train", resume=config.resume is not None, overwrite=config.overwrite)
+        write_json(output_dir / "train_config.json", dataclasses.asdict(config))  # now, so a checkpoint can be exported mid-run
 
     start_trackers(accelerator, config, "gen-train")
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from gen.errors import ArgumentError, require_number
-from gen.training.loop import holding_output_dir
+from gen.training.loop import trainer_run
 from gen.training.options import LoopOptions, check_loop_options, option
 
 
@@ -73,7 +73,11 @@ def collect(pipe, reward, config: ValueConfig) -> tuple[torch.Tensor, torch.Tens
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     states, times, rewards = [], [], []
     g = torch.Generator().manual_seed(config.seed)
-    for start in range(0, config.num_samples, config.sample_batch_size):
+    batches = range(0, config.num_samples, config.sample_batch_size)
+    pipe.set_progress_bar_config(disable=not config.progress, desc="sampling trajectories for the value's training states", leave=False)
+    for number, start in enumerate(batches, 1):
+        if config.progress:
+            print(f"sampling trajectories: batch {number} of {len(batches)}", flush=True)
         n = min(config.sample_batch_size, config.num_samples - start)
         out = pipe(class_labels=None, batch_size=n, num_inference_steps=config.steps, eta=config.eta, generator=g, trace=True, output_type="latent")
         r = reward(pipe.decode(out.images)).float().cpu()
@@ -87,7 +91,7 @@ def collect(pipe, reward, config: ValueConfig) -> tuple[torch.Tensor, torch.Tens
     return torch.cat(states), torch.cat(times), torch.cat(rewards)
 
 
-@holding_output_dir
+@trainer_run("value network")
 def train_value(config: ValueConfig):
     from diffusers.optimization import get_scheduler
 

@@ -108,7 +108,7 @@ ENTRIES: dict[str, ZooEntry] = {
         ZooEntry(
             "ihc-patches",
             "pixel UNet2DConditionModel on 32x32 IHC/retina patches conditioned on patch-encoder embeddings (32 cross-attention tokens, "
-            "and added to the time embedding); saved defaults: DDPM, 20 steps, guidance 4",
+            "and added to the time embedding); saved defaults: DDPM, 20 steps, guidance 2",
             "gen.training.train --condition embedding --embedding-tokens --embedding-in-time, 3000 steps, batch 64, EMA 0.999, condition dropout 0.1",
             _embedding_pipeline,
             needs=("patch-encoder",),

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from gen.errors import MissingFileError
-from gen.io import RUN_MARKER, write_json
+from gen.io import RUN_LOCK, RUN_MARKER, write_json
 
 DIGITS_RESOLUTION = 16
 
@@ -25,7 +25,7 @@ def _train_into(folder: Path, **options) -> None:
         out = Path(scratch) / "run"
         train(TrainConfig(output_dir=str(out), checkpointing_steps=0, **options))
         for entry in out.iterdir():
-            if entry.name not in ("checkpoints", "logs", RUN_MARKER):
+            if entry.name not in ("checkpoints", "logs", RUN_MARKER, RUN_LOCK):
                 shutil.move(str(entry), folder / entry.name)
     recorded = json.loads((folder / "train_config.json").read_text())
     write_json(folder / "train_config.json", {**recorded, "output_dir": "(scratch)"})  # not this machine's temporary path
@@ -98,6 +98,7 @@ def digits_value(folder: Path) -> None:
 
     train_value(ValueConfig(pipeline="zoo:digits", reward="class:3", classifier="zoo:digits-classifier", output_dir=str(folder)))
     (folder / RUN_MARKER).unlink(missing_ok=True)
+    (folder / RUN_LOCK).unlink(missing_ok=True)  # the run is over: its lock file is not part of the model
 
 
 def patch_encoder(folder: Path, steps: int = 600, spatial_pool: int = 2) -> None:
