@@ -228,16 +228,32 @@ def _embeddings(report: Report, patches, quick: bool):
     report.image("variations.png", grid_image(rows, 5, scale=3), "each row: a real patch, then four variations generated from its embedding (guidance 2)")
 
     text = TextToLargeImagePipeline(zoo.load("ihc-text-grid"), large)
-    for name, prompt in (("text_to_large_retina.png", "retina fundus photograph"), ("text_to_large_ihc.png", "immunohistochemistry stained tissue")):
-        sampled = text(prompt, grid_size=8, grid_steps=25, grid_guidance_scale=4.0, overlap=overlap, generator=torch.Generator().manual_seed(7), output_type="pt")
-        report.image(name, grid_image(sampled.images, 1), f'text -> 8x8 embedding grid (guidance 4) -> 256x256 image: "{prompt}" (seed 7)')
+    rendered = [text("retina fundus photograph", grid_size=8, grid_steps=25, grid_guidance_scale=4.0, overlap=overlap,
+                     generator=torch.Generator().manual_seed(seed), output_type="pt").images for seed in (7, 8)]
+    report.image("text_to_large_retina.png", grid_image(torch.cat(rendered), 2, gap=8), 'text -> 8x8 embedding grid (guidance 4) -> 256x256 image: "retina fundus photograph" (seeds 7, 8)')
+    sampled = text("immunohistochemistry stained tissue", grid_size=8, grid_steps=25, grid_guidance_scale=4.0, overlap=overlap, generator=torch.Generator().manual_seed(7), output_type="pt")
+    report.image("text_to_large_ihc.png", grid_image(sampled.images, 1), 'text -> 8x8 embedding grid (guidance 4) -> 256x256 image: "immunohistochemistry stained tissue" (seed 7)')
+    rim = {prompt: _rim_similarity(text, large, prompt, 8 if quick else 16)
+           for prompt in ("retina fundus photograph", "retinal image with blood vessels", "immunohistochemistry stained tissue")}
     report.lines.append(
-        "What these show: the grid model (`ihc-text-grid`) was trained on 8x8 grids cut from inside each image, so a prompt draws a 256x256 "
-        "stretch of that tissue (retina: orange fundus texture with red vessel speckle; IHC: brown-stained tissue), not a whole fundus with its "
-        "disc and black rim. Claim (Graikos et al.): text -> embeddings -> large image draws the named source. **Holds here for the source's texture** "
-        f"(patches attributed to the named source: {_measured_attribution()}); **a whole fundus is not shown**: a grid model "
-        "trained with whole-fundus views as well (a quarter of the retina grids) still drew texture (its grids' cosine to a whole view 0.35-0.53)."
+        "The grid model (`ihc-text-grid`) learned whole-fundus views (half of its retina grids) under \"retina fundus photograph\" / \"fundus photo of the "
+        "eye\", and crops under the other captions. How much of the black surround its grids draw: the corner cells' embedding cosine to a black "
+        f"patch, mean over sampled grids (a whole view scores about 1): **{rim['retina fundus photograph']:.2f}** for \"retina fundus photograph\", "
+        f"{rim['retinal image with blood vessels']:.2f} for the crop caption \"retinal image with blood vessels\", {rim['immunohistochemistry stained tissue']:.2f} "
+        f"for IHC. Claim (Graikos et al.): text -> embeddings -> large image draws the named source. **Holds here for the source** (patches attributed "
+        f"to the named source: {_measured_attribution()}); **a whole fundus comes out for some seeds only** (seed 8 above: a round fundus on black, its "
+        "texture, no clear optic disc); most grids draw part of the rim."
     )
+
+
+def _rim_similarity(text, large, prompt: str, count: int) -> float:
+    """Mean over `count` grids the text model draws for `prompt` of the corner cells' cosine to the embedding of a
+    black patch (the fundus photograph's surround)."""
+    grids = text.grid_pipe([prompt] * count, guidance_scale=4.0, num_inference_steps=25, height=8, width=8,
+                           generator=torch.Generator().manual_seed(60), output_type="latent").images.float().cpu()
+    black = large.embedder.embed_images(torch.zeros(1, 3, large.tile_size, large.tile_size))[0]
+    corners = grids[:, :, [0, 0, -1, -1], [0, -1, 0, -1]]
+    return torch.nn.functional.cosine_similarity(corners, black[None, :, None], dim=1).mean().item()
 
 
 def _fidelity_results() -> dict | None:

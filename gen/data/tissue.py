@@ -35,6 +35,8 @@ CAPTIONS = {
         "fundus photo of the eye",
     ],
 }
+# Captions of whole-image views (the fundus seen entire, as a photograph shows it); crops take the others.
+WHOLE_CAPTIONS = {"retina": ["retina fundus photograph", "fundus photo of the eye"]}
 
 
 # The sides at which the large-image path regenerates each image: the patch models train on all of them.
@@ -141,8 +143,27 @@ def embed_dense(embedder, name: str, stride: int = 8, batch_size: int = 512) -> 
     return embeddings.reshape(rows, cols, -1).permute(2, 0, 1)
 
 
-def embedding_grids(embedder, count: int = 4000, grid: int = GRID, stride: int = 8, seed: int = 0) -> tuple[torch.Tensor, list[str]]:
-    """`count` random grid x grid embedding grids (patches PATCH apart) with captions naming their source."""
+def whole_view_grid(embedder, name: str, grid: int, generator: torch.Generator) -> torch.Tensor:
+    """The whole image shrunk to about grid x PATCH pixels (scaled by 0.85-1.1 on a black canvas, shifted by up
+    to an eighth of a cell, mirrored at random) and embedded as grid x grid non-overlapping patches: (D, grid, grid)."""
+    side = grid * PATCH
+    u = torch.rand(4, generator=generator)
+    size = int(round(side * (0.85 + 0.25 * float(u[0]))))
+    shrunk = F.interpolate(reference_image(name)[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
+    top, left = [(side - size) // 2 + int(round((float(v) - 0.5) * PATCH / 4)) for v in u[1:3]]
+    y0, y1, x0, x1 = max(0, top), min(side, top + size), max(0, left), min(side, left + size)
+    view = torch.zeros(3, side, side)
+    view[:, y0:y1, x0:x1] = shrunk[:, y0 - top : y1 - top, x0 - left : x1 - left]
+    if float(u[3]) < 0.5:
+        view = view.flip(-1)
+    cells = view.unfold(1, PATCH, PATCH).unfold(2, PATCH, PATCH).permute(1, 2, 0, 3, 4).reshape(-1, 3, PATCH, PATCH)
+    return embedder.embed_images(cells.contiguous()).reshape(grid, grid, -1).permute(2, 0, 1)
+
+
+def embedding_grids(embedder, count: int = 4000, grid: int = GRID, stride: int = 8, seed: int = 0, whole: float = 0.5) -> tuple[torch.Tensor, list[str]]:
+    """`count` random grid x grid embedding grids (patches PATCH apart) with captions naming their source; of
+    each image with WHOLE_CAPTIONS, a fraction `whole` are views of the entire image (`whole_view_grid`),
+    captioned as whole views, so a prompt such as "retina fundus photograph" draws the fundus entire."""
     g = torch.Generator().manual_seed(seed)
     step = PATCH // stride
     grids, captions = [], []
@@ -151,6 +172,13 @@ def embedding_grids(embedder, count: int = 4000, grid: int = GRID, stride: int =
         _, rows, cols = dense.shape
         span = (grid - 1) * step + 1
         n = count // 2 if index == 0 else count - count // 2
+        if name in WHOLE_CAPTIONS:
+            views = int(round(n * whole))
+            for _ in range(views):
+                grids.append(whole_view_grid(embedder, name, grid, g))
+                captions.append(WHOLE_CAPTIONS[name][int(torch.randint(0, len(WHOLE_CAPTIONS[name]), (1,), generator=g))])
+            n -= views
+        crop_captions = [c for c in CAPTIONS[name] if c not in WHOLE_CAPTIONS.get(name, ())] or CAPTIONS[name]
         kept = 0
         while kept < n:
             y = int(torch.randint(0, rows - span + 1, (1,), generator=g))
@@ -162,7 +190,7 @@ def embedding_grids(embedder, count: int = 4000, grid: int = GRID, stride: int =
                 if corners.mean(dim=0).min() < 0.08:
                     continue
             grids.append(dense[:, y : y + span : step, x : x + span : step])
-            choice = int(torch.randint(0, len(CAPTIONS[name]), (1,), generator=g))
-            captions.append(CAPTIONS[name][choice])
+            choice = int(torch.randint(0, len(crop_captions), (1,), generator=g))
+            captions.append(crop_captions[choice])
             kept += 1
     return torch.stack(grids), captions
