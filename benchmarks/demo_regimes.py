@@ -38,9 +38,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     import gen.zoo as zoo
-    from gen.analysis.metrics import FeatureSpace
+    from gen.analysis.metrics import FeatureSpace, within_class_diversity
     from gen.conditioning import CADS
-    from gen.demo import within_class_diversity
     from gen.pipelines import HybridDistilledPipeline
 
     torch.set_num_threads(1)

@@ -16,8 +16,8 @@ import torch
 
 from gen import zoo
 from gen.analysis import DTVisualizer
-from gen.analysis.metrics import FeatureSpace
-from gen.demo import HYBRID, grid_image, holds, stat, within_class_diversity
+from gen.analysis.metrics import FeatureSpace, within_class_diversity
+from gen.demo import HYBRID, grid_image, holds, stat
 from gen.io import save_image, write_json
 from gen.pipelines import HybridDistilledPipeline
 

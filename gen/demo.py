@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from gen.analysis.metrics import within_class_diversity
 from gen.io import save_image, write_text
 
 
@@ -285,14 +286,6 @@ def _measured_fidelity() -> list[str]:
         cell = lambda key: f"{run[key]['mean']:.3f} ({run[key]['ci95'][0]:.3f} to {run[key]['ci95'][1]:.3f})" if key in run else "-"
         lines.append(f"| {name} | {cell('patch_cosine')} | {cell('background_gap')} | {cell('vesselness_correlation')} | {cell('seam_strength')} |")
     return lines + [""]
-
-
-def within_class_diversity(space, images: torch.Tensor, labels: torch.Tensor) -> float:
-    """Mean pairwise feature distance among samples of one class, averaged over the classes."""
-    from gen.analysis.metrics import mean_pairwise_distance
-
-    features = space.features(images)
-    return sum(mean_pairwise_distance(features[labels == c]) for c in labels.unique()) / len(labels.unique())
 
 
 def _cads(report: Report, pipe, space, quick: bool):

@@ -11,7 +11,7 @@ import torch
 from diffusers import DDIMScheduler
 
 import gen.zoo as zoo
-from gen.analysis.metrics import FeatureSpace, mean_pairwise_distance
+from gen.analysis.metrics import FeatureSpace, within_class_diversity
 from gen.conditioning import CADS, ConditionEmbeddingPerturbation
 from gen.guidance import SVDD, BestOfN, FKSteering, LearnedValue, PosteriorMeanValue, classifier_log_prob, jpeg_compressibility
 from gen.pipelines import HybridDistilledPipeline
@@ -147,11 +147,6 @@ class CADSOff(CADS):
 
     def gamma(self, step) -> float:
         return 1.0
-
-
-def within_class_diversity(space, images, labels) -> float:
-    features = space.features(images)
-    return sum(mean_pairwise_distance(features[labels == c]) for c in labels.unique()) / len(labels.unique())
 
 
 def assert_cads_restores_diversity_at_high_guidance(pipe, space, cads, seed):

@@ -67,6 +67,13 @@ def mean_pairwise_distance(features: torch.Tensor) -> float:
     return float(d.sum() / (n * (n - 1)))
 
 
+def within_class_diversity(space, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean pairwise feature distance among samples of one class, averaged over the classes (a distilled or
+    over-guided model collapses *within* a condition)."""
+    features = space.features(images)
+    return sum(mean_pairwise_distance(features[labels == c]) for c in labels.unique()) / len(labels.unique())
+
+
 def coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> float:
     real, fake = _check(real, "real", k + 1), _check(fake, "fake", 1)
     radius = torch.cdist(real, real).kthvalue(k + 1, dim=1).values  # k-th neighbour, not counting itself
