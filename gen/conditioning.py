@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from gen.errors import ArgumentError, require_choice, require_int, require_number
-from gen.core.backbones import Condition
+from gen.core.backbones import Condition, condition_at, with_condition
 from gen.core.denoiser import Denoiser
 from gen.core.hooks import SamplingHook, Step
 
@@ -152,7 +152,20 @@ def corrupt_pairs(count: int, rate: float, seed: int = 0) -> list[int]:
 
 
 # -- CADS -----------------------------------------------------------------------------------------------------------
-ANNEALED = ("encoder_hidden_states", "pooled_projections", "class_labels", "embedding_grid")  # float conditions CADS perturbs
+# float conditions CADS perturbs, at any depth of the condition (SDXL's pooled text and size/crop time ids ride in
+# added_cond_kwargs)
+ANNEALED = ("encoder_hidden_states", "pooled_projections", "class_labels", "embedding_grid", "text_embeds", "time_ids")
+
+
+def _annealable(cond: dict) -> list[tuple[str, ...]]:
+    """Paths to the float tensors CADS perturbs in a (possibly nested) condition."""
+    paths = []
+    for key, value in cond.items():
+        if isinstance(value, dict):
+            paths += [(key, *p) for p in _annealable(value)]
+        elif key in ANNEALED and isinstance(value, torch.Tensor) and value.is_floating_point():
+            paths.append((key,))
+    return paths
 
 
 class CADS(SamplingHook):
@@ -191,7 +204,7 @@ class CADS(SamplingHook):
     def validate(self, run) -> None:
         """CADS anneals a condition: refuse a run that has none it can reach (it would be a silent no-op)."""
         cond = run.cond or {}
-        tensors = [k for k in ANNEALED if isinstance(cond.get(k), torch.Tensor) and cond[k].is_floating_point()]
+        tensors = _annealable(cond)
         tables = "class_labels" in cond and bool(class_embedding_tables(run.denoiser.model))
         if not (tensors or tables):
             raise ArgumentError(f"hooks: CADS anneals the condition, but this run has none it can anneal (cond keys: {sorted(cond) or 'none'}); "
@@ -224,10 +237,8 @@ class CADS(SamplingHook):
     def condition(self, step: Step, cond: Condition) -> Condition:
         gamma = self.gamma(step)
         out = dict(cond)
-        for key in ANNEALED:
-            value = cond.get(key)
-            if isinstance(value, torch.Tensor) and value.is_floating_point():
-                out[key] = self.anneal(value, gamma)
+        for path in _annealable(cond):
+            out = with_condition(out, path, self.anneal(condition_at(cond, path), gamma))
         return out
 
     def denoiser(self, step: Step, current: Denoiser) -> Denoiser:

@@ -54,7 +54,8 @@ def tiny_unet(sample_size: int = 8, channels: int = 3, num_class_embeds: int | N
     )
 
 
-def tiny_condition_unet(cross_attention_dim: int = TEXT_WIDTH, sample_size: int = 8, seed: int = 0) -> UNet2DConditionModel:
+def tiny_condition_unet(cross_attention_dim: int = TEXT_WIDTH, sample_size: int = 8, seed: int = 0, time_cond_proj_dim: int | None = None) -> UNet2DConditionModel:
+    """Stable Diffusion's UNet layout; `time_cond_proj_dim`: an LCM-distilled UNet that embeds the guidance scale."""
     return _seeded(
         lambda: UNet2DConditionModel(
             sample_size=sample_size,
@@ -67,6 +68,7 @@ def tiny_condition_unet(cross_attention_dim: int = TEXT_WIDTH, sample_size: int 
             cross_attention_dim=cross_attention_dim,
             attention_head_dim=4,
             norm_num_groups=4,
+            time_cond_proj_dim=time_cond_proj_dim,
         ),
         seed,
     )
@@ -201,13 +203,13 @@ def dit_pipeline(scheduler=None) -> DiTPipeline:
     return pipe
 
 
-def stable_diffusion_pipeline(scheduler=None) -> StableDiffusionPipeline:
+def stable_diffusion_pipeline(scheduler=None, time_cond_proj_dim: int | None = None) -> StableDiffusionPipeline:
     tokenizer, encoder = tiny_text_encoder()
     pipe = StableDiffusionPipeline(
         vae=tiny_vae(),
         text_encoder=encoder,
         tokenizer=tokenizer,
-        unet=tiny_condition_unet(),
+        unet=tiny_condition_unet(time_cond_proj_dim=time_cond_proj_dim),
         scheduler=scheduler or DDIMScheduler(num_train_timesteps=100, clip_sample=False, steps_offset=1),
         safety_checker=None,
         feature_extractor=None,
@@ -362,3 +364,138 @@ def ip_adapter_pipeline() -> StableDiffusionPipeline:
     processor, encoder = tiny_image_encoder()
     pipe.register_modules(feature_extractor=processor, image_encoder=encoder)
     return pipe
+
+
+# -- the modern text-to-image families (steer), tiny and offline --------------------------------------------------
+def tiny_projected_text_encoder(seed: int = 1, max_length: int = 16):
+    """(tokenizer, CLIPTextModelWithProjection): SDXL's second text encoder, TEXT_WIDTH features and a pooled
+    projection of TEXT_WIDTH."""
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    tokenizer = word_tokenizer(max_length)
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=TEXT_WIDTH, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=max_length, pad_token_id=0, bos_token_id=2, eos_token_id=3, projection_dim=TEXT_WIDTH,
+    )
+    torch.manual_seed(seed)
+    return tokenizer, CLIPTextModelWithProjection(config).eval()
+
+
+def tiny_sdxl_unet(seed: int = 0, time_ids: int = 6, time_cond_proj_dim: int | None = None) -> UNet2DConditionModel:
+    """SDXL's UNet layout: cross-attention over both encoders' features (2 * TEXT_WIDTH), pooled text and
+    `time_ids` size/crop values (6; the refiner's 5 with the aesthetic score) added to the time embedding."""
+    return _seeded(
+        lambda: UNet2DConditionModel(
+            block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+            transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=time_ids * 8 + TEXT_WIDTH,
+            cross_attention_dim=2 * TEXT_WIDTH, norm_num_groups=4, time_cond_proj_dim=time_cond_proj_dim,
+        ),
+        seed,
+    )
+
+
+def sdxl_pipeline(scheduler=None, cls=None, refiner: bool = False, seed: int = 0, time_cond_proj_dim: int | None = None):
+    """StableDiffusionXLPipeline (or `cls`, e.g. the img2img pipeline) with both text encoders; `refiner`: the
+    refiner's layout (second encoder only, aesthetic-score time ids)."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+
+    tokenizer, encoder = tiny_text_encoder()
+    tokenizer_2, encoder_2 = tiny_projected_text_encoder()
+    cls = cls or (StableDiffusionXLImg2ImgPipeline if refiner else StableDiffusionXLPipeline)
+    parts = dict(
+        vae=tiny_vae(), text_encoder=None if refiner else encoder, tokenizer=None if refiner else tokenizer, text_encoder_2=encoder_2, tokenizer_2=tokenizer_2,
+        unet=tiny_sdxl_unet(seed, time_ids=5 if refiner else 6, time_cond_proj_dim=time_cond_proj_dim),
+        scheduler=scheduler or EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading"),
+    )
+    if cls is StableDiffusionXLImg2ImgPipeline:
+        parts["requires_aesthetics_score"] = refiner
+    if refiner:
+        parts["unet"] = _seeded(lambda: _refiner_unet(seed), seed)
+    return _quiet(cls(**parts))
+
+
+def _refiner_unet(seed: int) -> UNet2DConditionModel:
+    # the refiner cross-attends to the second encoder only (TEXT_WIDTH features)
+    return UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=5 * 8 + TEXT_WIDTH, cross_attention_dim=TEXT_WIDTH, norm_num_groups=4,
+    )
+
+
+def tiny_t5(seed: int = 2, max_length: int = 16):
+    """(tokenizer, T5EncoderModel) with TEXT_WIDTH features over the word vocabulary (Flux's second encoder)."""
+    from transformers import T5Config, T5EncoderModel
+
+    tokenizer = word_tokenizer(max_length)
+    torch.manual_seed(seed)
+    config = T5Config(vocab_size=len(tokenizer), d_model=TEXT_WIDTH, d_ff=37, d_kv=8, num_heads=4, num_layers=2, pad_token_id=0, eos_token_id=3)
+    return tokenizer, T5EncoderModel(config).eval()
+
+
+def tiny_flux(seed: int = 0, guidance_embeds: bool = False):
+    from diffusers import FluxTransformer2DModel
+
+    return _seeded(
+        lambda: FluxTransformer2DModel(
+            patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+            joint_attention_dim=TEXT_WIDTH, pooled_projection_dim=TEXT_WIDTH, axes_dims_rope=[4, 4, 8], guidance_embeds=guidance_embeds,
+        ),
+        seed,
+    )
+
+
+def flux_pipeline(scheduler=None, guidance_embeds: bool = False, seed: int = 0):
+    """FluxPipeline over packed 2x2 latents of a 1-channel VAE (4 packed channels), with CLIP and T5 encoders;
+    `guidance_embeds`: a dev-style guidance-distilled transformer (else schnell-style)."""
+    from diffusers import FluxPipeline
+
+    tokenizer, encoder = tiny_text_encoder()
+    tokenizer_2, encoder_2 = tiny_t5()
+    return _quiet(FluxPipeline(
+        scheduler=scheduler or FlowMatchEulerDiscreteScheduler(), vae=tiny_vae(latent_channels=1, shift_factor=0.0609, scaling_factor=1.5035),
+        text_encoder=encoder, tokenizer=tokenizer, text_encoder_2=encoder_2, tokenizer_2=tokenizer_2, transformer=tiny_flux(seed, guidance_embeds),
+    ))
+
+
+def tiny_dc_vae(seed: int = 0):
+    """A deep-compression autoencoder (SANA's VAE family) with 4 latent channels and a factor of 2."""
+    from diffusers import AutoencoderDC
+
+    return _seeded(
+        lambda: AutoencoderDC(
+            in_channels=3, latent_channels=4, attention_head_dim=2, encoder_block_types=("ResBlock", "EfficientViTBlock"),
+            decoder_block_types=("ResBlock", "EfficientViTBlock"), encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8),
+            encoder_qkv_multiscales=((), (5,)), decoder_qkv_multiscales=((), (5,)), encoder_layers_per_block=(1, 1), decoder_layers_per_block=(1, 1),
+            downsample_block_type="conv", upsample_block_type="interpolate", decoder_norm_types="rms_norm", decoder_act_fns="silu", scaling_factor=0.41407,
+        ),
+        seed,
+    )
+
+
+def sana_pipeline(scheduler=None, seed: int = 0):
+    """SanaPipeline over a tiny linear-attention transformer and DC autoencoder; prompts as embeddings
+    (`sana_prompt`: its Gemma encoder is out of reach offline)."""
+    from diffusers import SanaPipeline, SanaTransformer2DModel
+
+    transformer = _seeded(lambda: SanaTransformer2DModel(
+        patch_size=1, in_channels=4, out_channels=4, num_layers=1, num_attention_heads=2, attention_head_dim=4, num_cross_attention_heads=2,
+        cross_attention_head_dim=4, cross_attention_dim=8, caption_channels=TEXT_WIDTH, sample_size=8,
+    ), seed)
+    return _quiet(SanaPipeline(tokenizer=None, text_encoder=None, vae=tiny_dc_vae(), transformer=transformer,
+                               scheduler=scheduler or FlowMatchEulerDiscreteScheduler(shift=7.0)))
+
+
+def sana_prompt(batch: int = 1, seed: int = 0) -> dict:
+    """Precomputed Gemma-like prompt embeddings and masks, 6 tokens of TEXT_WIDTH."""
+    return pixart_prompt(batch, seed)
+
+
+def pixart_sigma_pipeline(scheduler=None):
+    from diffusers import DPMSolverMultistepScheduler, PixArtSigmaPipeline
+
+    return _quiet(PixArtSigmaPipeline(tokenizer=None, text_encoder=None, vae=tiny_vae(), transformer=tiny_pixart(),
+                                      scheduler=scheduler or DPMSolverMultistepScheduler(num_train_timesteps=100)))

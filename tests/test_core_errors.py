@@ -35,7 +35,7 @@ def test_prediction_type_the_scheduler_cannot_serve(unet):
     [
         (torch.randn(2, 4, 8, 8), {}, r"latents: the backbone takes 3 channels"),
         (torch.randn(2, 3, 7, 8), {}, r"latents: height and width must be multiples of 2"),
-        (torch.randn(3, 8, 8), {}, r"latents: expected a \(batch, channels, height, width\)"),
+        (torch.randn(3, 8, 8), {}, r"latents: UNet2DModel takes \(batch, channels, height, width\) latents"),
         (torch.full((1, 3, 8, 8), float("nan")), {}, r"latents: contains NaN"),
         (torch.randn(2, 3, 8, 8), {"num_inference_steps": 0}, r"num_inference_steps: must be a positive integer"),
         (torch.randn(2, 3, 8, 8), {"num_inference_steps": -3}, r"num_inference_steps"),

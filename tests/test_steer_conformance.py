@@ -14,7 +14,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from diffusers import DDIMPipeline, DDPMPipeline, DiTPipeline, EulerDiscreteScheduler, PixArtAlphaPipeline, StableDiffusion3Pipeline, StableDiffusionPipeline
+from diffusers import DDIMPipeline, DDPMPipeline, DiTPipeline, DPMSolverMultistepScheduler, EulerDiscreteScheduler, LCMScheduler, PixArtAlphaPipeline, StableDiffusion3Pipeline, StableDiffusionPipeline
 from diffusers.callbacks import SDCFGCutoffCallback
 
 from gen import testing as tiny
@@ -92,9 +92,12 @@ CASES = {
         "width": [("32", dict(width=32), None)],
         "num_inference_steps": [("two", dict(num_inference_steps=2), None)],
         "timesteps": [("on DDIM (refused by stock)", dict(timesteps=[90, 50, 10]), None),
+                      ("AYS schedule on DPM-Solver", dict(timesteps=[99, 80, 50, 20, 1], num_inference_steps=None),
+                       lambda: tiny.stable_diffusion_pipeline(DPMSolverMultistepScheduler(num_train_timesteps=100))),
                       ("on Euler", dict(timesteps=[90, 50, 10], num_inference_steps=None), lambda: tiny.stable_diffusion_pipeline(EulerDiscreteScheduler(num_train_timesteps=100)))],
         "sigmas": [("on Euler", dict(sigmas=[3.0, 1.5, 0.5]), lambda: tiny.stable_diffusion_pipeline(EulerDiscreteScheduler(num_train_timesteps=100)))],
-        "guidance_scale": [("unguided", dict(guidance_scale=1.0), None), ("strong", dict(guidance_scale=9.0), None)],
+        "guidance_scale": [("unguided", dict(guidance_scale=1.0), None), ("strong", dict(guidance_scale=9.0), None),
+                           ("LCM UNet (scale as an embedding)", dict(guidance_scale=6.0), lambda: tiny.stable_diffusion_pipeline(LCMScheduler(num_train_timesteps=100), time_cond_proj_dim=8))],
         "negative_prompt": [("string", dict(negative_prompt="blue"), None), ("list", dict(negative_prompt=["blue", "green"]), None)],
         "num_images_per_prompt": [("two", dict(num_images_per_prompt=2), None)],
         "eta": [("stochastic", dict(eta=0.8), None)],

@@ -31,10 +31,48 @@ class BackboneSpec:
     # condition key -> expected last-dim width (None: not checkable); integer class labels use "num_classes"
     widths: Callable[[Any], dict[str, int | None]]
     spatial_multiple: Callable[[Any], int]
-    expand_timestep: bool
+    # (timestep, model input, config) -> the `timestep` argument, computed as the stock loop computes it
+    timestep: Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
     defaults: Callable[[Any], Condition] = lambda config: {}
     # the stock pipeline's row order for classifier-free guidance: kept, so guided outputs match it bit for bit
     conditional_first: bool = False
+    # "channels": (batch, channels, height, width); "tokens": packed (batch, tokens, channels), as Flux's
+    layout: str = "channels"
+    # the stock loop casts the input to the model's dtype and the output to float32 (SANA)
+    float_output: bool = False
+    # condition tensors that are not per sample (Flux's token position ids), shared by every row
+    shared: tuple[str, ...] = ()
+    # a one-row condition is broadcast over the batch (Flux's transformer takes one negative prompt for all)
+    broadcasts_one: bool = False
+    # (config, condition, rows) -> the condition this model takes: lets a run's condition reach another model of
+    # the family (a guidance-distilled Flux base under a schnell run, and back)
+    adapt: Callable[[Any, Condition, int], Condition] | None = None
+
+
+def _scalar_timestep(t, x, config):
+    return torch.as_tensor(t, device=x.device)
+
+
+def _expanded_timestep(t, x, config):
+    return torch.as_tensor(t, device=x.device).reshape(1).expand(x.shape[0])
+
+
+def _flux_timestep(t, x, config):  # FluxPipeline: t.expand(batch).to(latents.dtype) / 1000
+    return torch.as_tensor(t, device=x.device).expand(x.shape[0]).to(x.dtype) / 1000
+
+
+def _flux_condition(config, cond, rows):
+    """Flux dev embeds a guidance value, schnell takes none: a condition from one serves the other (dev gets
+    diffusers' default 3.5 where the run has none)."""
+    if config.guidance_embeds and cond.get("guidance") is None:
+        return {**cond, "guidance": torch.full((rows,), 3.5, device=cond["encoder_hidden_states"].device)}
+    if not config.guidance_embeds and cond.get("guidance") is not None:
+        return {**cond, "guidance": None}
+    return cond
+
+
+def _sana_timestep(t, x, config):  # SanaPipeline: t.expand(batch) * timestep_scale
+    return torch.as_tensor(t, device=x.device).expand(x.shape[0]) * config.timestep_scale
 
 
 def _unet_multiple(config) -> int:
@@ -70,7 +108,7 @@ _SPECS: dict[str, BackboneSpec] = {
         requires=(),
         widths=_unet2d_widths,
         spatial_multiple=_unet_multiple,
-        expand_timestep=False,
+        timestep=_scalar_timestep,
     ),
     "UNet2DConditionModel": BackboneSpec(
         accepts=(
@@ -84,7 +122,7 @@ _SPECS: dict[str, BackboneSpec] = {
         requires=("encoder_hidden_states",),
         widths=_unet2d_condition_widths,
         spatial_multiple=_unet_multiple,
-        expand_timestep=False,
+        timestep=_scalar_timestep,
     ),
     "DiTTransformer2DModel": BackboneSpec(
         accepts=("class_labels",),
@@ -92,7 +130,7 @@ _SPECS: dict[str, BackboneSpec] = {
         # one extra row: the null class used for classifier-free guidance
         widths=lambda c: {"num_classes": c.num_embeds_ada_norm + 1},
         spatial_multiple=lambda c: c.patch_size,
-        expand_timestep=True,
+        timestep=_expanded_timestep,
         conditional_first=True,  # DiTPipeline stacks [class labels; null class]
     ),
     "PixArtTransformer2DModel": BackboneSpec(
@@ -100,7 +138,7 @@ _SPECS: dict[str, BackboneSpec] = {
         requires=("encoder_hidden_states",),
         widths=lambda c: {"encoder_hidden_states": c.caption_channels},
         spatial_multiple=lambda c: c.patch_size,
-        expand_timestep=True,
+        timestep=_expanded_timestep,
         defaults=lambda c: {"added_cond_kwargs": {"resolution": None, "aspect_ratio": None}},
     ),
     "SD3Transformer2DModel": BackboneSpec(
@@ -108,7 +146,26 @@ _SPECS: dict[str, BackboneSpec] = {
         requires=("encoder_hidden_states", "pooled_projections"),
         widths=lambda c: {"encoder_hidden_states": c.joint_attention_dim, "pooled_projections": c.pooled_projection_dim},
         spatial_multiple=lambda c: c.patch_size,
-        expand_timestep=True,
+        timestep=_expanded_timestep,
+    ),
+    "FluxTransformer2DModel": BackboneSpec(
+        accepts=("encoder_hidden_states", "pooled_projections", "guidance", "txt_ids", "img_ids", "joint_attention_kwargs"),
+        requires=("encoder_hidden_states", "pooled_projections", "txt_ids", "img_ids"),
+        widths=lambda c: {"encoder_hidden_states": c.joint_attention_dim, "pooled_projections": c.pooled_projection_dim},
+        spatial_multiple=lambda c: 1,
+        timestep=_flux_timestep,
+        layout="tokens",
+        shared=("txt_ids", "img_ids"),
+        broadcasts_one=True,
+        adapt=_flux_condition,
+    ),
+    "SanaTransformer2DModel": BackboneSpec(
+        accepts=("encoder_hidden_states", "encoder_attention_mask", "attention_kwargs"),
+        requires=("encoder_hidden_states",),
+        widths=lambda c: {"encoder_hidden_states": c.caption_channels},
+        spatial_multiple=lambda c: c.patch_size,
+        timestep=_sana_timestep,
+        float_output=True,
     ),
 }
 SUPPORTED_BACKBONE_NAMES: tuple[str, ...] = tuple(_SPECS)
@@ -165,17 +222,24 @@ class Backbone:
     def widths(self) -> dict[str, int | None]:
         return self.spec.widths(self.config)
 
+    @property
+    def channel_dim(self) -> int:
+        return -1 if self.spec.layout == "tokens" else 1
+
     def check_latents(self, x, name: str = "latents") -> None:
-        if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        tokens = self.spec.layout == "tokens"
+        layout, ndim = ("(batch, tokens, channels)", 3) if tokens else ("(batch, channels, height, width)", 4)
+        if not isinstance(x, torch.Tensor) or x.ndim != ndim:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ArgumentError(f"{name}: expected a (batch, channels, height, width) tensor, got {got}.")
-        if x.shape[1] != self.in_channels:
+            raise ArgumentError(f"{name}: {self.name} takes {layout} latents, got {got}.")
+        if x.shape[self.channel_dim] != self.in_channels:
+            shape = f"(batch, N, {self.in_channels})" if tokens else f"(batch, {self.in_channels}, H, W)"
             raise ArgumentError(
                 f"{name}: the backbone takes {self.in_channels} channels, got shape {tuple(x.shape)}; "
-                f"draw latents of shape (batch, {self.in_channels}, H, W)."
+                f"draw latents of shape {shape}."
             )
         multiple = self.spec.spatial_multiple(self.config)
-        if x.shape[2] % multiple or x.shape[3] % multiple:
+        if not tokens and (x.shape[2] % multiple or x.shape[3] % multiple):
             raise ArgumentError(f"{name}: height and width must be multiples of {multiple} for this backbone, got {tuple(x.shape[2:])}.")
         if not torch.isfinite(x).all():
             raise ArgumentError(f"{name}: contains NaN or infinite values.")
@@ -200,7 +264,8 @@ class Backbone:
         for key, value in cond.items():
             if not isinstance(value, torch.Tensor):
                 continue
-            if value.ndim > 0 and value.shape[0] != batch:
+            one = value.ndim > 0 and value.shape[0] == 1 and self.spec.broadcasts_one
+            if value.ndim > 0 and value.shape[0] != batch and key not in self.spec.shared and not one:
                 raise ArgumentError(f"{name}[{key!r}]: batch {value.shape[0]} does not match the latents' batch {batch}.")
             if value.is_floating_point() and not torch.isfinite(value).all():
                 raise ArgumentError(f"{name}[{key!r}]: contains NaN or infinite values.")
@@ -220,9 +285,11 @@ class Backbone:
 
     def __call__(self, x: torch.Tensor, t, cond: Condition | None = None) -> torch.Tensor:
         kwargs = {**self.spec.defaults(self.config), **(cond or {})}
-        timestep = torch.as_tensor(t, device=x.device)
-        if self.spec.expand_timestep:
-            timestep = timestep.reshape(1).expand(x.shape[0])
+        if self.spec.adapt is not None:
+            kwargs = self.spec.adapt(self.config, kwargs, x.shape[0])
+        timestep = self.spec.timestep(t, x, self.config)
+        if self.spec.float_output:
+            return self.model(x.to(self.model.dtype), timestep=timestep, **kwargs, return_dict=False)[0].float()
         return self.model(x, timestep=timestep, **kwargs, return_dict=False)[0]
 
     def embedding_condition(self, embeddings: torch.Tensor) -> Condition:
@@ -242,7 +309,24 @@ class Backbone:
         """(prediction, learned-variance channels or None)."""
         if not self.learns_variance:
             return raw, None
-        return raw[:, : self.in_channels], raw[:, self.in_channels :]
+        return raw.split(self.in_channels, dim=self.channel_dim)
+
+
+def condition_at(cond: Condition, path):
+    """cond[path[0]][path[1]]... (a path may be one key), or None where a key is missing."""
+    for key in (path,) if isinstance(path, str) else path:
+        if not isinstance(cond, dict) or key not in cond:
+            return None
+        cond = cond[key]
+    return cond
+
+
+def with_condition(cond: Condition, path, value) -> Condition:
+    """A copy of cond with the value at path replaced (nested dicts copied on the way down)."""
+    path = (path,) if isinstance(path, str) else tuple(path)
+    out = dict(cond)
+    out[path[0]] = value if len(path) == 1 else with_condition(out.get(path[0]) or {}, path[1:], value)
+    return out
 
 
 def stack_branches(first: Condition, second: Condition, batch: int) -> Condition:

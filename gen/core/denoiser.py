@@ -68,20 +68,24 @@ class Denoiser:
     """A diffusers backbone with its scheduler: ``den(x, t, cond, uncond, guidance_scale)`` -> guided output + x0.
 
     Args:
-        model: UNet2DModel, UNet2DConditionModel, DiTTransformer2DModel, PixArtTransformer2DModel or
-            SD3Transformer2DModel (LoRA-adapted or `torch.compile`d ones too).
+        model: UNet2DModel, UNet2DConditionModel (SD, SDXL), DiTTransformer2DModel, PixArtTransformer2DModel,
+            SD3Transformer2DModel, FluxTransformer2DModel (packed latents) or SanaTransformer2DModel
+            (LoRA-adapted or `torch.compile`d ones too).
         scheduler: any diffusers scheduler gen models (see `gen.core.prediction`); it sets the noise levels and
             what the model predicts.
         prediction_type: optional assertion of what the model predicts (``"epsilon"``, ``"v_prediction"``,
             ``"sample"``, ``"flow"``); it must be what the scheduler is configured to consume.
+        separate_branches: evaluate the conditional and unconditional branches in two calls, conditional
+            first, as Flux's and Qwen-Image's "true CFG" loops do (default: one call over [uncond; cond]).
     """
 
-    def __init__(self, model, scheduler, prediction_type: str | None = None):
+    def __init__(self, model, scheduler, prediction_type: str | None = None, separate_branches: bool = False):
         if isinstance(scheduler, type) or not (hasattr(scheduler, "set_timesteps") and hasattr(scheduler, "step") and hasattr(scheduler, "config")):
             what = f"the class {scheduler.__name__}" if isinstance(scheduler, type) else f"{type(scheduler).__name__} {scheduler!r}"[:80]
             raise ArgumentTypeError(f"scheduler: expected a diffusers scheduler object, got {what}; build one, e.g. "
                                     "DDIMScheduler.from_config(pipe.scheduler.config).")
         self.model = model
+        self.separate_branches = separate_branches
         self.backbone = Backbone(model)
         self.scheduler = scheduler
         served = prediction.scheduler_prediction_type(scheduler)
@@ -126,7 +130,7 @@ class Denoiser:
 
     def with_scheduler(self, scheduler) -> "Denoiser":
         """The same backbone over another scheduler (e.g. a stochastic one for value guidance)."""
-        return Denoiser(self.model, scheduler)
+        return Denoiser(self.model, scheduler, separate_branches=self.separate_branches)
 
     def check_latents(self, x, name: str = "latents") -> None:
         self.backbone.check_latents(x, name)
@@ -155,7 +159,7 @@ class Denoiser:
         eps_uncond, eps_cond, variance = self.branches(x, t, cond, uncond if guided else None)
         eps = guidance_combine(eps_uncond, eps_cond, guidance_scale, guidance_rescale) if guided else eps_cond
         keep_variance = variance is not None and self.scheduler.config.get("variance_type") in ("learned", "learned_range")
-        output = torch.cat([eps, variance], dim=1) if keep_variance else eps
+        output = torch.cat([eps, variance], dim=self.backbone.channel_dim) if keep_variance else eps
         return DenoiserOutput(output=output, evaluations=batch * (2 if guided else 1), x0_fn=lambda: self.x0(x, eps, t))
 
     def branches(self, x: torch.Tensor, t, cond: Condition | None, uncond: Condition | None):
@@ -165,6 +169,9 @@ class Denoiser:
         if uncond is None:
             eps, variance = self.backbone.split_variance(self.forward(x_in, t, cond))
             return None, eps, variance
+        if self.separate_branches:
+            eps_cond, variance = self.backbone.split_variance(self.forward(x_in, t, cond))
+            return self.backbone.split_variance(self.forward(x_in, t, uncond))[0], eps_cond, variance
         cond_first = self.backbone.spec.conditional_first
         first, second = (cond or {}, uncond) if cond_first else (uncond, cond or {})
         eps, variance = self.backbone.split_variance(self.forward(torch.cat([x_in, x_in]), t, stack_branches(first, second, x.shape[0])))
@@ -173,7 +180,11 @@ class Denoiser:
 
     def x0(self, x: torch.Tensor, output: torch.Tensor, t) -> torch.Tensor:
         """The clean-sample estimate, clipped as the scheduler's own step would clip it."""
-        return prediction.clean_estimate(self.scheduler, output[:, : self.in_channels], x, t, self.prediction_type)
+        return prediction.clean_estimate(self.scheduler, self.prediction_of(output), x, t, self.prediction_type)
+
+    def prediction_of(self, output: torch.Tensor) -> torch.Tensor:
+        """The prediction channels of an output that may carry learned-variance channels after them."""
+        return self.backbone.split_variance(output)[0] if output.shape[self.backbone.channel_dim] != self.in_channels else output
 
     def __repr__(self) -> str:
         return f"Denoiser({self.backbone.name}, {type(self.scheduler).__name__}, prediction_type={self.prediction_type!r})"

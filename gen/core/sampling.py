@@ -311,7 +311,7 @@ class StepContext:
 
     @property
     def init_noise_sigma(self) -> float:
-        return float(self.scheduler.init_noise_sigma)
+        return float(getattr(self.scheduler, "init_noise_sigma", 1.0))  # flow schedulers start from unit noise
 
     # -- actions ---------------------------------------------------------------------------------------------
     def proceed(self, state: SamplingState) -> SamplingState:
@@ -450,6 +450,11 @@ def set_custom_timesteps(scheduler, timesteps, device) -> list:
     current = getattr(scheduler, "timesteps", None)
     if current is not None and len(current) == len(given) and [float(t) for t in current] == given:
         return list(timesteps)
+    start = _slice_start(current, given)
+    # A stretch of the grid the scheduler is positioned on (img2img's strength, SDXL's denoising_end: stock sets
+    # the begin index), or of a scheduler whose step reads only the timestep's value (DDIM, DDPM): run as set.
+    if start is not None and getattr(scheduler, "begin_index", start) == start:
+        return list(timesteps)
     name = type(scheduler).__name__
     if "timesteps" not in inspect.signature(scheduler.set_timesteps).parameters:
         raise ArgumentError(f"timesteps: {name} is not set to these timesteps and takes no custom ones; pass num_inference_steps instead, "
@@ -459,6 +464,17 @@ def set_custom_timesteps(scheduler, timesteps, device) -> list:
     except (ValueError, TypeError) as err:
         raise ArgumentError(f"timesteps: {name} cannot take {[int(t) for t in given]} ({str(err).splitlines()[0]}).") from None
     return list(scheduler.timesteps)
+
+
+def _slice_start(current, given: list[float]) -> int | None:
+    """Where `given` runs as a contiguous stretch of the scheduler's current grid, or None."""
+    if current is None or not given or len(given) > len(current):
+        return None
+    grid = [float(t) for t in current]
+    for start in range(len(grid) - len(given) + 1):
+        if grid[start : start + len(given)] == given:
+            return start
+    return None
 
 
 def check_steps(num_inference_steps, timesteps) -> None:

@@ -37,6 +37,7 @@ def check_stochastic(run, who: str) -> None:
         fix = {
             "DDIMScheduler": "pass eta=1.0 (the SVDD paper's setting) or any eta > 0",
             "FlowMatchEulerDiscreteScheduler": "use FlowMatchEulerDiscreteScheduler.from_config(config, stochastic_sampling=True)",
+            "EulerDiscreteScheduler": "use EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config) (SDXL's default sampler is deterministic Euler)",
         }.get(name, "use a stochastic scheduler (DDPM, DDIM with eta > 0, Euler ancestral, SDE DPM-Solver)")
         raise ArgumentError(f"scheduler: {who} needs a stochastic transition to draw distinct candidates, but {name} (eta={run.eta}) is deterministic; {fix}.")
     if not can_branch(scheduler):

@@ -4,9 +4,12 @@ Shared by `steer` and gen's own pipelines."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from diffusers.utils import deprecate
 
+from gen.core.backbones import with_condition
 from gen.core.hooks import SamplingHook
 
 
@@ -27,12 +30,12 @@ class StockCallback(SamplingHook):
     def transition(self, state, ctx):
         new = ctx.proceed(state)
         values = {**self.tensors, "latents": new.x}
-        guided_before = self.pipe.do_classifier_free_guidance
-        scale_before = self.pipe._guidance_scale
+        guided_before = getattr(self.pipe, "do_classifier_free_guidance", None)
+        scale_before = getattr(self.pipe, "_guidance_scale", None)
         outputs = dict(self.callback(self.pipe, state.step.index, state.step.timestep, {k: values[k] for k in self.tensor_inputs}) or {})
         latents = outputs.pop("latents", new.x)
         self.tensors.update({k: v for k, v in outputs.items() if k in self.tensors})
-        if self.read_back is not None and (outputs or self.pipe._guidance_scale != scale_before):
+        if self.read_back is not None and (outputs or getattr(self.pipe, "_guidance_scale", None) != scale_before):
             self.read_back(ctx, self.tensors, self.pipe, guided_before)
         return new if latents is new.x else ctx.next_state(latents)
 
@@ -69,23 +72,29 @@ def legacy_callbacks(kwargs: dict) -> list:
     return [LegacyCallback(callback, every or 1)] if callback is not None else []
 
 
-def guided_embeds_read_back(keys: dict[str, str]):
+def guided_embeds_read_back(keys: dict, guidance_scale: Callable[[], float] | None = None):
     """After a callback, rebuild the run's branches from the stock loop's tensors (`keys`: stock name -> backbone
-    keyword), stacked [uncond; cond] while guidance is on; and take the pipeline's guidance scale, which a
+    keyword, or a path into nested ones such as ("added_cond_kwargs", "text_embeds")), stacked [uncond; cond]
+    while guidance is on; and take the guidance scale (default: the pipeline's `_guidance_scale`), which a
     callback may have changed (a cut-off to 0 leaves only the conditional half, as in stock)."""
 
     def read_back(ctx, tensors, pipe, guided_before):
-        guided = pipe.do_classifier_free_guidance
+        guided = getattr(pipe, "do_classifier_free_guidance", None)
+        if guided is None:  # Flux: true CFG is on while the run has an unconditional branch
+            guided = ctx.uncond is not None
         cond, uncond = dict(ctx.cond or {}), (dict(ctx.uncond) if ctx.uncond is not None else {})
         for stock_name, key in keys.items():
-            value = tensors[stock_name]
+            value = tensors.get(stock_name)
+            if value is None:
+                continue
             stacked = value.shape[0] == 2 * ctx.batch_size
             if stacked and not guided:
                 value, stacked = value.chunk(2)[1], False
             negative, positive = split_branches(value, stacked)
-            cond[key] = positive
+            cond = with_condition(cond, key, positive)
             if negative is not None:
-                uncond[key] = negative
-        ctx.update_guidance(cond=cond, uncond=uncond if guided else None, guidance_scale=pipe._guidance_scale, drop_uncond=not guided)
+                uncond = with_condition(uncond, key, negative)
+        scale = guidance_scale() if guidance_scale is not None else pipe._guidance_scale
+        ctx.update_guidance(cond=cond, uncond=uncond if guided else None, guidance_scale=scale, drop_uncond=not guided)
 
     return read_back

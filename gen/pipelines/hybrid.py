@@ -82,7 +82,7 @@ class BaseFirstHook(SamplingHook):
             return ctx.proceed(state)
         den = ctx.denoiser
         here, there = den.noise_level(state.step.timestep), den.noise_level(ctx.next_timestep)
-        x0 = prediction.to_x0(state.model_output[:, : den.in_channels], state.x, here, den.prediction_type)
+        x0 = prediction.to_x0(den.prediction_of(state.model_output), state.x, here, den.prediction_type)
         eps = (state.x - here.alpha.to(x0.dtype) * x0) / here.sigma.to(x0.dtype)
         return ctx.next_state(there.alpha.to(x0.dtype) * x0 + there.sigma.to(x0.dtype) * eps)
 

@@ -10,7 +10,9 @@ progress-bar settings are the same objects. Its `__call__` shows the stock signa
 `trace`; it stays steered through `.to()`, `save_pretrained` (which writes the stock class name) and
 `type(pipe).from_pretrained`, offloading and `set_progress_bar_config`.
 
-The stock arguments keep their stock meaning and defaults. Each adapter prepares the inputs with the
+The stock arguments keep their stock meaning and defaults. SDXL (and its img2img/refiner), Flux, SANA and
+PixArt-Σ run their own stock `__call__` with gen's loop inside it (`gen.pipelines.stock_loop`, one small
+family module each in `gen.pipelines.families`). For the older families each adapter below prepares the inputs with the
 pipeline's own methods (`check_inputs`, `encode_prompt`, `prepare_latents`, `retrieve_timesteps`), runs
 `gen.sample`, and finishes with the pipeline's own decoding and post-processing. Callbacks behave as in the
 stock loops: `callback_on_step_end` may return new latents or prompt embeddings, change
@@ -44,9 +46,14 @@ try:
         DDIMPipeline,
         DDPMPipeline,
         DiTPipeline,
+        FluxPipeline,
         PixArtAlphaPipeline,
+        PixArtSigmaPipeline,
+        SanaPipeline,
         StableDiffusion3Pipeline,
         StableDiffusionPipeline,
+        StableDiffusionXLImg2ImgPipeline,
+        StableDiffusionXLPipeline,
     )
     from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
     from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
@@ -61,6 +68,8 @@ from gen.core.denoiser import Denoiser, DenoiserOutput, guidance_combine
 from gen.core.hooks import SamplingHook, check_hooks
 from gen.core.sampling import SampleOutput, _step_parameters, sample
 from gen.pipelines.callbacks import LegacyCallback, StockCallback, callback_hooks, guided_embeds_read_back, legacy_callbacks, split_branches
+from gen.pipelines.families import flux, pixart_sigma, sana, sdxl
+from gen.pipelines.stock_loop import Family, run_stock
 
 
 @dataclass
@@ -205,7 +214,7 @@ def _stable_diffusion(pipe, a: dict) -> _Prepared:
         timesteps=timesteps,
         cond=cond,
         uncond=uncond,
-        guidance_scale=a["guidance_scale"],
+        guidance_scale=a["guidance_scale"] if guided else 1.0,  # an LCM UNet takes the scale as an embedding instead
         guidance_rescale=a["guidance_rescale"],
         generator=a["generator"],
         eta=_stock_eta(pipe.scheduler, a["eta"]),
@@ -409,14 +418,20 @@ def _sd3(pipe, a: dict) -> _Prepared:
     return _Prepared(Denoiser(model, pipe.scheduler), latents, loop, finish, hooks)
 
 
-# Most specific first: subclasses of these (e.g. gen's own pipelines) are matched by isinstance.
-_ADAPTERS: list[tuple[type, Callable]] = [
+# Most specific first: subclasses of these (e.g. gen's own pipelines) are matched by isinstance. A `Family`
+# runs the stock call itself with gen's loop inside it (gen.pipelines.stock_loop); a function re-derives it.
+_ADAPTERS: list[tuple[type, Callable | Family]] = [
     (DDIMPipeline, _unconditional),
     (DDPMPipeline, _unconditional),
     (DiTPipeline, _dit),
     (StableDiffusionPipeline, _stable_diffusion),
     (PixArtAlphaPipeline, _pixart),
     (StableDiffusion3Pipeline, _sd3),
+    (StableDiffusionXLPipeline, sdxl.FAMILY),
+    (StableDiffusionXLImg2ImgPipeline, sdxl.FAMILY),
+    (FluxPipeline, flux.FAMILY),
+    (SanaPipeline, sana.FAMILY),
+    (PixArtSigmaPipeline, pixart_sigma.FAMILY),
 ]
 SUPPORTED = tuple(cls for cls, _ in _ADAPTERS)
 
@@ -459,6 +474,12 @@ def _run(pipe, adapter, args, kwargs, hooks, trace):
     if var_keyword is not None:
         arguments["kwargs"] = arguments.pop(var_keyword, {})
     _check_common_arguments(pipe, arguments)
+    if isinstance(adapter, Family):
+        for name in ("callback_on_step_end_tensor_inputs",):  # as resolved from a PipelineCallback
+            if name in bound.arguments:
+                bound.arguments[name] = arguments[name]
+        stock, counts = run_stock(pipe, adapter, stock_call, bound, hooks, trace)
+        return _with_counts_of(pipe, stock, counts)
     prepared = adapter(pipe, arguments)
     generator, rows = prepared.loop.get("generator"), prepared.latents.shape[0]
     if isinstance(generator, list) and len(generator) > rows:  # stock draws with the first `rows` of a longer list
@@ -466,6 +487,10 @@ def _run(pipe, adapter, args, kwargs, hooks, trace):
     result: SampleOutput = sample(prepared.denoiser, prepared.latents, hooks=prepared.hooks + hooks, trace=trace, progress_bar=pipe.progress_bar, **prepared.loop)
     stock = prepared.finish(result.samples)
     counts = {"nfe": result.nfe, "reward_calls": result.reward_calls, "decodes": result.decodes, "trace": result.trace}
+    return _with_counts_of(pipe, stock, counts)
+
+
+def _with_counts_of(pipe, stock, counts: dict):
     pipe.last_counts = counts
     if isinstance(stock, tuple):
         return stock
@@ -523,8 +548,8 @@ def steered_class(cls: type) -> type:
 
 def steer(pipe):
     """The pipeline, steerable: an instance of a subclass of its own class sharing all its state, whose call
-    takes `hooks=[...]` and `trace=` (see the module docstring). DDPM, DDIM, DiT, Stable Diffusion, PixArt-α
-    and SD3 pipelines (and their subclasses) are supported."""
+    takes `hooks=[...]` and `trace=` (see the module docstring). DDPM, DDIM, DiT, Stable Diffusion, PixArt-α,
+    SD3, SDXL (text-to-image, img2img), Flux, SANA and PixArt-Σ pipelines (and their subclasses) are supported."""
     if isinstance(pipe, SteeredPipeline):
         return pipe
     cls = steered_class(type(pipe))

@@ -1,0 +1,292 @@
+"""Steer a stock pipeline by running its own `__call__`, with gen's loop in place of its denoising loop.
+
+The stock code prepares everything (input checks, prompt encoding, micro-conditioning, latents, timesteps,
+img2img's noised image latents) and finishes everything (decoding, upcasting, watermark, post-processing,
+offload), so every stock argument keeps its stock effect without gen re-deriving it. During the call:
+
+1. The backbone is a `_Probe`: the first step's backbone calls are recorded, not run (a zero tensor is
+   returned), with every argument exactly as the stock loop built it.
+2. At the first `scheduler.step`, the state x_T and the schedule are known; the recorded calls become gen's
+   `cond`/`uncond` (the two halves of a [uncond; cond] batch, or one call per branch), and `sample()` runs
+   the whole denoising with the hooks, calling the real backbone with those arguments.
+3. That step returns gen's final latents; the pipeline's interrupt flag makes the stock loop skip its other
+   iterations (a pipeline without one runs them on zero tensors), and the stock code decodes them.
+
+A family (`gen/pipelines/families/`) says only what the recorded calls cannot: how the branches are laid out,
+the guidance scale, how to decode latents for a reward, and which callback tensors map to which condition.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.schedulers.scheduling_utils import SchedulerOutput
+
+from gen.core.denoiser import Denoiser
+from gen.errors import ArgumentError
+from gen.core.sampling import SampleOutput, sample
+from gen.core.backbones import condition_at
+from gen.pipelines.callbacks import LegacyCallback, StockCallback, guided_embeds_read_back
+
+Path = tuple[str, ...]
+
+
+def _pixel_images(x: torch.Tensor) -> torch.Tensor:
+    return (x / 2 + 0.5).clamp(0, 1)
+
+
+def vae_decoder(pipe, to_vae_latents: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """latents -> images in [0, 1] through the pipeline's VAE; `to_vae_latents` undoes the family's scaling
+    (default: divide by the VAE's scaling factor)."""
+    vae = pipe.vae
+
+    def decode(latents: torch.Tensor) -> torch.Tensor:
+        z = to_vae_latents(latents) if to_vae_latents is not None else latents / vae.config.scaling_factor
+        return _pixel_images(vae.decode(z.to(vae.dtype), return_dict=False)[0].float())
+
+    return decode
+
+
+@dataclass(frozen=True)
+class Family:
+    """What steering one stock pipeline family needs beyond its own `__call__`.
+
+    Args:
+        backbone: the pipeline attribute holding the denoiser model.
+        separate_branches: the stock loop calls the backbone once per branch, conditional first (Flux's and
+            Qwen-Image's true CFG), instead of once over [uncond; cond].
+        guidance: (pipe, stock arguments) -> (guidance scale, guidance rescale) of the run.
+        decode: (pipe, stock arguments) -> latents -> images in [0, 1], for rewards.
+        callback_tensors: `callback_on_step_end` tensor name -> the backbone argument it is (a path into nested
+            dicts), held as the stock loop holds it (stacked [uncond; cond] under guidance); replaced values
+            are read back.
+        negative_tensors: tensor name -> argument path, read from the unconditional branch (not read back).
+        legacy_callback: where the deprecated `callback`/`callback_steps` come from: "kwargs" (SDXL),
+            "arguments" (PixArt-Σ's own parameters) or None.
+    """
+
+    backbone: str = "transformer"
+    separate_branches: bool = False
+    guidance: Callable[[Any, dict], tuple[float, float]] = lambda pipe, a: (a["guidance_scale"], 0.0)
+    decode: Callable[[Any, dict], Callable] = lambda pipe, a: vae_decoder(pipe)
+    callback_tensors: dict[str, Path] = field(default_factory=lambda: {"prompt_embeds": ("encoder_hidden_states",)})
+    negative_tensors: dict[str, Path] = field(default_factory=dict)
+    legacy_callback: str | None = None
+
+
+class _Probe:
+    """Stands in for the backbone during the stock call: records the first step's calls and returns zeros."""
+
+    def __init__(self, model):
+        object.__setattr__(self, "_model", model)
+        object.__setattr__(self, "calls", [])
+        object.__setattr__(self, "recording", True)
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._model, name, value)
+
+    def __call__(self, *args, **kwargs):
+        arguments = inspect.signature(self._model.forward).bind(*args, **kwargs).arguments
+        x = arguments[next(iter(arguments))]
+        if self.recording:
+            self.calls.append(arguments)
+        shape = list(x.shape)
+        out_channels = self._model.config.get("out_channels")
+        if x.ndim == 4 and out_channels:
+            shape[1] = out_channels
+        zeros = torch.zeros(shape, dtype=x.dtype, device=x.device)
+        return (zeros,) if arguments.get("return_dict", True) is False else Transformer2DModelOutput(sample=zeros)
+
+
+def _condition(arguments: dict) -> dict:
+    """A recorded call's arguments without the state, the timestep and return_dict: the backbone condition.
+    Dicts are copied (the stock loops mutate theirs between calls, e.g. Flux's IP-Adapter embeddings)."""
+    names = list(arguments)
+    cond = {k: v for k, v in arguments.items() if k not in (names[0], "timestep", "return_dict")}
+    extra = cond.pop("kwargs", None)
+    cond.update(extra or {})
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in cond.items()}
+
+
+def _halves(value, rows: int, name: str = "condition"):
+    """(uncond, cond) of a value stacked [uncond; cond] over `rows` rows; values that are not tensors are
+    shared by both, as are tensors of another batch the backbone may ignore (SDXL's IP-Adapter embeddings
+    without an adapter loaded). A text condition of another batch would fail inside the backbone (stock
+    raises a RuntimeError there): named here instead."""
+    if isinstance(value, dict):
+        pairs = {k: _halves(v, rows, k) for k, v in value.items()}
+        return {k: p[0] for k, p in pairs.items()}, {k: p[1] for k, p in pairs.items()}
+    if isinstance(value, (list, tuple)):
+        pairs = [_halves(v, rows, name) for v in value]
+        return type(value)(p[0] for p in pairs), type(value)(p[1] for p in pairs)
+    if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] != rows:
+        if name in _TEXT_CONDITIONS:
+            raise ArgumentError(f"{name}: the pipeline prepared it for {value.shape[0]} rows but the latents have {rows // 2} (x2 for guidance); "
+                                "pass matching batches (as many prompts or embeddings as images, or one for all).")
+        return value, value
+    if isinstance(value, torch.Tensor) and value.ndim > 0:
+        return tuple(value.chunk(2))
+    return value, value
+
+
+_TEXT_CONDITIONS = ("encoder_hidden_states", "encoder_attention_mask", "pooled_projections", "text_embeds", "time_ids")
+
+
+def branches(family: Family, calls: list[dict], batch: int) -> tuple[dict, dict | None]:
+    """gen's (cond, uncond) from the first step's recorded backbone calls."""
+    if family.separate_branches:
+        return _condition(calls[0]), (_condition(calls[1]) if len(calls) > 1 else None)
+    first = calls[0]
+    rows = first[next(iter(first))].shape[0]
+    cond = _condition(first)
+    if rows != 2 * batch:
+        return cond, None
+    uncond, cond = _halves(cond, rows)
+    return cond, uncond
+
+
+def _plan(pipe, scheduler, t) -> list:
+    """The timesteps the stock loop iterates: from the scheduler's begin index (or t's place), as many as the
+    stock call counted in `_num_timesteps` (SDXL's denoising_end stops early), else to the end."""
+    grid = list(scheduler.timesteps)
+    start = getattr(scheduler, "begin_index", None)
+    if start is None:
+        start = next(i for i, s in enumerate(grid) if float(s) == float(t))
+    length = pipe.__dict__.get("_num_timesteps")
+    return grid[start : start + length] if length else grid[start:]
+
+
+class _Bar:
+    """The stock loop's progress bar, advanced by gen's loop; the stock loop's own updates are dropped."""
+
+    def __init__(self, bar):
+        self.bar = bar
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+    def update(self, n: int = 1):
+        return None
+
+
+def _no_callback(*args, **kwargs):
+    return {}
+
+
+def run_stock(pipe, family: Family, stock_call, bound: inspect.BoundArguments, hooks: list, trace: bool):
+    """The stock call's output with gen's loop as its denoising loop, and gen's counts."""
+    a = dict(bound.arguments)
+    kwargs = a.pop(next((p.name for p in inspect.signature(stock_call).parameters.values() if p.kind is p.VAR_KEYWORD), "\0"), {})
+    gen_hooks, callback = [], a.get("callback_on_step_end")
+    if callback is not None:
+        bound.arguments["callback_on_step_end"] = None
+    legacy_args = kwargs if family.legacy_callback == "kwargs" else bound.arguments if family.legacy_callback == "arguments" else {}
+    if legacy_args.get("callback") is not None:  # stock checks and warns as usual; gen calls it after each of its steps
+        gen_hooks.append(LegacyCallback(legacy_args["callback"], legacy_args.get("callback_steps") or 1))
+        legacy_args["callback"] = _no_callback
+    model, scheduler = getattr(pipe, family.backbone), pipe.scheduler
+    probe, state = _Probe(model), {}
+    has_interrupt = isinstance(getattr(type(pipe), "interrupt", None), property)
+
+    def gen_loop(*args, **step_kwargs):
+        """At the stock loop's first step: run gen's whole loop; later steps: its final latents."""
+        if "result" not in state:
+            del scheduler.__dict__["step"]  # gen's own steps are the scheduler's
+            object.__setattr__(probe, "recording", False)
+            state["result"] = _sample(pipe, family, a, model, scheduler, probe.calls, args, step_kwargs, gen_hooks, callback, hooks, trace, state)
+            scheduler.__dict__["step"] = gen_loop
+            if has_interrupt:
+                state["interrupt"] = pipe._interrupt
+                pipe._interrupt = True
+        final = state["result"].samples
+        return (final,) if step_kwargs.get("return_dict", True) is False else SchedulerOutput(prev_sample=final)
+
+    gen_loop.__signature__ = inspect.signature(scheduler.step)  # stock reads it to decide on eta and generator
+    original_bar = pipe.progress_bar
+
+    def progress_bar(iterable=None, total=None):
+        if iterable is not None:
+            return original_bar(iterable)
+        state["bar"] = original_bar(total=total)
+        return _Bar(state["bar"])
+
+    saved = {name: pipe.__dict__.get(name, _MISSING) for name in (family.backbone, "progress_bar", "_num_timesteps")}
+    pipe.__dict__.update({family.backbone: probe, "progress_bar": progress_bar, "_num_timesteps": None})
+    scheduler.__dict__["step"] = gen_loop
+    try:
+        output = stock_call(*bound.args, **bound.kwargs)
+    finally:
+        scheduler.__dict__.pop("step", None)
+        for name, value in saved.items():
+            if name == "_num_timesteps" and pipe.__dict__.get(name) is not None:
+                continue  # what the stock call set
+            if value is _MISSING:
+                pipe.__dict__.pop(name, None)
+            else:
+                pipe.__dict__[name] = value
+        if "interrupt" in state:
+            pipe._interrupt = state["interrupt"]
+    result: SampleOutput | None = state.get("result")
+    counts = {"nfe": 0.0, "reward_calls": 0.0, "decodes": 0.0, "trace": None}
+    if result is not None:
+        counts = {"nfe": result.nfe, "reward_calls": result.reward_calls, "decodes": result.decodes, "trace": result.trace}
+    return output, counts
+
+
+_MISSING = object()
+
+
+def _sample(pipe, family, a, model, scheduler, calls, step_args, step_kwargs, gen_hooks, callback, hooks, trace, state) -> SampleOutput:
+    names = list(inspect.signature(type(scheduler).step).parameters)[1:]
+    given = {**dict(zip(names, step_args)), **step_kwargs}
+    latents, t = given["sample"], given["timestep"]
+    batch = latents.shape[0]
+    cond, uncond = branches(family, calls, batch)
+    scale, rescale = family.guidance(pipe, a)
+    generator = a.get("generator")
+    if isinstance(generator, list) and len(generator) > batch:  # stock draws with the first `batch` of a longer list
+        generator = generator[:batch]
+    extra = {k: v for k, v in given.items() if k not in ("model_output", "timestep", "sample", "generator", "eta", "return_dict")}
+    if callback is not None:
+        inputs = getattr(callback, "tensor_inputs", None) or a.get("callback_on_step_end_tensor_inputs") or ["latents"]
+        stacked = _condition(calls[0])  # the first recorded call, as the stock loop holds its tensors
+        tensors = {name: condition_at(stacked, path) for name, path in family.callback_tensors.items()}
+        tensors.update({name: condition_at(uncond or {}, path) for name, path in family.negative_tensors.items()})
+        gen_hooks = gen_hooks + [StockCallback(pipe, callback, inputs, tensors, guided_embeds_read_back(family.callback_tensors, lambda: family.guidance(pipe, a)[0]))]
+    bar = state.get("bar")
+
+    def progress(total):
+        if bar is not None:
+            bar.total = total
+            bar.refresh()
+        return contextlib.nullcontext(bar)
+
+    return sample(
+        Denoiser(model, scheduler, separate_branches=family.separate_branches),
+        latents,
+        timesteps=_plan(pipe, scheduler, t),
+        cond=cond,
+        uncond=uncond,
+        guidance_scale=scale if uncond is not None else 1.0,
+        guidance_rescale=rescale if uncond is not None else 0.0,
+        generator=generator,
+        eta=given.get("eta"),
+        hooks=gen_hooks + list(hooks),
+        decode=family.decode(pipe, a),
+        trace=trace,
+        progress_bar=progress,
+        interrupt=(lambda: pipe._interrupt) if isinstance(getattr(type(pipe), "interrupt", None), property) else None,
+        step_kwargs=extra or None,
+    )
