@@ -499,3 +499,72 @@ def pixart_sigma_pipeline(scheduler=None):
 
     return _quiet(PixArtSigmaPipeline(tokenizer=None, text_encoder=None, vae=tiny_vae(), transformer=tiny_pixart(),
                                       scheduler=scheduler or DPMSolverMultistepScheduler(num_train_timesteps=100)))
+
+
+def lumina2_pipeline(scheduler=None, seed: int = 0):
+    """Lumina2Pipeline over a tiny Lumina-Next-style transformer; prompts as embeddings (`pixart_prompt`'s layout:
+    its Gemma encoder is out of reach offline)."""
+    from diffusers import Lumina2Pipeline, Lumina2Transformer2DModel
+
+    transformer = _seeded(lambda: Lumina2Transformer2DModel(
+        sample_size=4, patch_size=2, in_channels=4, hidden_size=8, num_layers=2, num_attention_heads=1, num_kv_heads=1, multiple_of=16,
+        ffn_dim_multiplier=None, norm_eps=1e-5, scaling_factor=1.0, axes_dim_rope=(4, 2, 2), cap_feat_dim=TEXT_WIDTH,
+    ), seed)
+    return _quiet(Lumina2Pipeline(transformer=transformer, vae=tiny_vae(shift_factor=0.0609, scaling_factor=1.5035),
+                                  scheduler=scheduler or FlowMatchEulerDiscreteScheduler(), text_encoder=None, tokenizer=None))
+
+
+def auraflow_pipeline(scheduler=None, seed: int = 0):
+    """AuraFlowPipeline over a tiny MMDiT; prompts as embeddings (`pixart_prompt`)."""
+    from diffusers import AuraFlowPipeline, AuraFlowTransformer2DModel
+
+    transformer = _seeded(lambda: AuraFlowTransformer2DModel(
+        sample_size=8, patch_size=2, in_channels=4, num_mmdit_layers=1, num_single_dit_layers=1, attention_head_dim=8, num_attention_heads=4,
+        caption_projection_dim=32, joint_attention_dim=TEXT_WIDTH, out_channels=4, pos_embed_max_size=64,
+    ), seed)
+    return _quiet(AuraFlowPipeline(transformer=transformer, vae=tiny_vae(), scheduler=scheduler or FlowMatchEulerDiscreteScheduler(),
+                                   text_encoder=None, tokenizer=None))
+
+
+def qwen_image_pipeline(scheduler=None, seed: int = 0):
+    """QwenImagePipeline over a tiny transformer and causal video VAE (4 latent channels, packed 2x2 to 16);
+    prompts as embeddings (`qwen_prompt`: its Qwen2.5-VL encoder is out of reach offline)."""
+    from diffusers import AutoencoderKLQwenImage, QwenImagePipeline, QwenImageTransformer2DModel
+
+    transformer = _seeded(lambda: QwenImageTransformer2DModel(
+        patch_size=2, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=16, num_attention_heads=3, joint_attention_dim=16,
+        guidance_embeds=False, axes_dims_rope=(8, 4, 4),
+    ), seed)
+    vae = _seeded(lambda: AutoencoderKLQwenImage(base_dim=24, z_dim=4, dim_mult=[1, 2, 4], num_res_blocks=1, temperal_downsample=[False, True],
+                                                 latents_mean=[0.0] * 4, latents_std=[1.0] * 4), seed)
+    return _quiet(QwenImagePipeline(transformer=transformer, vae=vae, scheduler=scheduler or FlowMatchEulerDiscreteScheduler(),
+                                    text_encoder=None, tokenizer=None))
+
+
+def qwen_prompt(batch: int = 1, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "prompt_embeds": torch.randn(batch, 6, 16, generator=g),
+        "prompt_embeds_mask": torch.ones(batch, 6, dtype=torch.long),
+        "negative_prompt_embeds": torch.randn(batch, 6, 16, generator=g),
+        "negative_prompt_embeds_mask": torch.ones(batch, 6, dtype=torch.long),
+    }
+
+
+def z_image_pipeline(scheduler=None, seed: int = 0):
+    """ZImagePipeline over a tiny single-stream transformer and a 16-channel VAE; prompts as lists of caption
+    features (`z_image_prompt`: its Qwen3 encoder is out of reach offline)."""
+    from diffusers import ZImagePipeline, ZImageTransformer2DModel
+
+    transformer = _seeded(lambda: ZImageTransformer2DModel(
+        all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=32, n_layers=2, n_refiner_layers=1, n_heads=2, n_kv_heads=2,
+        norm_eps=1e-5, qk_norm=True, cap_feat_dim=16, rope_theta=256.0, t_scale=1000.0, axes_dims=[8, 4, 4], axes_lens=[256, 32, 32],
+    ), seed)
+    return _quiet(ZImagePipeline(transformer=transformer, vae=tiny_vae(latent_channels=16, shift_factor=0.0609, scaling_factor=0.3611),
+                                 scheduler=scheduler or FlowMatchEulerDiscreteScheduler(), text_encoder=None, tokenizer=None))
+
+
+def z_image_prompt(batch: int = 1, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {"prompt_embeds": [torch.randn(5 + i, 16, generator=g) for i in range(batch)],
+            "negative_prompt_embeds": [torch.randn(4, 16, generator=g) for _ in range(batch)]}

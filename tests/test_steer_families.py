@@ -1,5 +1,5 @@
 """`steer(pipe)` is a drop-in for the families it runs through the stock call itself (SDXL and its img2img /
-refiner, Flux, SANA, PixArt-Σ): every parameter of each stock `__call__` is exercised, stock vs steered, on
+refiner, Flux, SANA, PixArt-Σ, Lumina 2, AuraFlow, Qwen-Image, Z-Image): every parameter of each stock `__call__` is exercised, stock vs steered, on
 tiny models with the same generator, and the outputs must be identical (or both raise the same exception
 type). A parameter the stock signature gains without a case here fails, as in test_steer_conformance."""
 
@@ -10,11 +10,15 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
+    AuraFlowPipeline,
     FluxPipeline,
+    Lumina2Pipeline,
     PixArtSigmaPipeline,
+    QwenImagePipeline,
     SanaPipeline,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
+    ZImagePipeline,
 )
 from diffusers.callbacks import SDXLCFGCutoffCallback
 from test_steer_conformance import PIL_IMAGE, _flat, _outcome, _same, gens, interrupt_at, legacy_callback, stock_parameters, swap_prompt_at, zero_latents_at
@@ -198,6 +202,106 @@ CASES = {
         "kwargs": [("unknown keyword", dict(not_an_argument=3), None)],
     }),
 }
+
+
+def _embedding_cases(flow_schedulers: bool = True) -> dict:
+    """Cases shared by the families tested with precomputed T5/Gemma-like prompt embeddings and masks."""
+    return {
+        "prompt": [("string without a text encoder", dict(prompt="a cat"), None)],
+        "negative_prompt": [("with embeddings", dict(negative_prompt="blue"), None)],
+        "num_inference_steps": [("two", dict(num_inference_steps=2), None), ("five", dict(num_inference_steps=5), None)],
+        "sigmas": [("custom", dict(sigmas=[1.0, 0.6, 0.3]), None)],
+        "guidance_scale": [("unguided", dict(guidance_scale=1.0), None), ("strong", dict(guidance_scale=9.0), None)],
+        "num_images_per_prompt": [("two", dict(num_images_per_prompt=2), None)],
+        "height": [("32", dict(height=32), None)],
+        "width": [("24", dict(width=24), None)],
+        "generator": [("list", dict(generator=gens(2)), None)],
+        "latents": [("given", dict(latents=torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3))), None)],
+        "prompt_embeds": [("other embeddings", dict(prompt_embeds=tiny.pixart_prompt(2, seed=4)["prompt_embeds"]), None)],
+        "prompt_attention_mask": [("masked tail", dict(prompt_attention_mask=torch.tensor([[1, 1, 1, 1, 0, 0]] * 2)), None)],
+        "negative_prompt_embeds": [("other embeddings", dict(negative_prompt_embeds=tiny.pixart_prompt(2, seed=5)["negative_prompt_embeds"]), None)],
+        "negative_prompt_attention_mask": [("masked tail", dict(negative_prompt_attention_mask=torch.tensor([[1, 1, 0, 0, 0, 0]] * 2)), None)],
+        "max_sequence_length": [("60", dict(max_sequence_length=60), None)],
+        "output_type": [("np", dict(output_type="np"), None), ("latent", dict(output_type="latent"), None)],
+        "return_dict": [("tuple", dict(return_dict=False), None)],
+        "attention_kwargs": [("empty", dict(attention_kwargs={}), None)],
+        "callback_on_step_end": [("replaces latents", dict(callback_on_step_end=zero_latents_at(1)), None), ("interrupts", dict(callback_on_step_end=interrupt_at(1)), None)],
+        "callback_on_step_end_tensor_inputs": [("prompt embeddings read back", dict(callback_on_step_end=swap_prompt_at(0),
+                                                                                     callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"]), None)],
+    }
+
+
+EMBEDDED = dict(height=16, width=16, num_inference_steps=3, guidance_scale=4.0, output_type="pt", **tiny.pixart_prompt(2))
+CASES[Lumina2Pipeline] = (tiny.lumina2_pipeline, EMBEDDED, {
+    **_embedding_cases(),
+    "system_prompt": [("other (unused with embeddings)", dict(system_prompt="You draw."), None)],
+    "cfg_trunc_ratio": [("0.5: guidance on the first half", dict(cfg_trunc_ratio=0.5, num_inference_steps=4), None),
+                        ("0: never guided", dict(cfg_trunc_ratio=0.0), None)],
+    "num_images_per_prompt": [("two", dict(num_images_per_prompt=2), None, "stock crashes (RuntimeError) repeating given embeddings; gen names the mismatch")],
+    "cfg_normalization": [("on", dict(cfg_normalization=True), None),
+                          ("on, with a window", dict(cfg_normalization=True, cfg_trunc_ratio=0.6, num_inference_steps=5), None)],
+})
+CASES[AuraFlowPipeline] = (tiny.auraflow_pipeline, EMBEDDED, _embedding_cases())
+QWEN = tiny.qwen_prompt(2)
+CASES[QwenImagePipeline] = (tiny.qwen_image_pipeline, dict(height=32, width=32, num_inference_steps=3, true_cfg_scale=4.0, output_type="pt", **QWEN), {
+    "prompt": [("string without a text encoder", dict(prompt="a cat"), None)],
+    "negative_prompt": [("with embeddings", dict(negative_prompt="blue"), None)],
+    "true_cfg_scale": [("1: one branch", dict(true_cfg_scale=1.0), None), ("4 without a negative prompt (unused)", dict(negative_prompt_embeds=None), None)],
+    "height": [("64", dict(height=64), None)],
+    "width": [("48", dict(width=48), None)],
+    "num_inference_steps": [("five", dict(num_inference_steps=5), None)],
+    "sigmas": [("custom", dict(sigmas=[1.0, 0.6, 0.3]), None)],
+    "guidance_scale": [("ignored without guidance embeddings", dict(guidance_scale=5.0), None)],
+    "num_images_per_prompt": [("two", dict(num_images_per_prompt=2), None)],
+    "generator": [("list", dict(generator=gens(2)), None)],
+    "latents": [("given, packed", dict(latents=torch.randn(2, 16, 16, generator=torch.Generator().manual_seed(3))), None)],
+    "prompt_embeds": [("other embeddings", dict(prompt_embeds=tiny.qwen_prompt(2, seed=4)["prompt_embeds"]), None)],
+    "prompt_embeds_mask": [("masked tail", dict(prompt_embeds_mask=torch.tensor([[1, 1, 1, 1, 0, 0]] * 2)), None)],
+    "negative_prompt_embeds": [("other embeddings", dict(negative_prompt_embeds=tiny.qwen_prompt(2, seed=5)["negative_prompt_embeds"]), None)],
+    "negative_prompt_embeds_mask": [("masked tail", dict(negative_prompt_embeds_mask=torch.tensor([[1, 1, 0, 0, 0, 0]] * 2)), None)],
+    "output_type": [("np", dict(output_type="np"), None), ("latent", dict(output_type="latent"), None)],
+    "return_dict": [("tuple", dict(return_dict=False), None)],
+    "attention_kwargs": [("empty", dict(attention_kwargs={}), None)],
+    "callback_on_step_end": [("replaces latents", dict(callback_on_step_end=zero_latents_at(1)), None), ("interrupts", dict(callback_on_step_end=interrupt_at(1)), None)],
+    "callback_on_step_end_tensor_inputs": [("prompt embeddings read back", dict(callback_on_step_end=swap_prompt_at(0),
+                                                                                 callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"]), None)],
+    "max_sequence_length": [("60", dict(max_sequence_length=60), None)],
+})
+
+
+
+def reverse_captions_at(step: int):
+    def callback(pipe, i, t, kwargs):
+        return {"prompt_embeds": kwargs["prompt_embeds"][::-1]} if i == step else {}
+
+    return callback
+
+
+CASES[ZImagePipeline] = (tiny.z_image_pipeline, dict(height=32, width=32, num_inference_steps=3, output_type="pt", **tiny.z_image_prompt(2)), {
+    "prompt": [("string without a text encoder", dict(prompt="a cat"), None)],
+    "height": [("64", dict(height=64), None)],
+    "width": [("48", dict(width=48), None)],
+    "num_inference_steps": [("five", dict(num_inference_steps=5), None)],
+    "sigmas": [("custom", dict(sigmas=[1.0, 0.6, 0.3]), None)],
+    "guidance_scale": [("0: unguided", dict(guidance_scale=0.0), None), ("0.5: still guided", dict(guidance_scale=0.5), None),
+                       ("9", dict(guidance_scale=9.0), None)],
+    "cfg_normalization": [("1.01 (clamps)", dict(cfg_normalization=1.01), None)],
+    "cfg_truncation": [("0.6: guidance early only", dict(cfg_truncation=0.6, num_inference_steps=5), None), ("off (2)", dict(cfg_truncation=2.0), None)],
+    "negative_prompt": [("with embeddings", dict(negative_prompt="blue"), None)],
+    "num_images_per_prompt": [("two", dict(num_images_per_prompt=2), None)],
+    "generator": [("list", dict(generator=gens(2)), None)],
+    "latents": [("given", dict(latents=torch.randn(2, 16, 16, 16, generator=torch.Generator().manual_seed(3))), None)],
+    "prompt_embeds": [("other captions", dict(prompt_embeds=tiny.z_image_prompt(2, seed=4)["prompt_embeds"]), None)],
+    "negative_prompt_embeds": [("other captions", dict(negative_prompt_embeds=tiny.z_image_prompt(2, seed=5)["negative_prompt_embeds"]), None),
+                               ("missing (refused by stock)", dict(prompt=None, negative_prompt_embeds=None), None)],
+    "output_type": [("np", dict(output_type="np"), None), ("latent", dict(output_type="latent"), None)],
+    "return_dict": [("tuple", dict(return_dict=False), None)],
+    "joint_attention_kwargs": [("empty", dict(joint_attention_kwargs={}), None)],
+    "callback_on_step_end": [("replaces latents", dict(callback_on_step_end=zero_latents_at(1)), None), ("interrupts", dict(callback_on_step_end=interrupt_at(1)), None)],
+    "callback_on_step_end_tensor_inputs": [("captions read back", dict(callback_on_step_end=reverse_captions_at(0),
+                                                                         callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"]), None)],
+    "max_sequence_length": [("60", dict(max_sequence_length=60), None)],
+})
 
 
 @pytest.mark.parametrize("cls", list(CASES), ids=lambda c: c.__name__)

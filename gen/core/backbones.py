@@ -22,6 +22,11 @@ from gen.errors import ArgumentError, ArgumentTypeError
 Condition = dict[str, Any]
 
 
+class PerSample(list):
+    """A condition given as a list with one entry per sample (Z-Image's caption features, of varying length):
+    stacked, repeated and split like a batch, where other lists (one entry per IP-Adapter) are not."""
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
     """How one backbone class is called and what conditions it takes."""
@@ -31,13 +36,15 @@ class BackboneSpec:
     # condition key -> expected last-dim width (None: not checkable); integer class labels use "num_classes"
     widths: Callable[[Any], dict[str, int | None]]
     spatial_multiple: Callable[[Any], int]
-    # (timestep, model input, config) -> the `timestep` argument, computed as the stock loop computes it
-    timestep: Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
+    # (timestep, model input, config, scheduler) -> the `timestep` argument, computed as the stock loop computes it
+    timestep: Callable[[torch.Tensor, torch.Tensor, Any, Any], torch.Tensor]
     defaults: Callable[[Any], Condition] = lambda config: {}
     # the stock pipeline's row order for classifier-free guidance: kept, so guided outputs match it bit for bit
     conditional_first: bool = False
     # "channels": (batch, channels, height, width); "tokens": packed (batch, tokens, channels), as Flux's
     layout: str = "channels"
+    # the model predicts the negated velocity (Lumina 2's time runs the other way)
+    negated: bool = False
     # the stock loop casts the input to the model's dtype and the output to float32 (SANA)
     float_output: bool = False
     # condition tensors that are not per sample (Flux's token position ids), shared by every row
@@ -47,18 +54,42 @@ class BackboneSpec:
     # (config, condition, rows) -> the condition this model takes: lets a run's condition reach another model of
     # the family (a guidance-distilled Flux base under a schnell run, and back)
     adapt: Callable[[Any, Condition, int], Condition] | None = None
+    # the name of the model's timestep argument
+    timestep_argument: str = "timestep"
+    # (model, input, timestep, condition) -> output, for a model not called as model(x, timestep=..., **cond)
+    call: Callable[[Any, torch.Tensor, torch.Tensor, Condition], torch.Tensor] | None = None
 
 
-def _scalar_timestep(t, x, config):
+def _scalar_timestep(t, x, config, scheduler):
     return torch.as_tensor(t, device=x.device)
 
 
-def _expanded_timestep(t, x, config):
+def _expanded_timestep(t, x, config, scheduler):
     return torch.as_tensor(t, device=x.device).reshape(1).expand(x.shape[0])
 
 
-def _flux_timestep(t, x, config):  # FluxPipeline: t.expand(batch).to(latents.dtype) / 1000
+def _flux_timestep(t, x, config, scheduler):  # FluxPipeline: t.expand(batch).to(latents.dtype) / 1000
     return torch.as_tensor(t, device=x.device).expand(x.shape[0]).to(x.dtype) / 1000
+
+
+def _lumina2_timestep(t, x, config, scheduler):  # Lumina2Pipeline: 1 - t / num_train_timesteps, expanded
+    return (1 - torch.as_tensor(t, device=x.device) / scheduler.config.num_train_timesteps).expand(x.shape[0])
+
+
+def _auraflow_timestep(t, x, config, scheduler):  # AuraFlowPipeline: torch.tensor([t / 1000]).expand(batch)
+    return (torch.as_tensor(t) / 1000).reshape(1).expand(x.shape[0]).to(x.device, dtype=x.dtype)
+
+
+def _z_image_timestep(t, x, config, scheduler):  # ZImagePipeline: (1000 - t.expand(batch)) / 1000
+    return (1000 - torch.as_tensor(t, device=x.device).expand(x.shape[0])) / 1000
+
+
+def _z_image_call(model, x, timestep, cond):
+    """ZImagePipeline's call: one (channels, 1, height, width) tensor per sample in and out, captions a list."""
+    cond = dict(cond)
+    samples = list(x.to(model.dtype).unsqueeze(2).unbind(dim=0))
+    out = model(samples, timestep, list(cond.pop("cap_feats")), **cond, return_dict=False)[0]
+    return torch.stack([o.float() for o in out], dim=0).squeeze(2)
 
 
 def _flux_condition(config, cond, rows):
@@ -71,7 +102,7 @@ def _flux_condition(config, cond, rows):
     return cond
 
 
-def _sana_timestep(t, x, config):  # SanaPipeline: t.expand(batch) * timestep_scale
+def _sana_timestep(t, x, config, scheduler):  # SanaPipeline: t.expand(batch) * timestep_scale
     return torch.as_tensor(t, device=x.device).expand(x.shape[0]) * config.timestep_scale
 
 
@@ -159,6 +190,40 @@ _SPECS: dict[str, BackboneSpec] = {
         broadcasts_one=True,
         adapt=_flux_condition,
     ),
+    "Lumina2Transformer2DModel": BackboneSpec(
+        accepts=("encoder_hidden_states", "encoder_attention_mask", "attention_kwargs"),
+        requires=("encoder_hidden_states", "encoder_attention_mask"),
+        widths=lambda c: {"encoder_hidden_states": c.cap_feat_dim},
+        spatial_multiple=lambda c: c.patch_size,
+        timestep=_lumina2_timestep,
+        negated=True,
+    ),
+    "AuraFlowTransformer2DModel": BackboneSpec(
+        accepts=("encoder_hidden_states", "attention_kwargs"),
+        requires=("encoder_hidden_states",),
+        widths=lambda c: {"encoder_hidden_states": c.joint_attention_dim},
+        spatial_multiple=lambda c: c.patch_size,
+        timestep=_auraflow_timestep,
+    ),
+    "QwenImageTransformer2DModel": BackboneSpec(
+        accepts=("encoder_hidden_states", "encoder_hidden_states_mask", "img_shapes", "guidance", "attention_kwargs"),
+        requires=("encoder_hidden_states", "img_shapes"),
+        widths=lambda c: {"encoder_hidden_states": c.joint_attention_dim},
+        spatial_multiple=lambda c: 1,
+        timestep=_flux_timestep,  # QwenImagePipeline: t.expand(batch).to(latents.dtype) / 1000, as Flux
+        layout="tokens",
+    ),
+    "ZImageTransformer2DModel": BackboneSpec(
+        accepts=("cap_feats", "joint_attention_kwargs", "patch_size", "f_patch_size"),
+        requires=("cap_feats",),
+        widths=lambda c: {},
+        spatial_multiple=lambda c: 1,
+        timestep=_z_image_timestep,
+        negated=True,
+        conditional_first=True,  # ZImagePipeline stacks [prompt; negative prompt]
+        timestep_argument="t",
+        call=_z_image_call,
+    ),
     "SanaTransformer2DModel": BackboneSpec(
         accepts=("encoder_hidden_states", "encoder_attention_mask", "attention_kwargs"),
         requires=("encoder_hidden_states",),
@@ -216,7 +281,7 @@ class Backbone:
 
     @property
     def learns_variance(self) -> bool:
-        out_channels = self.config.out_channels or self.in_channels
+        out_channels = self.config.get("out_channels") or self.in_channels
         return out_channels == 2 * self.in_channels
 
     def widths(self) -> dict[str, int | None]:
@@ -283,14 +348,18 @@ class Backbone:
                     f"project or re-encode the condition to {expected} features."
                 )
 
-    def __call__(self, x: torch.Tensor, t, cond: Condition | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, t, cond: Condition | None = None, scheduler=None) -> torch.Tensor:
         kwargs = {**self.spec.defaults(self.config), **(cond or {})}
         if self.spec.adapt is not None:
             kwargs = self.spec.adapt(self.config, kwargs, x.shape[0])
-        timestep = self.spec.timestep(t, x, self.config)
+        timestep = self.spec.timestep(t, x, self.config, scheduler)
+        if self.spec.call is not None:
+            out = self.spec.call(self.model, x, timestep, kwargs)
+            return -out if self.spec.negated else out
         if self.spec.float_output:
             return self.model(x.to(self.model.dtype), timestep=timestep, **kwargs, return_dict=False)[0].float()
-        return self.model(x, timestep=timestep, **kwargs, return_dict=False)[0]
+        out = self.model(x, timestep=timestep, **kwargs, return_dict=False)[0]
+        return -out if self.spec.negated else out
 
     def embedding_condition(self, embeddings: torch.Tensor) -> Condition:
         """How a per-sample embedding (B, D) conditions this backbone: as one cross-attention token, or as the
@@ -336,6 +405,8 @@ def stack_branches(first: Condition, second: Condition, batch: int) -> Condition
 
 
 def _stack(a, b, batch: int):
+    if isinstance(a, PerSample) and isinstance(b, PerSample):
+        return PerSample(a + b)
     if isinstance(a, dict) and isinstance(b, dict):
         return stack_branches(a, b, batch)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):  # e.g. one tensor per IP-Adapter
@@ -353,6 +424,8 @@ def repeat_condition(cond: Condition | None, times: int, batch: int) -> Conditio
 
 
 def _repeat(value, times: int, batch: int):
+    if isinstance(value, PerSample):
+        return PerSample(list(value) * times)
     if isinstance(value, dict):
         return repeat_condition(value, times, batch)
     if isinstance(value, (list, tuple)):

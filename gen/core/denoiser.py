@@ -77,15 +77,18 @@ class Denoiser:
             ``"sample"``, ``"flow"``); it must be what the scheduler is configured to consume.
         separate_branches: evaluate the conditional and unconditional branches in two calls, conditional
             first, as Flux's and Qwen-Image's "true CFG" loops do (default: one call over [uncond; cond]).
+        guidance_rule: ``(uncond, cond, scale, rescale) -> guided``, for families whose stock loop combines the
+            branches otherwise (Lumina 2's and Qwen-Image's renormalisation); default `guidance_combine`.
     """
 
-    def __init__(self, model, scheduler, prediction_type: str | None = None, separate_branches: bool = False):
+    def __init__(self, model, scheduler, prediction_type: str | None = None, separate_branches: bool = False, guidance_rule=None):
         if isinstance(scheduler, type) or not (hasattr(scheduler, "set_timesteps") and hasattr(scheduler, "step") and hasattr(scheduler, "config")):
             what = f"the class {scheduler.__name__}" if isinstance(scheduler, type) else f"{type(scheduler).__name__} {scheduler!r}"[:80]
             raise ArgumentTypeError(f"scheduler: expected a diffusers scheduler object, got {what}; build one, e.g. "
                                     "DDIMScheduler.from_config(pipe.scheduler.config).")
         self.model = model
         self.separate_branches = separate_branches
+        self.guidance_rule = guidance_rule
         self.backbone = Backbone(model)
         self.scheduler = scheduler
         served = prediction.scheduler_prediction_type(scheduler)
@@ -130,7 +133,7 @@ class Denoiser:
 
     def with_scheduler(self, scheduler) -> "Denoiser":
         """The same backbone over another scheduler (e.g. a stochastic one for value guidance)."""
-        return Denoiser(self.model, scheduler, separate_branches=self.separate_branches)
+        return Denoiser(self.model, scheduler, separate_branches=self.separate_branches, guidance_rule=self.guidance_rule)
 
     def check_latents(self, x, name: str = "latents") -> None:
         self.backbone.check_latents(x, name)
@@ -143,7 +146,7 @@ class Denoiser:
 
     def forward(self, x: torch.Tensor, t, cond: Condition | None = None) -> torch.Tensor:
         """One raw backbone call on the (already scaled) model input; learned-sigma channels kept."""
-        return self.backbone(x, t, cond)
+        return self.backbone(x, t, cond, self.scheduler)
 
     def __call__(
         self,
@@ -155,9 +158,10 @@ class Denoiser:
         guidance_rescale: float = 0.0,
     ) -> DenoiserOutput:
         batch = x.shape[0]
-        guided = uncond is not None and guidance_scale > 1
+        # guidance is on above scale 1 (CFG), or above the rule's own threshold (Z-Image guides from 0)
+        guided = uncond is not None and guidance_scale > getattr(self.guidance_rule, "guides_above", 1)
         eps_uncond, eps_cond, variance = self.branches(x, t, cond, uncond if guided else None)
-        eps = guidance_combine(eps_uncond, eps_cond, guidance_scale, guidance_rescale) if guided else eps_cond
+        eps = (self.guidance_rule or guidance_combine)(eps_uncond, eps_cond, guidance_scale, guidance_rescale) if guided else eps_cond
         keep_variance = variance is not None and self.scheduler.config.get("variance_type") in ("learned", "learned_range")
         output = torch.cat([eps, variance], dim=self.backbone.channel_dim) if keep_variance else eps
         return DenoiserOutput(output=output, evaluations=batch * (2 if guided else 1), x0_fn=lambda: self.x0(x, eps, t))
@@ -188,3 +192,14 @@ class Denoiser:
 
     def __repr__(self) -> str:
         return f"Denoiser({self.backbone.name}, {type(self.scheduler).__name__}, prediction_type={self.prediction_type!r})"
+
+
+class Unguided(Denoiser):
+    """The same denoiser evaluated without its unconditional branch, whatever the run asks (a model with
+    guidance distilled in; a step outside a family's guidance window)."""
+
+    def __init__(self, inner: Denoiser):
+        self.__dict__.update(inner.__dict__)
+
+    def __call__(self, x, t, cond=None, uncond=None, guidance_scale=1.0, guidance_rescale=0.0):
+        return Denoiser.__call__(self, x, t, cond=cond)

@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from diffusers.utils import deprecate
 
-from gen.core.backbones import with_condition
+from gen.core.backbones import PerSample, with_condition
 from gen.core.hooks import SamplingHook
 
 
@@ -86,6 +86,9 @@ def guided_embeds_read_back(keys: dict, guidance_scale: Callable[[], float] | No
         for stock_name, key in keys.items():
             value = tensors.get(stock_name)
             if value is None:
+                continue
+            if isinstance(value, list):  # one entry per sample (Z-Image's captions): the conditional branch's
+                cond = with_condition(cond, key, PerSample(value))
                 continue
             stacked = value.shape[0] == 2 * ctx.batch_size
             if stacked and not guided:

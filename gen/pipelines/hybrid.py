@@ -36,7 +36,7 @@ import torch
 
 from gen.errors import ArgumentError, ArgumentTypeError
 from gen.core import prediction
-from gen.core.denoiser import Denoiser
+from gen.core.denoiser import Denoiser, Unguided
 from gen.core.hooks import SamplingHook
 from gen.core.sampling import plan_handover
 from gen.pipelines.composite import CompositePipeline
@@ -74,7 +74,7 @@ class BaseFirstHook(SamplingHook):
     def denoiser(self, step, current: Denoiser) -> Denoiser:
         if step.index < self.base_steps:
             return self._base_denoiser
-        return _Unguided(current) if self.unguided_after else current
+        return Unguided(current) if self.unguided_after else current
 
     def transition(self, state, ctx):
         """A base step: the deterministic DDIM update from this timestep to the grid's next one."""
@@ -199,15 +199,7 @@ class _UnguidedAfterHandover(HybridHook):
     def denoiser(self, step, current):
         if step.index < self.base_steps:
             return current
-        return _Unguided(self.distilled)
-
-
-class _Unguided(Denoiser):
-    def __init__(self, inner: Denoiser):
-        self.__dict__.update(inner.__dict__)
-
-    def __call__(self, x, t, cond=None, uncond=None, guidance_scale=1.0, guidance_rescale=0.0):
-        return Denoiser.__call__(self, x, t, cond=cond)
+        return Unguided(self.distilled)
 
 
 def _check_pair(base, distilled) -> None:

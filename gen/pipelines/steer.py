@@ -10,8 +10,8 @@ progress-bar settings are the same objects. Its `__call__` shows the stock signa
 `trace`; it stays steered through `.to()`, `save_pretrained` (which writes the stock class name) and
 `type(pipe).from_pretrained`, offloading and `set_progress_bar_config`.
 
-The stock arguments keep their stock meaning and defaults. SDXL (and its img2img/refiner), Flux, SANA and
-PixArt-Σ run their own stock `__call__` with gen's loop inside it (`gen.pipelines.stock_loop`, one small
+The stock arguments keep their stock meaning and defaults. SDXL (and its img2img/refiner), Flux, SANA,
+PixArt-Σ, Lumina 2, AuraFlow, Qwen-Image and Z-Image run their own stock `__call__` with gen's loop inside it (`gen.pipelines.stock_loop`, one small
 family module each in `gen.pipelines.families`). For the older families each adapter below prepares the inputs with the
 pipeline's own methods (`check_inputs`, `encode_prompt`, `prepare_latents`, `retrieve_timesteps`), runs
 `gen.sample`, and finishes with the pipeline's own decoding and post-processing. Callbacks behave as in the
@@ -43,17 +43,21 @@ _verbosity = transformers_logging.get_verbosity()
 transformers_logging.set_verbosity_error()
 try:
     from diffusers import (
+        AuraFlowPipeline,
         DDIMPipeline,
         DDPMPipeline,
         DiTPipeline,
         FluxPipeline,
+        Lumina2Pipeline,
         PixArtAlphaPipeline,
         PixArtSigmaPipeline,
+        QwenImagePipeline,
         SanaPipeline,
         StableDiffusion3Pipeline,
         StableDiffusionPipeline,
         StableDiffusionXLImg2ImgPipeline,
         StableDiffusionXLPipeline,
+        ZImagePipeline,
     )
     from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
     from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
@@ -68,7 +72,7 @@ from gen.core.denoiser import Denoiser, DenoiserOutput, guidance_combine
 from gen.core.hooks import SamplingHook, check_hooks
 from gen.core.sampling import SampleOutput, _step_parameters, sample
 from gen.pipelines.callbacks import LegacyCallback, StockCallback, callback_hooks, guided_embeds_read_back, legacy_callbacks, split_branches
-from gen.pipelines.families import flux, pixart_sigma, sana, sdxl
+from gen.pipelines.families import auraflow, flux, lumina2, pixart_sigma, qwen_image, sana, sdxl, z_image
 from gen.pipelines.stock_loop import Family, run_stock
 
 
@@ -432,6 +436,10 @@ _ADAPTERS: list[tuple[type, Callable | Family]] = [
     (FluxPipeline, flux.FAMILY),
     (SanaPipeline, sana.FAMILY),
     (PixArtSigmaPipeline, pixart_sigma.FAMILY),
+    (Lumina2Pipeline, lumina2.FAMILY),
+    (AuraFlowPipeline, auraflow.FAMILY),
+    (QwenImagePipeline, qwen_image.FAMILY),
+    (ZImagePipeline, z_image.FAMILY),
 ]
 SUPPORTED = tuple(cls for cls, _ in _ADAPTERS)
 
@@ -549,7 +557,8 @@ def steered_class(cls: type) -> type:
 def steer(pipe):
     """The pipeline, steerable: an instance of a subclass of its own class sharing all its state, whose call
     takes `hooks=[...]` and `trace=` (see the module docstring). DDPM, DDIM, DiT, Stable Diffusion, PixArt-α,
-    SD3, SDXL (text-to-image, img2img), Flux, SANA and PixArt-Σ pipelines (and their subclasses) are supported."""
+    SD3, SDXL (text-to-image, img2img), Flux, SANA, PixArt-Σ, Lumina 2, AuraFlow, Qwen-Image and Z-Image
+    pipelines (and their subclasses) are supported."""
     if isinstance(pipe, SteeredPipeline):
         return pipe
     cls = steered_class(type(pipe))

@@ -30,7 +30,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerOutput
 from gen.core.denoiser import Denoiser
 from gen.errors import ArgumentError
 from gen.core.sampling import SampleOutput, sample
-from gen.core.backbones import condition_at
+from gen.core.backbones import Backbone, PerSample, condition_at
 from gen.pipelines.callbacks import LegacyCallback, StockCallback, guided_embeds_read_back
 
 Path = tuple[str, ...]
@@ -63,11 +63,13 @@ class Family:
         guidance: (pipe, stock arguments) -> (guidance scale, guidance rescale) of the run.
         decode: (pipe, stock arguments) -> latents -> images in [0, 1], for rewards.
         callback_tensors: `callback_on_step_end` tensor name -> the backbone argument it is (a path into nested
-            dicts), held as the stock loop holds it (stacked [uncond; cond] under guidance); replaced values
-            are read back.
+            dicts), held as the stock loop holds it (stacked [uncond; cond] under guidance, unless
+            `stacked_callback_tensors` is False: the conditional branch's); replaced values are read back.
         negative_tensors: tensor name -> argument path, read from the unconditional branch (not read back).
         legacy_callback: where the deprecated `callback`/`callback_steps` come from: "kwargs" (SDXL),
             "arguments" (PixArt-Σ's own parameters) or None.
+        guidance_rule: (pipe, stock arguments) -> the `Denoiser`'s guidance_rule, or None for plain CFG.
+        hooks: (pipe, stock arguments) -> hooks the stock loop's own logic needs (a guidance window).
     """
 
     backbone: str = "transformer"
@@ -76,7 +78,10 @@ class Family:
     decode: Callable[[Any, dict], Callable] = lambda pipe, a: vae_decoder(pipe)
     callback_tensors: dict[str, Path] = field(default_factory=lambda: {"prompt_embeds": ("encoder_hidden_states",)})
     negative_tensors: dict[str, Path] = field(default_factory=dict)
+    stacked_callback_tensors: bool = True
     legacy_callback: str | None = None
+    guidance_rule: Callable[[Any, dict], Callable | None] = lambda pipe, a: None
+    hooks: Callable[[Any, dict], list] = lambda pipe, a: []
 
 
 class _Probe:
@@ -98,6 +103,8 @@ class _Probe:
         x = arguments[next(iter(arguments))]
         if self.recording:
             self.calls.append(arguments)
+        if isinstance(x, list):  # one tensor per sample in and out (Z-Image)
+            return ([torch.zeros_like(v) for v in x],)
         shape = list(x.shape)
         out_channels = self._model.config.get("out_channels")
         if x.ndim == 4 and out_channels:
@@ -106,14 +113,18 @@ class _Probe:
         return (zeros,) if arguments.get("return_dict", True) is False else Transformer2DModelOutput(sample=zeros)
 
 
-def _condition(arguments: dict) -> dict:
+def _condition(arguments: dict, spec) -> dict:
     """A recorded call's arguments without the state, the timestep and return_dict: the backbone condition.
     Dicts are copied (the stock loops mutate theirs between calls, e.g. Flux's IP-Adapter embeddings)."""
     names = list(arguments)
-    cond = {k: v for k, v in arguments.items() if k not in (names[0], "timestep", "return_dict")}
+    cond = {k: v for k, v in arguments.items() if k not in (names[0], spec.timestep_argument, "return_dict")}
     extra = cond.pop("kwargs", None)
     cond.update(extra or {})
-    return {k: dict(v) if isinstance(v, dict) else v for k, v in cond.items()}
+    return {k: dict(v) if isinstance(v, dict) else PerSample(v) if k in spec.requires and isinstance(v, list) else v for k, v in cond.items()}
+
+
+def _rows(x) -> int:
+    return len(x) if isinstance(x, list) else x.shape[0]
 
 
 def _halves(value, rows: int, name: str = "condition"):
@@ -124,7 +135,7 @@ def _halves(value, rows: int, name: str = "condition"):
     if isinstance(value, dict):
         pairs = {k: _halves(v, rows, k) for k, v in value.items()}
         return {k: p[0] for k, p in pairs.items()}, {k: p[1] for k, p in pairs.items()}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple)) and not isinstance(value, PerSample):
         pairs = [_halves(v, rows, name) for v in value]
         return type(value)(p[0] for p in pairs), type(value)(p[1] for p in pairs)
     if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] != rows:
@@ -134,23 +145,25 @@ def _halves(value, rows: int, name: str = "condition"):
         return value, value
     if isinstance(value, torch.Tensor) and value.ndim > 0:
         return tuple(value.chunk(2))
+    if isinstance(value, PerSample):
+        return PerSample(value[: rows // 2]), PerSample(value[rows // 2 :])
     return value, value
 
 
 _TEXT_CONDITIONS = ("encoder_hidden_states", "encoder_attention_mask", "pooled_projections", "text_embeds", "time_ids")
 
 
-def branches(family: Family, calls: list[dict], batch: int) -> tuple[dict, dict | None]:
+def branches(family: Family, calls: list[dict], batch: int, spec) -> tuple[dict, dict | None]:
     """gen's (cond, uncond) from the first step's recorded backbone calls."""
     if family.separate_branches:
-        return _condition(calls[0]), (_condition(calls[1]) if len(calls) > 1 else None)
+        return _condition(calls[0], spec), (_condition(calls[1], spec) if len(calls) > 1 else None)
     first = calls[0]
-    rows = first[next(iter(first))].shape[0]
-    cond = _condition(first)
+    rows = _rows(first[next(iter(first))])
+    cond = _condition(first, spec)
     if rows != 2 * batch:
         return cond, None
-    uncond, cond = _halves(cond, rows)
-    return cond, uncond
+    first_half, second_half = _halves(cond, rows)
+    return (first_half, second_half) if spec.conditional_first else (second_half, first_half)
 
 
 def _plan(pipe, scheduler, t) -> list:
@@ -253,7 +266,8 @@ def _sample(pipe, family, a, model, scheduler, calls, step_args, step_kwargs, ge
     given = {**dict(zip(names, step_args)), **step_kwargs}
     latents, t = given["sample"], given["timestep"]
     batch = latents.shape[0]
-    cond, uncond = branches(family, calls, batch)
+    spec = Backbone(model).spec
+    cond, uncond = branches(family, calls, batch, spec)
     scale, rescale = family.guidance(pipe, a)
     generator = a.get("generator")
     if isinstance(generator, list) and len(generator) > batch:  # stock draws with the first `batch` of a longer list
@@ -261,7 +275,8 @@ def _sample(pipe, family, a, model, scheduler, calls, step_args, step_kwargs, ge
     extra = {k: v for k, v in given.items() if k not in ("model_output", "timestep", "sample", "generator", "eta", "return_dict")}
     if callback is not None:
         inputs = getattr(callback, "tensor_inputs", None) or a.get("callback_on_step_end_tensor_inputs") or ["latents"]
-        stacked = _condition(calls[0])  # the first recorded call, as the stock loop holds its tensors
+        # the first recorded call, as the stock loop holds its tensors
+        stacked = _condition(calls[0], spec) if family.stacked_callback_tensors else cond
         tensors = {name: condition_at(stacked, path) for name, path in family.callback_tensors.items()}
         tensors.update({name: condition_at(uncond or {}, path) for name, path in family.negative_tensors.items()})
         gen_hooks = gen_hooks + [StockCallback(pipe, callback, inputs, tensors, guided_embeds_read_back(family.callback_tensors, lambda: family.guidance(pipe, a)[0]))]
@@ -274,7 +289,7 @@ def _sample(pipe, family, a, model, scheduler, calls, step_args, step_kwargs, ge
         return contextlib.nullcontext(bar)
 
     return sample(
-        Denoiser(model, scheduler, separate_branches=family.separate_branches),
+        Denoiser(model, scheduler, separate_branches=family.separate_branches, guidance_rule=family.guidance_rule(pipe, a)),
         latents,
         timesteps=_plan(pipe, scheduler, t),
         cond=cond,
@@ -283,7 +298,7 @@ def _sample(pipe, family, a, model, scheduler, calls, step_args, step_kwargs, ge
         guidance_rescale=rescale if uncond is not None else 0.0,
         generator=generator,
         eta=given.get("eta"),
-        hooks=gen_hooks + list(hooks),
+        hooks=family.hooks(pipe, a) + gen_hooks + list(hooks),
         decode=family.decode(pipe, a),
         trace=trace,
         progress_bar=progress,
