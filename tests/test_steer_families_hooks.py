@@ -162,3 +162,26 @@ def test_base_first_hybrid_runs_across_two_models_of_one_family():
 def test_trace_and_observers_see_packed_latents():
     out = steer(tiny.flux_pipeline())(prompt="a cat", height=16, width=16, num_inference_steps=3, output_type="pt", trace=True)
     assert len(out.trace) == 3 and out.trace[0]["x"].shape == (1, 16, 4) and out.trace[-1]["x0"].shape == (1, 16, 4)
+
+
+class SilenceText(SamplingHook):
+    """From step 1 on, zero the text condition: in place in the run's dict, or in a new dict."""
+
+    def __init__(self, in_place: bool):
+        self.in_place = in_place
+
+    def condition(self, step, cond):
+        if step.index < 1:
+            return cond
+        if self.in_place:
+            cond["encoder_hidden_states"] = torch.zeros_like(cond["encoder_hidden_states"])
+            return cond
+        return {**cond, "encoder_hidden_states": torch.zeros_like(cond["encoder_hidden_states"])}
+
+
+def test_a_condition_changed_in_place_reaches_the_backbone():
+    """The stacked [uncond; cond] condition is kept across steps only while its values are the same objects."""
+    plain = _run("sdxl", 0)[1]
+    in_place = _run("sdxl", 0, [SilenceText(in_place=True)])[1]
+    replaced = _run("sdxl", 0, [SilenceText(in_place=False)])[1]
+    assert torch.equal(in_place, replaced) and not torch.equal(in_place, plain)

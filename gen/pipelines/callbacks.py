@@ -1,13 +1,12 @@
 """The stock pipelines' step callbacks, as sampling hooks: `callback_on_step_end` (with the tensors it may
-read and replace, guidance changes and `pipe._interrupt`) and the deprecated `callback`/`callback_steps`.
-Shared by `steer` and gen's own pipelines."""
+read and replace, guidance changes and `pipe._interrupt`) and the deprecated `callback`/`callback_steps`
+(stock warns about it; gen calls it). Shared by `steer` and gen's own pipelines."""
 
 from __future__ import annotations
 
 from typing import Callable
 
 import torch
-from diffusers.utils import deprecate
 
 from gen.core.backbones import PerSample, with_condition
 from gen.core.hooks import SamplingHook
@@ -51,25 +50,6 @@ class LegacyCallback(SamplingHook):
         if state.step.index % self.every == 0:
             self.callback(state.step.index, state.step.timestep, new.x)
         return new
-
-
-def callback_hooks(pipe, a, tensors, read_back=None) -> list:
-    callback = a.get("callback_on_step_end")
-    if callback is None:
-        return []
-    inputs = getattr(callback, "tensor_inputs", None) or a.get("callback_on_step_end_tensor_inputs") or ["latents"]
-    return [StockCallback(pipe, callback, inputs, tensors, read_back)]
-
-
-def legacy_callbacks(kwargs: dict) -> list:
-    """`callback` / `callback_steps` in **kwargs, deprecated by stock SD with these warnings, still honoured."""
-    callback, every = kwargs.pop("callback", None), kwargs.pop("callback_steps", None)
-    message = "Passing `{}` as an input argument to `__call__` is deprecated, consider using `callback_on_step_end`"
-    if callback is not None:
-        deprecate("callback", "1.0.0", message.format("callback"))
-    if every is not None:
-        deprecate("callback_steps", "1.0.0", message.format("callback_steps"))
-    return [LegacyCallback(callback, every or 1)] if callback is not None else []
 
 
 def guided_embeds_read_back(keys: dict, guidance_scale: Callable[[], float] | None = None):

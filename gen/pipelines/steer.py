@@ -10,20 +10,21 @@ progress-bar settings are the same objects. Its `__call__` shows the stock signa
 `trace`; it stays steered through `.to()`, `save_pretrained` (which writes the stock class name) and
 `type(pipe).from_pretrained`, offloading and `set_progress_bar_config`.
 
-The stock arguments keep their stock meaning and defaults. SDXL (and its img2img/refiner), Flux, SANA,
-PixArt-Σ, Lumina 2, AuraFlow, Qwen-Image and Z-Image run their own stock `__call__` with gen's loop inside it (`gen.pipelines.stock_loop`, one small
-family module each in `gen.pipelines.families`). For the older families each adapter below prepares the inputs with the
-pipeline's own methods (`check_inputs`, `encode_prompt`, `prepare_latents`, `retrieve_timesteps`), runs
-`gen.sample`, and finishes with the pipeline's own decoding and post-processing. Callbacks behave as in the
+The stock arguments keep their stock meaning and defaults. Every family but two runs its own stock
+`__call__` with gen's loop inside it (`gen.pipelines.stock_loop`; one small module each in
+`gen.pipelines.families`): Stable Diffusion 1.x/2.x (LCM UNets included), SDXL (and its img2img/refiner), SD3,
+PixArt-α and -Σ, Flux, SANA, Lumina 2, AuraFlow, Qwen-Image and Z-Image. The unconditional DDPM/DDIM pipelines
+and DiT, whose loops carry their state differently (DiT steps a duplicated [cond; uncond] batch), keep the two
+adapters below, which prepare the inputs as those pipelines do and run `gen.sample`. Callbacks behave as in the
 stock loops: `callback_on_step_end` may return new latents or prompt embeddings, change
 `pipe._guidance_scale` (e.g. diffusers' `SDCFGCutoffCallback`) or set `pipe._interrupt`; legacy
 `callback`/`callback_steps` are honoured with stock's deprecation warnings where stock deprecates them.
 The output is the stock output type with `nfe`, `reward_calls`, `decodes` (per sample) and `trace`
 added; `return_dict=False` gives the stock tuple (the counts of the last call are then in
 `pipe.last_counts`). With no hooks the result equals the stock pipeline's. One difference by design: gen
-passes the generator to `scheduler.step` for DiT and SD3 too (their stock loops draw step noise from the
-global RNG), so with a stochastic scheduler those two draw other noise than stock, from the same
-distribution.
+passes the generator to `scheduler.step` where the step takes one, also where a stock loop does not (DiT, SD3,
+Flux and the other flow-matching loops draw step noise from the global RNG), so with a stochastic scheduler
+those draw other noise than stock, from the same distribution.
 """
 
 from __future__ import annotations
@@ -60,20 +61,16 @@ try:
         ZImagePipeline,
     )
     from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
-    from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
-    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
 finally:
     transformers_logging.set_verbosity(_verbosity)
-from diffusers.utils import deprecate
 from diffusers.utils.torch_utils import randn_tensor
 
 from gen.errors import ArgumentError, ArgumentTypeError
-from gen.core.denoiser import Denoiser, DenoiserOutput, guidance_combine
-from gen.core.hooks import SamplingHook, check_hooks
+from gen.core.denoiser import Denoiser
+from gen.core.hooks import check_hooks
 from gen.core.sampling import SampleOutput, _step_parameters, sample
-from gen.pipelines.callbacks import LegacyCallback, StockCallback, callback_hooks, guided_embeds_read_back, legacy_callbacks, split_branches
-from gen.pipelines.families import auraflow, flux, lumina2, pixart_sigma, qwen_image, sana, sdxl, z_image
-from gen.pipelines.stock_loop import Family, run_stock
+from gen.pipelines.families import auraflow, flux, lumina2, pixart_alpha, pixart_sigma, qwen_image, sana, sd3, sdxl, stable_diffusion, z_image
+from gen.pipelines.stock_loop import Family, pixel_images, run_stock, vae_decoder
 
 
 @dataclass
@@ -85,22 +82,6 @@ class _Prepared:
     loop: dict[str, Any]
     finish: Callable[[torch.Tensor], Any]
     hooks: list = dataclasses.field(default_factory=list)
-
-
-def _pixel_images(x: torch.Tensor) -> torch.Tensor:
-    return (x / 2 + 0.5).clamp(0, 1)
-
-
-def _vae_decoder(vae, shift: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
-    """latents -> images in [0, 1] through the pipeline's VAE (what value-guided transitions score)."""
-
-    def decode(latents: torch.Tensor) -> torch.Tensor:
-        z = latents / vae.config.scaling_factor
-        if shift and vae.config.get("shift_factor") is not None:
-            z = z + vae.config.shift_factor
-        return _pixel_images(vae.decode(z.to(vae.dtype), return_dict=False)[0].float())
-
-    return decode
 
 
 def _numpy_images(pipe, images: torch.Tensor, output_type: str):
@@ -115,16 +96,6 @@ def _stock_eta(scheduler, eta):
     return eta if "eta" in _step_parameters(type(scheduler)) else None
 
 
-class _LastStepDenoised(SamplingHook):
-    """PixArt's one-step convention: the final state is the scheduler's denoised output."""
-
-    def transition(self, state, ctx):
-        if not ctx.is_last:
-            return ctx.proceed(state)
-        result = ctx.scheduler.step(state.model_output, state.step.timestep, state.x, return_dict=False)
-        return ctx.next_state(result[1])
-
-
 # -- adapters: one per stock pipeline family ------------------------------------------------------------------------
 def _unconditional(pipe, a: dict) -> _Prepared:
     unet = pipe.unet
@@ -134,11 +105,11 @@ def _unconditional(pipe, a: dict) -> _Prepared:
     if "eta" in a and not 0.0 <= a["eta"] <= 1.0:
         raise ArgumentError(f"`eta` should be between 0 and 1 (inclusive), but received {a['eta']}. ")
     latents = randn_tensor((batch, unet.config.in_channels, *size), generator=a["generator"], device=pipe._execution_device, dtype=unet.dtype)
-    loop = dict(num_inference_steps=a["num_inference_steps"], generator=a["generator"], eta=_stock_eta(pipe.scheduler, a.get("eta")), decode=_pixel_images,
+    loop = dict(num_inference_steps=a["num_inference_steps"], generator=a["generator"], eta=_stock_eta(pipe.scheduler, a.get("eta")), decode=pixel_images,
                 step_kwargs={"use_clipped_model_output": a["use_clipped_model_output"]} if a.get("use_clipped_model_output") is not None else None)
 
     def finish(x):
-        images = _numpy_images(pipe, _pixel_images(x), a["output_type"])
+        images = _numpy_images(pipe, pixel_images(x), a["output_type"])
         return ImagePipelineOutput(images=images) if a["return_dict"] else (images,)
 
     return _Prepared(Denoiser(unet, pipe.scheduler), latents, loop, finish)
@@ -158,7 +129,7 @@ def _dit(pipe, a: dict) -> _Prepared:
         uncond={"class_labels": null},
         guidance_scale=a["guidance_scale"],
         generator=a["generator"],
-        decode=_vae_decoder(pipe.vae),
+        decode=vae_decoder(pipe),
     )
 
     def finish(x):
@@ -169,268 +140,15 @@ def _dit(pipe, a: dict) -> _Prepared:
     return _Prepared(Denoiser(model, pipe.scheduler), latents, loop, finish)
 
 
-def _stable_diffusion(pipe, a: dict) -> _Prepared:
-    kwargs = dict(a.get("kwargs") or {})
-    unet = pipe.unet
-    height, width = a["height"], a["width"]
-    if not height or not width:  # stock: either missing resets both to the UNet's size
-        size = unet.config.sample_size
-        height, width = ((size, size) if isinstance(size, int) else tuple(size)[:2])
-        height, width = height * pipe.vae_scale_factor, width * pipe.vae_scale_factor
-    pipe.check_inputs(
-        a["prompt"], height, width, kwargs.get("callback_steps"), a["negative_prompt"], a["prompt_embeds"], a["negative_prompt_embeds"],
-        a["ip_adapter_image"], a["ip_adapter_image_embeds"], a["callback_on_step_end_tensor_inputs"],
-    )
-    legacy = legacy_callbacks(kwargs)
-    pipe._guidance_scale, pipe._guidance_rescale = a["guidance_scale"], a["guidance_rescale"]
-    pipe._clip_skip, pipe._cross_attention_kwargs, pipe._interrupt = a["clip_skip"], a["cross_attention_kwargs"], False
-    prompt = a["prompt"]
-    batch = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else a["prompt_embeds"].shape[0]
-    device = pipe._execution_device
-    attention = a["cross_attention_kwargs"]
-    embeds, negative = pipe.encode_prompt(
-        prompt, device, a["num_images_per_prompt"], pipe.do_classifier_free_guidance, a["negative_prompt"],
-        prompt_embeds=a["prompt_embeds"], negative_prompt_embeds=a["negative_prompt_embeds"],
-        lora_scale=attention.get("scale") if attention else None, clip_skip=pipe.clip_skip,
-    )
-    guided = pipe.do_classifier_free_guidance
-    n = batch * a["num_images_per_prompt"]
-    image_embeds = None
-    if a["ip_adapter_image"] is not None or a["ip_adapter_image_embeds"] is not None:
-        image_embeds = pipe.prepare_ip_adapter_image_embeds(a["ip_adapter_image"], a["ip_adapter_image_embeds"], device, n, guided)
-    timesteps, _ = retrieve_timesteps(pipe.scheduler, a["num_inference_steps"], device, a["timesteps"], a["sigmas"])
-    latents = pipe.prepare_latents(n, unet.config.in_channels, height, width, embeds.dtype, device, a["generator"], a["latents"])
-    cond: dict = {"encoder_hidden_states": embeds}
-    uncond: dict | None = {"encoder_hidden_states": negative} if guided else None
-    if image_embeds is not None:  # each adapter's embeddings are stacked [uncond; cond] under guidance
-        halves = [split_branches(e, guided) for e in image_embeds]
-        cond["added_cond_kwargs"] = {"image_embeds": [c for _, c in halves]}
-        if guided:
-            uncond["added_cond_kwargs"] = {"image_embeds": [u for u, _ in halves]}
-    if unet.config.time_cond_proj_dim is not None:
-        scale = torch.tensor(a["guidance_scale"] - 1).repeat(n)
-        cond["timestep_cond"] = pipe.get_guidance_scale_embedding(scale, embedding_dim=unet.config.time_cond_proj_dim).to(device=device, dtype=latents.dtype)
-    if attention is not None:
-        cond["cross_attention_kwargs"] = attention
-    pipe._num_timesteps = len(timesteps)
-    decode = _vae_decoder(pipe.vae)
-    loop = dict(
-        timesteps=timesteps,
-        cond=cond,
-        uncond=uncond,
-        guidance_scale=a["guidance_scale"] if guided else 1.0,  # an LCM UNet takes the scale as an embedding instead
-        guidance_rescale=a["guidance_rescale"],
-        generator=a["generator"],
-        eta=_stock_eta(pipe.scheduler, a["eta"]),
-        decode=decode,
-        interrupt=lambda: pipe._interrupt,
-    )
-    stock_embeds = torch.cat([negative, embeds]) if guided else embeds
-    hooks = callback_hooks(pipe, a, {"prompt_embeds": stock_embeds, "negative_prompt_embeds": negative},
-                            guided_embeds_read_back({"prompt_embeds": "encoder_hidden_states"})) + legacy
-
-    def finish(x):
-        if a["output_type"] == "latent":
-            image, nsfw = x, None
-        else:
-            image = pipe.vae.decode(x / pipe.vae.config.scaling_factor, return_dict=False, generator=a["generator"])[0]
-            image, nsfw = pipe.run_safety_checker(image, device, embeds.dtype)
-        denormalize = [True] * image.shape[0] if nsfw is None else [not flagged for flagged in nsfw]
-        image = pipe.image_processor.postprocess(image, output_type=a["output_type"], do_denormalize=denormalize)
-        pipe.maybe_free_model_hooks()
-        return StableDiffusionPipelineOutput(images=image, nsfw_content_detected=nsfw) if a["return_dict"] else (image, nsfw)
-
-    return _Prepared(Denoiser(unet, pipe.scheduler), latents, loop, finish, hooks)
-
-
-def _pixart(pipe, a: dict) -> _Prepared:
-    from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import (
-        ASPECT_RATIO_256_BIN,
-        ASPECT_RATIO_512_BIN,
-        ASPECT_RATIO_1024_BIN,
-    )
-
-    if "mask_feature" in (a.get("kwargs") or {}):
-        deprecate("mask_feature", "1.0.0", "The use of `mask_feature` is deprecated. It is no longer used in any computation and that doesn't affect the end "
-                  "results. It will be removed in a future version.", standard_warn=False)
-    model = pipe.transformer
-    height = a["height"] or model.config.sample_size * pipe.vae_scale_factor
-    width = a["width"] or model.config.sample_size * pipe.vae_scale_factor
-    bins = {128: ASPECT_RATIO_1024_BIN, 64: ASPECT_RATIO_512_BIN, 32: ASPECT_RATIO_256_BIN}
-    binning = a["use_resolution_binning"]
-    if binning:
-        if model.config.sample_size not in bins:
-            raise ArgumentError("Invalid sample size")  # stock's own message
-        original = (height, width)
-        height, width = pipe.image_processor.classify_height_width_bin(height, width, ratios=bins[model.config.sample_size])
-    pipe.check_inputs(
-        a["prompt"], height, width, a["negative_prompt"], a["callback_steps"], a["prompt_embeds"], a["negative_prompt_embeds"],
-        a["prompt_attention_mask"], a["negative_prompt_attention_mask"],
-    )
-    prompt = a["prompt"]
-    batch = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else a["prompt_embeds"].shape[0]
-    device = pipe._execution_device
-    guided = a["guidance_scale"] > 1.0
-    embeds, mask, negative, negative_mask = pipe.encode_prompt(
-        prompt, guided, negative_prompt=a["negative_prompt"], num_images_per_prompt=a["num_images_per_prompt"],
-        device=device, prompt_embeds=a["prompt_embeds"], negative_prompt_embeds=a["negative_prompt_embeds"],
-        prompt_attention_mask=a["prompt_attention_mask"], negative_prompt_attention_mask=a["negative_prompt_attention_mask"],
-        clean_caption=a["clean_caption"], max_sequence_length=a["max_sequence_length"],
-    )
-    timesteps, steps = retrieve_timesteps(pipe.scheduler, a["num_inference_steps"], device, a["timesteps"], a["sigmas"])
-    n = batch * a["num_images_per_prompt"]
-    latents = pipe.prepare_latents(n, model.config.in_channels, height, width, embeds.dtype, device, a["generator"], a["latents"])
-    added = {"resolution": None, "aspect_ratio": None}
-    if model.config.sample_size == 128:
-        added = {
-            "resolution": torch.tensor([height, width]).repeat(n, 1).to(dtype=embeds.dtype, device=device),
-            "aspect_ratio": torch.tensor([float(height / width)]).repeat(n, 1).to(dtype=embeds.dtype, device=device),
-        }
-    if hasattr(pipe.scheduler, "set_begin_index"):
-        pipe.scheduler.set_begin_index(0)
-    loop = dict(
-        timesteps=timesteps,
-        cond={"encoder_hidden_states": embeds, "encoder_attention_mask": mask, "added_cond_kwargs": added},
-        uncond={"encoder_hidden_states": negative, "encoder_attention_mask": negative_mask, "added_cond_kwargs": added} if guided else None,
-        guidance_scale=a["guidance_scale"],
-        generator=a["generator"],
-        eta=_stock_eta(pipe.scheduler, a["eta"]),
-        decode=_vae_decoder(pipe.vae),
-    )
-
-    def finish(x):
-        if a["output_type"] == "latent":
-            image = x
-        else:
-            image = pipe.vae.decode(x / pipe.vae.config.scaling_factor, return_dict=False)[0]
-            if binning:
-                image = pipe.image_processor.resize_and_crop_tensor(image, original[1], original[0])
-            image = pipe.image_processor.postprocess(image, output_type=a["output_type"])
-        pipe.maybe_free_model_hooks()
-        return ImagePipelineOutput(images=image) if a["return_dict"] else (image,)
-
-    hooks = [_LastStepDenoised()] if steps == 1 else []
-    if a["callback"] is not None:  # ordinary arguments of PixArt-α's call (no deprecation there)
-        hooks.append(LegacyCallback(a["callback"], a["callback_steps"]))
-    return _Prepared(Denoiser(model, pipe.scheduler), latents, loop, finish, hooks)
-
-
-class _SkipLayerGuidance(SamplingHook):
-    """SD3's skip-layer guidance: inside the step window, add scale * (cond - cond with `layers` skipped),
-    one more (conditional, unguided) transformer call per sample, as the stock loop makes it."""
-
-    def __init__(self, layers, scale: float, start: float, stop: float, cond: dict):
-        self.layers, self.scale, self.start, self.stop, self.cond = list(layers), scale, start, stop, cond
-
-    def denoiser(self, step, current):
-        if not step.index > step.num_steps * self.start or not step.index < step.num_steps * self.stop:
-            return current
-        return _SkipLayerDenoiser(current, self)
-
-
-class _SkipLayerDenoiser(Denoiser):
-    def __init__(self, inner: Denoiser, guidance: _SkipLayerGuidance):
-        self.__dict__.update(inner.__dict__)
-        self._inner, self._guidance = inner, guidance
-
-    def __call__(self, x, t, cond=None, uncond=None, guidance_scale=1.0, guidance_rescale=0.0):
-        if uncond is None or guidance_scale <= 1:
-            return self._inner(x, t, cond=cond)
-        eps_uncond, eps_cond, _ = self._inner.branches(x, t, cond, uncond)
-        guided = guidance_combine(eps_uncond, eps_cond, guidance_scale, guidance_rescale)
-        skipped = self._inner.forward(x, t, {**self._guidance.cond, "skip_layers": self._guidance.layers})
-        output = guided + (eps_cond - skipped) * self._guidance.scale
-        return DenoiserOutput(output=output, evaluations=3 * x.shape[0], x0_fn=lambda: self.x0(x, output, t))
-
-
-def _sd3(pipe, a: dict) -> _Prepared:
-    from diffusers.pipelines.stable_diffusion_3.pipeline_output import StableDiffusion3PipelineOutput
-    from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift
-
-    model = pipe.transformer
-    height = a["height"] or pipe.default_sample_size * pipe.vae_scale_factor
-    width = a["width"] or pipe.default_sample_size * pipe.vae_scale_factor
-    pipe.check_inputs(
-        a["prompt"], a["prompt_2"], a["prompt_3"], height, width,
-        negative_prompt=a["negative_prompt"], negative_prompt_2=a["negative_prompt_2"], negative_prompt_3=a["negative_prompt_3"],
-        prompt_embeds=a["prompt_embeds"], negative_prompt_embeds=a["negative_prompt_embeds"],
-        pooled_prompt_embeds=a["pooled_prompt_embeds"], negative_pooled_prompt_embeds=a["negative_pooled_prompt_embeds"],
-        callback_on_step_end_tensor_inputs=a["callback_on_step_end_tensor_inputs"], max_sequence_length=a["max_sequence_length"],
-    )
-    pipe._guidance_scale, pipe._clip_skip = a["guidance_scale"], a["clip_skip"]
-    pipe._joint_attention_kwargs, pipe._interrupt = a["joint_attention_kwargs"], False
-    pipe._skip_layer_guidance_scale = a["skip_layer_guidance_scale"]
-    prompt = a["prompt"]
-    batch = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else a["prompt_embeds"].shape[0]
-    device = pipe._execution_device
-    attention = a["joint_attention_kwargs"]
-    guided = pipe.do_classifier_free_guidance
-    embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
-        prompt=prompt, prompt_2=a["prompt_2"], prompt_3=a["prompt_3"], negative_prompt=a["negative_prompt"],
-        negative_prompt_2=a["negative_prompt_2"], negative_prompt_3=a["negative_prompt_3"], do_classifier_free_guidance=guided,
-        prompt_embeds=a["prompt_embeds"], negative_prompt_embeds=a["negative_prompt_embeds"],
-        pooled_prompt_embeds=a["pooled_prompt_embeds"], negative_pooled_prompt_embeds=a["negative_pooled_prompt_embeds"],
-        device=device, clip_skip=pipe.clip_skip, num_images_per_prompt=a["num_images_per_prompt"],
-        max_sequence_length=a["max_sequence_length"], lora_scale=attention.get("scale") if attention else None,
-    )
-    n = batch * a["num_images_per_prompt"]
-    latents = pipe.prepare_latents(n, model.config.in_channels, height, width, embeds.dtype, device, a["generator"], a["latents"])
-    scheduler_kwargs = {}
-    mu = a["mu"]
-    if pipe.scheduler.config.get("use_dynamic_shifting", None) and mu is None:
-        seq = (latents.shape[2] // model.config.patch_size) * (latents.shape[3] // model.config.patch_size)
-        config = pipe.scheduler.config
-        mu = calculate_shift(seq, config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5), config.get("max_shift", 1.16))
-    if mu is not None:
-        scheduler_kwargs["mu"] = mu
-    timesteps, steps = retrieve_timesteps(pipe.scheduler, a["num_inference_steps"], device, sigmas=a["sigmas"], **scheduler_kwargs)
-    pipe._num_timesteps = len(timesteps)
-    if (a["ip_adapter_image"] is not None and pipe.is_ip_adapter_active) or a["ip_adapter_image_embeds"] is not None:
-        # as stock: the embeddings ride in joint_attention_kwargs, stacked [uncond; cond] like the guided batch
-        image_embeds = pipe.prepare_ip_adapter_image_embeds(a["ip_adapter_image"], a["ip_adapter_image_embeds"], device, n, guided)
-        pipe._joint_attention_kwargs = {**(attention or {}), "ip_adapter_image_embeds": image_embeds}
-        attention = pipe._joint_attention_kwargs
-    cond = {"encoder_hidden_states": embeds, "pooled_projections": pooled}
-    if attention is not None:
-        cond["joint_attention_kwargs"] = attention
-    loop = dict(
-        timesteps=timesteps,
-        cond=cond,
-        uncond={"encoder_hidden_states": negative, "pooled_projections": negative_pooled} if guided else None,
-        guidance_scale=a["guidance_scale"],
-        generator=a["generator"],
-        decode=_vae_decoder(pipe.vae, shift=True),
-        interrupt=lambda: pipe._interrupt,
-    )
-    hooks = []
-    if a["skip_guidance_layers"] is not None and guided:
-        hooks.append(_SkipLayerGuidance(a["skip_guidance_layers"], a["skip_layer_guidance_scale"], a["skip_layer_guidance_start"], a["skip_layer_guidance_stop"], cond))
-    stock_embeds = torch.cat([negative, embeds]) if guided else embeds
-    stock_pooled = torch.cat([negative_pooled, pooled]) if guided else pooled
-    hooks += callback_hooks(pipe, a, {"prompt_embeds": stock_embeds, "pooled_prompt_embeds": stock_pooled},
-                             guided_embeds_read_back({"prompt_embeds": "encoder_hidden_states", "pooled_prompt_embeds": "pooled_projections"}))
-
-    def finish(x):
-        if a["output_type"] == "latent":
-            image = x
-        else:
-            z = x / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
-            image = pipe.image_processor.postprocess(pipe.vae.decode(z, return_dict=False)[0], output_type=a["output_type"])
-        pipe.maybe_free_model_hooks()
-        return StableDiffusion3PipelineOutput(images=image) if a["return_dict"] else (image,)
-
-    return _Prepared(Denoiser(model, pipe.scheduler), latents, loop, finish, hooks)
-
-
 # Most specific first: subclasses of these (e.g. gen's own pipelines) are matched by isinstance. A `Family`
 # runs the stock call itself with gen's loop inside it (gen.pipelines.stock_loop); a function re-derives it.
 _ADAPTERS: list[tuple[type, Callable | Family]] = [
     (DDIMPipeline, _unconditional),
     (DDPMPipeline, _unconditional),
     (DiTPipeline, _dit),
-    (StableDiffusionPipeline, _stable_diffusion),
-    (PixArtAlphaPipeline, _pixart),
-    (StableDiffusion3Pipeline, _sd3),
+    (StableDiffusionPipeline, stable_diffusion.FAMILY),
+    (PixArtAlphaPipeline, pixart_alpha.FAMILY),
+    (StableDiffusion3Pipeline, sd3.FAMILY),
     (StableDiffusionXLPipeline, sdxl.FAMILY),
     (StableDiffusionXLImg2ImgPipeline, sdxl.FAMILY),
     (FluxPipeline, flux.FAMILY),

@@ -5,7 +5,7 @@ conditional output's norm; the VAE takes a latent mean and std."""
 import torch
 
 from gen.pipelines.families.lumina2 import renormalised
-from gen.pipelines.stock_loop import Family
+from gen.pipelines.stock_loop import Family, pixel_images
 
 
 def _decode(pipe, a):
@@ -16,7 +16,7 @@ def _decode(pipe, a):
     def decode(latents):
         z = pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor).to(vae.dtype)
         mean, std = (torch.tensor(v).view(1, vae.config.z_dim, 1, 1, 1).to(z.device, z.dtype) for v in (vae.config.latents_mean, vae.config.latents_std))
-        return (vae.decode(z * std + mean, return_dict=False)[0][:, :, 0].float() / 2 + 0.5).clamp(0, 1)
+        return pixel_images(vae.decode(z * std + mean, return_dict=False)[0][:, :, 0].float())
 
     return decode
 
