@@ -5,7 +5,7 @@ import torch
 from diffusers import DDIMPipeline, DDIMScheduler
 
 from gen import Denoiser, SamplingHook
-from gen.core import prediction
+from gen.core import prediction, schedulers
 from gen import testing as tiny
 from gen.pipelines import steer
 from diffusers.utils.torch_utils import randn_tensor
@@ -40,7 +40,7 @@ class HandWrittenDDIM(SamplingHook):
         t = int(state.step.timestep)
         prev = t - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
         abar_prev = scheduler.alphas_cumprod[prev] if prev >= 0 else scheduler.final_alpha_cumprod
-        level = prediction.noise_level(scheduler, t)
+        level = schedulers.noise_level(scheduler, t)
         eps = (state.x - level.alpha.float() * state.x0) / level.sigma.float()
         x_prev = abar_prev.sqrt() * state.x0 + (1 - abar_prev).sqrt() * eps
         return ctx.next_state(x_prev)

@@ -5,7 +5,7 @@ from diffusers import DDIMScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gen.core import prediction
+from gen.core import prediction, schedulers
 
 SCHEDULERS = {
     "vp": lambda beta_end: DDIMScheduler(num_train_timesteps=1000, beta_end=beta_end),
@@ -25,7 +25,7 @@ SCHEDULERS = {
 )
 def test_round_trips_preserve_the_x0_estimate(family, beta_end, t, source, target, seed):
     scheduler = SCHEDULERS[family](beta_end)
-    level = prediction.noise_level(scheduler, t)
+    level = schedulers.noise_level(scheduler, t)
     g = torch.Generator().manual_seed(seed)
     x0 = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64)
     eps = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64)
@@ -51,7 +51,7 @@ def test_noise_levels_match_the_schedulers_own_x0():
             if isinstance(scheduler, EulerDiscreteScheduler):
                 scheduler._step_index = 3
             expected = scheduler.step(out, t, x).pred_original_sample
-            ours = prediction.to_x0(out, x, prediction.noise_level(scheduler, t), "sample" if ptype == "sample" else ptype)
+            ours = prediction.to_x0(out, x, schedulers.noise_level(scheduler, t), "sample" if ptype == "sample" else ptype)
             assert torch.allclose(ours, expected, atol=1e-5), (type(scheduler).__name__, ptype)
 
 
@@ -59,5 +59,5 @@ def test_flow_level_is_sigma():
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
     scheduler.set_timesteps(5)
     for t, sigma in zip(scheduler.timesteps, scheduler.sigmas):
-        level = prediction.noise_level(scheduler, t)
+        level = schedulers.noise_level(scheduler, t)
         assert abs(float(level.sigma) - float(sigma)) < 1e-6 and abs(float(level.alpha) - (1 - float(sigma))) < 1e-6

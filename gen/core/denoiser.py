@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 
 from gen.errors import ArgumentError, ArgumentTypeError
-from gen.core import prediction
+from gen.core import prediction, schedulers
 from gen.core.backbones import Backbone, Condition, stack_branches
-from gen.core.prediction import NoiseLevel
+from gen.core.schedulers import NoiseLevel
 
 
 class DenoiserOutput:
@@ -91,9 +91,9 @@ class Denoiser:
         self.guidance_rule = guidance_rule
         self.backbone = Backbone(model)
         self.scheduler = scheduler
-        served = prediction.scheduler_prediction_type(scheduler)
+        served = schedulers.scheduler_prediction_type(scheduler)
         if prediction_type is not None and prediction_type != served:
-            allowed = prediction.served_prediction_types(scheduler)
+            allowed = schedulers.served_prediction_types(scheduler)
             fix = (
                 f"{type(scheduler).__name__}.from_config(scheduler.config, prediction_type={prediction_type!r})"
                 if prediction_type in allowed
@@ -103,13 +103,13 @@ class Denoiser:
                 f"prediction_type: the model predicts {prediction_type!r} but {type(scheduler).__name__} is "
                 f"configured for {served!r} (it can serve {allowed}). Pass scheduler={fix}."
             )
-        if served not in prediction.PREDICTION_TYPES:
+        if served not in schedulers.PREDICTION_TYPES:
             raise ArgumentError(
                 f"scheduler: prediction_type {served!r} in {type(scheduler).__name__}'s config is not one of "
-                f"{prediction.PREDICTION_TYPES}; set it with from_config(..., prediction_type=...)."
+                f"{schedulers.PREDICTION_TYPES}; set it with from_config(..., prediction_type=...)."
             )
         self.prediction_type = served
-        self.family = prediction.schedule_family(scheduler)
+        self.family = schedulers.schedule_family(scheduler)
 
     @property
     def config(self):
@@ -142,7 +142,7 @@ class Denoiser:
         self.backbone.check_condition(cond, batch, name)
 
     def noise_level(self, t) -> NoiseLevel:
-        return prediction.noise_level(self.scheduler, t)
+        return schedulers.noise_level(self.scheduler, t)
 
     def forward(self, x: torch.Tensor, t, cond: Condition | None = None) -> torch.Tensor:
         """One raw backbone call on the (already scaled) model input; learned-sigma channels kept."""

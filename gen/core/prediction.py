@@ -1,11 +1,5 @@
-"""What a model output means: the noise level of a scheduler at a timestep, and conversions between
-prediction types.
-
-Every scheduler gen supports writes the state as ``x_t = alpha * x0 + sigma * eps``:
-
-- ``vp`` (DDPM, DDIM, DPM-Solver, UniPC, LCM, ...): ``alpha = sqrt(abar_t)``, ``sigma = sqrt(1 - abar_t)``.
-- ``ve`` (Euler, Heun, LMS, ...): ``alpha = 1``, ``sigma = sigma_t``; the model sees ``x / sqrt(1 + sigma^2)``.
-- ``flow`` (FlowMatchEuler, SD3): ``alpha = 1 - sigma``, ``sigma = t / num_train_timesteps``.
+"""What a model output means: conversions between prediction types at a noise level (the levels themselves
+are `gen.core.schedulers`' business), the model's input, and the x0 estimate as a scheduler's step forms it.
 
 With ``n = sqrt(alpha^2 + sigma^2)`` the model always sees the variance-preserving input ``x / n``, so one set
 of formulas serves all three: ``v = (alpha * eps - sigma * x0) / n`` and ``flow = eps - x0``.
@@ -13,117 +7,10 @@ of formulas serves all three: ``v = (alpha * eps - sigma * x0) / n`` and ``flow 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
+from gen.core.schedulers import PREDICTION_TYPES, NoiseLevel, noise_level, schedule_family
 from gen.errors import ArgumentError
-
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample", "flow")
-
-_VE_SCHEDULERS = {
-    "EulerDiscreteScheduler",
-    "EulerAncestralDiscreteScheduler",
-    "HeunDiscreteScheduler",
-    "LMSDiscreteScheduler",
-    "KDPM2DiscreteScheduler",
-    "KDPM2AncestralDiscreteScheduler",
-    "DPMSolverSDEScheduler",
-}
-_FLOW_SCHEDULERS = {"FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler"}
-# Prediction types each family's stock `step()` knows how to consume.
-_SERVED = {
-    "vp": ("epsilon", "v_prediction", "sample"),
-    "ve": ("epsilon", "v_prediction", "sample"),
-    "flow": ("flow",),
-}
-
-
-@dataclass(frozen=True)
-class NoiseLevel:
-    """``x_t = alpha * x0 + sigma * eps`` at one timestep (0-d float64 tensors)."""
-
-    alpha: torch.Tensor
-    sigma: torch.Tensor
-
-    @property
-    def norm(self) -> torch.Tensor:
-        return (self.alpha**2 + self.sigma**2).sqrt()
-
-    @property
-    def log_snr(self) -> torch.Tensor:
-        return (self.alpha / self.sigma).log() if self.sigma > 0 else torch.tensor(float("inf"), dtype=torch.float64)
-
-
-def schedule_family(scheduler) -> str:
-    """``"vp"``, ``"ve"`` or ``"flow"``; a ValueError for schedulers gen does not model."""
-    name = type(scheduler).__name__
-    config = scheduler.config
-    if name in _FLOW_SCHEDULERS or config.get("use_flow_sigmas", False) or config.get("prediction_type") == "flow_prediction":
-        return "flow"
-    if name in _VE_SCHEDULERS:
-        return "ve"
-    if hasattr(scheduler, "alphas_cumprod"):
-        return "vp"
-    raise ArgumentError(
-        f"scheduler: {name} is not supported by gen (its noise parametrization is unknown). Use a DDPM/DDIM/"
-        "DPM-Solver/UniPC/LCM (variance preserving), Euler/Heun/LMS (variance exploding) or FlowMatchEuler scheduler."
-    )
-
-
-def scheduler_prediction_type(scheduler) -> str:
-    """The prediction type the scheduler's `step()` expects, in gen's names."""
-    family = schedule_family(scheduler)
-    if family == "flow":
-        return "flow"
-    declared = scheduler.config.get("prediction_type", "epsilon")
-    return "sample" if declared == "original_sample" else declared
-
-
-def served_prediction_types(scheduler) -> tuple[str, ...]:
-    return _SERVED[schedule_family(scheduler)]
-
-
-def _interp(table: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Linear interpolation of a per-train-timestep table at a (possibly fractional) timestep."""
-    t = t.double().clamp(0, len(table) - 1)
-    low = t.floor().long()
-    high = (low + 1).clamp(max=len(table) - 1)
-    w = t - low
-    return table[low] * (1 - w) + table[high] * w
-
-
-def _lookup_scheduler_sigma(scheduler, t: torch.Tensor) -> torch.Tensor | None:
-    """The scheduler's own sigma for t when t is on its current grid (exact for Karras/shifted grids)."""
-    timesteps = getattr(scheduler, "timesteps", None)
-    sigmas = getattr(scheduler, "sigmas", None)
-    if timesteps is None or sigmas is None or len(sigmas) < len(timesteps):
-        return None
-    hits = (timesteps.to(t.device).double() == t.double()).nonzero()
-    if len(hits) == 0:
-        return None
-    return sigmas[hits[0, 0]].double().cpu()
-
-
-def noise_level(scheduler, timestep) -> NoiseLevel:
-    """The scheduler's (alpha, sigma) at a timestep, in float64 on the CPU."""
-    family = schedule_family(scheduler)
-    t = torch.as_tensor(timestep).detach().double().cpu().reshape(())
-    if family == "flow":
-        sigma = None
-        if type(scheduler).__name__ not in _FLOW_SCHEDULERS:  # flow sigmas inside a VP solver (DPM-Solver)
-            sigma = _lookup_scheduler_sigma(scheduler, t)
-        if sigma is None:
-            sigma = t / scheduler.config.num_train_timesteps
-        return NoiseLevel(alpha=1 - sigma, sigma=sigma)
-    abar = scheduler.alphas_cumprod.double().cpu()
-    if family == "ve":
-        sigma = _lookup_scheduler_sigma(scheduler, t)
-        if sigma is None:
-            sigma = _interp(((1 - abar) / abar).sqrt(), t)
-        return NoiseLevel(alpha=torch.ones((), dtype=torch.float64), sigma=sigma)
-    a = _interp(abar, t)
-    return NoiseLevel(alpha=a.sqrt(), sigma=(1 - a).sqrt())
 
 
 def to_x0(output: torch.Tensor, x: torch.Tensor, level: NoiseLevel, prediction_type: str) -> torch.Tensor:

@@ -20,7 +20,6 @@ DPM-Solver) accept any handover point; others need it to fall on their grid.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import math
 from contextlib import contextmanager, nullcontext
@@ -31,7 +30,7 @@ import torch
 from diffusers.utils import BaseOutput
 
 from gen.errors import ArgumentError, ArgumentTypeError
-from gen.core import prediction
+from gen.core.schedulers import NoiseLevel, noise_level, schedule_family, step_kwargs, step_parameters, train_log_snr
 from gen.core.backbones import Condition, repeat_condition
 from gen.core.denoiser import Denoiser, DenoiserOutput
 from gen.core.hooks import HOOK_POINTS, Step, check_hooks, points_of
@@ -83,67 +82,8 @@ class Counts:
         }
 
 
-STOCHASTIC_SCHEDULERS = {
-    "DDPMScheduler",
-    "EulerAncestralDiscreteScheduler",
-    "KDPM2AncestralDiscreteScheduler",
-    "DPMSolverSDEScheduler",
-    "LCMScheduler",
-}
-# Schedulers whose step() carries a history of past outputs: candidates would pollute it.
-_MULTISTEP_ATTRIBUTE = "model_outputs"
-
-
-def is_stochastic(scheduler, eta: float | None) -> bool:
-    """Whether scheduler.step draws fresh noise: the only source of distinct candidates."""
-    name = type(scheduler).__name__
-    config = scheduler.config
-    if name == "DDIMScheduler":
-        return bool(eta)
-    if name == "FlowMatchEulerDiscreteScheduler":
-        return bool(config.get("stochastic_sampling", False))
-    if name == "DPMSolverMultistepScheduler":
-        return config.get("algorithm_type", "").startswith("sde")
-    if name == "TCDScheduler":
-        return bool(eta if eta is not None else 0.3)
-    return name in STOCHASTIC_SCHEDULERS
-
-
-def can_branch(scheduler) -> bool:
-    """Whether several candidates may be stepped from one state in one batched `step()` call."""
-    order = getattr(scheduler, "config", {}).get("solver_order", 1)
-    return not (hasattr(scheduler, _MULTISTEP_ATTRIBUTE) and order > 1) and getattr(scheduler, "order", 1) == 1
-
-
-@functools.lru_cache(maxsize=None)
-def _step_parameters(scheduler_class: type) -> frozenset:
-    return frozenset(inspect.signature(scheduler_class.step).parameters)
-
-
-def _step_kwargs(scheduler, generator, eta, extra: dict | None = None) -> dict:
-    """What the stock pipelines pass to step(): eta and generator where step() takes them, and any
-    scheduler-specific extras (DDIM's use_clipped_model_output)."""
-    accepted = _step_parameters(type(scheduler))
-    kwargs = {k: v for k, v in (extra or {}).items() if k in accepted}
-    if "generator" in accepted:
-        kwargs["generator"] = generator
-    if "eta" in accepted and eta is not None:
-        kwargs["eta"] = eta
-    return kwargs
-
-
 def _repeat_generator(generator, times: int):
     return generator * times if isinstance(generator, list) else generator
-
-
-def _train_log_snr(scheduler) -> torch.Tensor:
-    """log(alpha/sigma) at every training timestep of a scheduler."""
-    n = scheduler.config.num_train_timesteps
-    if prediction.schedule_family(scheduler) == "flow":
-        sigma = torch.arange(n, dtype=torch.float64).clamp(min=0.5) / n
-        return ((1 - sigma) / sigma).log()
-    abar = scheduler.alphas_cumprod.double().cpu()
-    return 0.5 * (abar / (1 - abar)).log()
 
 
 class _Run:
@@ -213,7 +153,7 @@ class _Run:
         self.plan = self.plan[:index] + [t for t in scheduler.timesteps if float(t) <= start]
         self.scheduler = scheduler
         self._resolved = {i: v for i, v in self._resolved.items() if i <= index}
-        start_level = prediction.noise_level(scheduler, start)
+        start_level = noise_level(scheduler, start)
         return x * (start_level.alpha / level.alpha).to(x.dtype)
 
 
@@ -233,7 +173,7 @@ def _quiet_diffusers():
 _SNAP = 0.05
 
 
-def plan_handover(level: prediction.NoiseLevel, scheduler, index: int = 0) -> tuple[int, list[int] | None]:
+def plan_handover(level: NoiseLevel, scheduler, index: int = 0) -> tuple[int, list[int] | None]:
     """Where a state at `level` continues on `scheduler` (whose timesteps must be set): the start timestep
     and, for schedulers that take custom timesteps, the remaining schedule (None: a suffix of its grid).
     A ValueError names the problem when the scheduler cannot continue from there."""
@@ -241,19 +181,19 @@ def plan_handover(level: prediction.NoiseLevel, scheduler, index: int = 0) -> tu
     name = type(scheduler).__name__
     if grid is None or getattr(scheduler, "num_inference_steps", None) is None:
         raise ArgumentError(f"hooks: the denoiser for step {index} brings a {name} with no timesteps; call its set_timesteps(n) before sampling.")
-    grid_levels = torch.stack([prediction.noise_level(scheduler, t).log_snr for t in grid])
+    grid_levels = torch.stack([noise_level(scheduler, t).log_snr for t in grid])
     gap = (grid_levels - level.log_snr).abs()
     if float(gap.min()) < _SNAP:
         start = int(grid[int(gap.argmin())])
     else:
-        table = _train_log_snr(scheduler)
+        table = train_log_snr(scheduler)
         allowed = torch.arange(len(table))
         original = scheduler.config.get("original_inference_steps")
         if original:  # consistency schedulers were distilled on a coarser grid: stay on it
             stride = scheduler.config.num_train_timesteps // original
             allowed = torch.arange(1, original + 1) * stride - 1
         start = int(allowed[(table[allowed] - level.log_snr).abs().argmin()])
-    start_snr = prediction.noise_level(scheduler, start).log_snr
+    start_snr = noise_level(scheduler, start).log_snr
     later = [int(t) for t, g in zip(grid, grid_levels) if g > start_snr + 1e-6]
     on_grid = any(int(t) == start for t in grid)
     if "timesteps" in inspect.signature(scheduler.set_timesteps).parameters and not on_grid:
@@ -321,7 +261,7 @@ class StepContext:
     def scheduler_step(self, model_output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The scheduler's step on any multiple of the batch, in one call (stateful schedulers advance once)."""
         times = x.shape[0] // self.batch_size
-        kwargs = _step_kwargs(self.scheduler, _repeat_generator(self._run.generator, times), self._run.eta, self._run.step_kwargs)
+        kwargs = step_kwargs(self.scheduler, _repeat_generator(self._run.generator, times), self._run.eta, self._run.step_kwargs)
         return self.scheduler.step(model_output, self.step.timestep, x, **kwargs, return_dict=False)[0]
 
     def propose(self, state: SamplingState, num_candidates: int) -> torch.Tensor:
@@ -405,7 +345,7 @@ def check_eta(scheduler, eta) -> None:
     if eta is None:
         return
     name = type(scheduler).__name__
-    if "eta" not in _step_parameters(type(scheduler)):
+    if "eta" not in step_parameters(type(scheduler)):
         raise ArgumentError(f"eta: {name}.step takes no eta, so eta={eta!r} would be ignored; leave eta unset, or use DDIMScheduler.from_config(scheduler.config) for a tunable eta.")
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
         raise ArgumentError(f"eta: must be a number in [0, 1] (0 deterministic, 1 as stochastic as DDPM), got {eta!r}.")

@@ -26,7 +26,7 @@ import torch
 
 from gen.errors import ArgumentError, ArgumentTypeError, require_int, require_number
 from gen.core.hooks import SamplingHook
-from gen.core.sampling import can_branch, is_stochastic
+from gen.core.schedulers import can_branch, is_stochastic, stochastic_alternative
 
 
 def check_stochastic(run, who: str) -> None:
@@ -34,11 +34,7 @@ def check_stochastic(run, who: str) -> None:
     scheduler = run.scheduler
     name = type(scheduler).__name__
     if not is_stochastic(scheduler, run.eta):
-        fix = {
-            "DDIMScheduler": "pass eta=1.0 (the SVDD paper's setting) or any eta > 0",
-            "FlowMatchEulerDiscreteScheduler": "use FlowMatchEulerDiscreteScheduler.from_config(config, stochastic_sampling=True)",
-            "EulerDiscreteScheduler": "use EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config) (SDXL's default sampler is deterministic Euler)",
-        }.get(name, "use a stochastic scheduler (DDPM, DDIM with eta > 0, Euler ancestral, SDE DPM-Solver)")
+        fix = stochastic_alternative(scheduler)
         raise ArgumentError(f"scheduler: {who} needs a stochastic transition to draw distinct candidates, but {name} (eta={run.eta}) is deterministic; {fix}.")
     if not can_branch(scheduler):
         raise ArgumentError(

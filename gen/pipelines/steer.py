@@ -68,7 +68,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from gen.errors import ArgumentError, ArgumentTypeError
 from gen.core.denoiser import Denoiser
 from gen.core.hooks import check_hooks
-from gen.core.sampling import SampleOutput, _step_parameters, sample
+from gen.core.sampling import SampleOutput, sample
+from gen.core.schedulers import step_parameters
 from gen.pipelines.families import auraflow, flux, lumina2, pixart_alpha, pixart_sigma, qwen_image, sana, sd3, sdxl, stable_diffusion, z_image
 from gen.pipelines.stock_loop import Family, pixel_images, run_stock, vae_decoder
 
@@ -93,7 +94,7 @@ def _numpy_images(pipe, images: torch.Tensor, output_type: str):
 
 def _stock_eta(scheduler, eta):
     """Stock pipelines pass eta only to schedulers whose step takes it (prepare_extra_step_kwargs)."""
-    return eta if "eta" in _step_parameters(type(scheduler)) else None
+    return eta if "eta" in step_parameters(type(scheduler)) else None
 
 
 # -- adapters: one per stock pipeline family ------------------------------------------------------------------------
