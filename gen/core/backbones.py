@@ -49,6 +49,8 @@ class BackboneSpec:
     float_output: bool = False
     # condition tensors that are not per sample (Flux's token position ids), shared by every row
     shared: tuple[str, ...] = ()
+    # conditions given as lists with one entry per sample (Z-Image's captions, Qwen-Image's image shapes)
+    per_sample: tuple[str, ...] = ()
     # a one-row condition is broadcast over the batch (Flux's transformer takes one negative prompt for all)
     broadcasts_one: bool = False
     # (config, condition, rows) -> the condition this model takes: lets a run's condition reach another model of
@@ -212,6 +214,7 @@ _SPECS: dict[str, BackboneSpec] = {
         spatial_multiple=lambda c: 1,
         timestep=_flux_timestep,  # QwenImagePipeline: t.expand(batch).to(latents.dtype) / 1000, as Flux
         layout="tokens",
+        per_sample=("img_shapes",),
     ),
     "ZImageTransformer2DModel": BackboneSpec(
         accepts=("cap_feats", "joint_attention_kwargs", "patch_size", "f_patch_size"),
@@ -223,6 +226,7 @@ _SPECS: dict[str, BackboneSpec] = {
         conditional_first=True,  # ZImagePipeline stacks [prompt; negative prompt]
         timestep_argument="t",
         call=_z_image_call,
+        per_sample=("cap_feats",),
     ),
     "SanaTransformer2DModel": BackboneSpec(
         accepts=("encoder_hidden_states", "encoder_attention_mask", "attention_kwargs"),

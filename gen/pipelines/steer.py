@@ -71,7 +71,7 @@ from gen.core.hooks import check_hooks
 from gen.core.sampling import SampleOutput, sample
 from gen.core.schedulers import step_parameters
 from gen.pipelines.families import auraflow, flux, lumina2, pixart_alpha, pixart_sigma, qwen_image, sana, sd3, sdxl, stable_diffusion, z_image
-from gen.pipelines.stock_loop import Family, pixel_images, run_stock, vae_decoder
+from gen.pipelines.stock_loop import Family, method_signature, pixel_images, run_stock, vae_decoder
 
 
 @dataclass
@@ -192,12 +192,12 @@ def _run(pipe, adapter, args, kwargs, hooks, trace):
     hooks = check_hooks(hooks)
     stock_call = super(type(pipe), pipe).__call__
     try:
-        bound = inspect.signature(stock_call).bind(*args, **kwargs)
+        bound = method_signature(stock_call.__func__).bind(*args, **kwargs)
     except TypeError as err:
         raise ArgumentTypeError(f"{type(pipe).__name__}.__call__: {err}") from None
     bound.apply_defaults()
     arguments = dict(bound.arguments)
-    var_keyword = next((p.name for p in inspect.signature(stock_call).parameters.values() if p.kind is p.VAR_KEYWORD), None)
+    var_keyword = next((p.name for p in method_signature(stock_call.__func__).parameters.values() if p.kind is p.VAR_KEYWORD), None)
     if var_keyword is not None:
         arguments["kwargs"] = arguments.pop(var_keyword, {})
     _check_common_arguments(pipe, arguments)

@@ -19,6 +19,7 @@ the guidance scale, how to decode latents for a reward, and which callback tenso
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -34,6 +35,14 @@ from gen.core.backbones import Backbone, PerSample, condition_at
 from gen.pipelines.callbacks import LegacyCallback, StockCallback, guided_embeds_read_back
 
 Path = tuple[str, ...]
+
+
+@functools.lru_cache(maxsize=None)
+def method_signature(function) -> inspect.Signature:
+    """The signature of a method as called on an instance (its first parameter dropped), computed once per
+    function: inspecting a pipeline's `__call__` costs a quarter of a millisecond every time."""
+    signature = inspect.signature(function)
+    return signature.replace(parameters=list(signature.parameters.values())[1:])
 
 
 def pixel_images(x: torch.Tensor) -> torch.Tensor:
@@ -86,9 +95,13 @@ class Family:
 
 
 class _Probe:
-    """Stands in for the backbone during the stock call: records the first step's calls and returns zeros."""
+    """Stands in for the backbone during the stock call: records the first step's calls and returns zeros
+    shaped like the model's output for its input."""
 
     def __init__(self, model):
+        signature = method_signature(type(model).forward)
+        object.__setattr__(self, "_signature", signature)
+        object.__setattr__(self, "_first", next(iter(signature.parameters)))
         object.__setattr__(self, "_model", model)
         object.__setattr__(self, "calls", [])
         object.__setattr__(self, "recording", True)
@@ -100,11 +113,9 @@ class _Probe:
         setattr(self._model, name, value)
 
     def __call__(self, *args, **kwargs):
-        if not self.recording and self.calls:  # the stock loop's remaining iterations (no interrupt flag): cheap
-            return self.zeros
-        arguments = inspect.signature(self._model.forward).bind(*args, **kwargs).arguments
-        x = arguments[next(iter(arguments))]
-        self.calls.append(arguments)
+        if self.recording:
+            self.calls.append(self._signature.bind(*args, **kwargs).arguments)
+        x = args[0] if args else kwargs[self._first]
         if isinstance(x, list):  # one tensor per sample in and out (Z-Image)
             zeros = [torch.zeros_like(v) for v in x]
         else:
@@ -113,9 +124,7 @@ class _Probe:
             if x.ndim == 4 and out_channels:
                 shape[1] = out_channels
             zeros = torch.zeros(shape, dtype=x.dtype, device=x.device)
-        output = (zeros,) if arguments.get("return_dict", True) is False else Transformer2DModelOutput(sample=zeros)
-        object.__setattr__(self, "zeros", output)
-        return output
+        return (zeros,) if kwargs.get("return_dict", True) is False else Transformer2DModelOutput(sample=zeros)
 
 
 def _condition(arguments: dict, spec) -> dict:
@@ -125,7 +134,7 @@ def _condition(arguments: dict, spec) -> dict:
     cond = {k: v for k, v in arguments.items() if k not in (names[0], spec.timestep_argument, "return_dict")}
     extra = cond.pop("kwargs", None)
     cond.update(extra or {})
-    return {k: dict(v) if isinstance(v, dict) else PerSample(v) if k in spec.requires and isinstance(v, list) else v for k, v in cond.items()}
+    return {k: dict(v) if isinstance(v, dict) else PerSample(v) if k in spec.per_sample and isinstance(v, list) else v for k, v in cond.items()}
 
 
 def _rows(x) -> int:
@@ -203,111 +212,140 @@ def _no_callback(*args, **kwargs):
     return {}
 
 
-def run_stock(pipe, family: Family, stock_call, bound: inspect.BoundArguments, hooks: list, trace: bool):
-    """The stock call's output with gen's loop as its denoising loop, and gen's counts."""
-    a = dict(bound.arguments)
-    kwargs = a.pop(next((p.name for p in inspect.signature(stock_call).parameters.values() if p.kind is p.VAR_KEYWORD), "\0"), {})
-    gen_hooks, callback = [], a.get("callback_on_step_end")
-    if callback is not None:
-        bound.arguments["callback_on_step_end"] = None
-    legacy_args = kwargs if family.legacy_callback == "kwargs" else bound.arguments if family.legacy_callback == "arguments" else {}
-    if legacy_args.get("callback") is not None:  # stock checks and warns as usual; gen calls it after each of its steps
-        gen_hooks.append(LegacyCallback(legacy_args["callback"], legacy_args.get("callback_steps") or 1))
-        legacy_args["callback"] = _no_callback
-    model, scheduler = getattr(pipe, family.backbone), pipe.scheduler
-    probe, state = _Probe(model), {}
-    has_interrupt = isinstance(getattr(type(pipe), "interrupt", None), property)
+class _StockCall:
+    """One steered call: the stock `__call__` runs with the probe as its backbone, `scheduler.step` and the
+    progress bar intercepted, and gen's loop in place of its denoising loop (see the module docstring)."""
 
-    def gen_loop(*args, **step_kwargs):
-        """At the stock loop's first step: run gen's whole loop; later steps: its final latents."""
-        if "result" not in state:
-            del scheduler.__dict__["step"]  # gen's own steps are the scheduler's
-            object.__setattr__(probe, "recording", False)
-            state["result"] = _sample(pipe, family, a, model, scheduler, probe.calls, args, step_kwargs, gen_hooks, callback, hooks, trace, state)
-            scheduler.__dict__["step"] = gen_loop
-            if has_interrupt:
-                state["interrupt"] = pipe._interrupt
-                pipe._interrupt = True
-        final = state["result"].samples
-        # as a tuple, the final latents are also its second item: PixArt-α takes [1] (the denoised sample) after one step
+    def __init__(self, pipe, family: Family, stock_call, bound: inspect.BoundArguments, hooks: list, trace: bool):
+        self.pipe, self.family, self.stock_call, self.bound = pipe, family, stock_call, bound
+        self.user_hooks, self.trace = list(hooks), trace
+        self.arguments = dict(bound.arguments)
+        var_keyword = next((p.name for p in method_signature(stock_call.__func__).parameters.values() if p.kind is p.VAR_KEYWORD), None)
+        kwargs = self.arguments.pop(var_keyword, {}) if var_keyword else {}
+        # callbacks run after each of gen's steps; stock still checks their arguments and warns where it deprecates
+        self.callback, self.callback_hooks = self.arguments.get("callback_on_step_end"), []
+        if self.callback is not None:
+            bound.arguments["callback_on_step_end"] = None
+        legacy = {"kwargs": kwargs, "arguments": bound.arguments}.get(family.legacy_callback, {})
+        if legacy.get("callback") is not None:
+            self.callback_hooks.append(LegacyCallback(legacy["callback"], legacy.get("callback_steps") or 1))
+            legacy["callback"] = _no_callback
+        self.model, self.scheduler = getattr(pipe, family.backbone), pipe.scheduler
+        self.probe = _Probe(self.model)
+        self.has_interrupt = isinstance(getattr(type(pipe), "interrupt", None), property)
+        self.result: SampleOutput | None = None
+        self.stock_steps, self.stock_length = 0, 0  # the stock loop's steps so far, and how many it takes
+        self.bar = None
+        self.interrupted = None
+
+    def run(self):
+        pipe, scheduler = self.pipe, self.scheduler
+
+        def step(*args, **step_kwargs):
+            return self.step(args, step_kwargs)
+
+        step.__signature__ = method_signature(type(scheduler).step)  # stock reads it to decide on eta and generator
+        self.intercept = step
+        original_bar = pipe.progress_bar
+
+        def progress_bar(iterable=None, total=None):
+            if iterable is not None:
+                return original_bar(iterable)
+            self.bar = original_bar(total=total)
+            return _Bar(self.bar)
+
+        saved = {name: pipe.__dict__.get(name, _MISSING) for name in (self.family.backbone, "progress_bar", "_num_timesteps")}
+        pipe.__dict__.update({self.family.backbone: self.probe, "progress_bar": progress_bar, "_num_timesteps": None})
+        scheduler.__dict__["step"] = step
+        try:
+            output = self.stock_call(*self.bound.args, **self.bound.kwargs)
+        finally:
+            scheduler.__dict__.pop("step", None)
+            for name, value in saved.items():
+                if name == "_num_timesteps" and pipe.__dict__.get(name) is not None:
+                    continue  # what the stock call set
+                if value is _MISSING:
+                    pipe.__dict__.pop(name, None)
+                else:
+                    pipe.__dict__[name] = value
+            if self.interrupted is not None:
+                pipe._interrupt = self.interrupted
+        counts = {"nfe": 0.0, "reward_calls": 0.0, "decodes": 0.0, "trace": None}
+        if self.result is not None:
+            counts = {"nfe": self.result.nfe, "reward_calls": self.result.reward_calls, "decodes": self.result.decodes, "trace": self.result.trace}
+        return output, counts
+
+    def step(self, args, step_kwargs):
+        """`scheduler.step` for the stock loop: at its first step gen's whole loop runs; every step returns its
+        final latents (as a tuple, also as the second item: PixArt-α takes [1], the denoised sample, after one
+        step)."""
+        if self.result is None:
+            del self.scheduler.__dict__["step"]  # gen's own steps are the scheduler's
+            object.__setattr__(self.probe, "recording", False)
+            self.result = self.sample(args, step_kwargs)
+            self.scheduler.__dict__["step"] = self.intercept
+            if self.has_interrupt:  # the stock loop skips the rest of its iterations
+                self.interrupted, self.pipe._interrupt = self.pipe._interrupt, True
+        self.stock_steps += 1
+        final = self.result.samples
+        if not self.has_interrupt and self.stock_steps < self.stock_length and final.ndim > 2:
+            # a loop with no interrupt flag runs its other iterations: on a 1x1 placeholder they cost next to nothing
+            final = final[(slice(None),) * (final.ndim - 2) + (slice(0, 1),) * 2] if final.ndim == 4 else final[:, :1]
         return (final, final) if step_kwargs.get("return_dict", True) is False else SchedulerOutput(prev_sample=final)
 
-    gen_loop.__signature__ = inspect.signature(scheduler.step)  # stock reads it to decide on eta and generator
-    original_bar = pipe.progress_bar
+    def sample(self, step_args, step_kwargs) -> SampleOutput:
+        pipe, family, a, scheduler = self.pipe, self.family, self.arguments, self.scheduler
+        names = list(method_signature(type(scheduler).step).parameters)
+        given = {**dict(zip(names, step_args)), **step_kwargs}
+        latents, t = given["sample"], given["timestep"]
+        batch = latents.shape[0]
+        spec = Backbone(self.model).spec
+        cond, uncond = branches(family, self.probe.calls, batch, spec)
+        scale, rescale = family.guidance(pipe, a)
+        generator = a.get("generator")
+        if isinstance(generator, list) and len(generator) > batch:  # stock draws with the first `batch` of a longer list
+            generator = generator[:batch]
+        extra = {k: v for k, v in given.items() if k not in ("model_output", "timestep", "sample", "generator", "eta", "return_dict")}
+        hooks = family.hooks(pipe, a) + self.callback_hooks
+        if self.callback is not None:
+            inputs = getattr(self.callback, "tensor_inputs", None) or a.get("callback_on_step_end_tensor_inputs") or ["latents"]
+            held = _condition(self.probe.calls[0], spec) if family.stacked_callback_tensors else cond  # as the stock loop holds them
+            tensors = {name: condition_at(held, path) for name, path in family.callback_tensors.items()}
+            tensors.update({name: condition_at(uncond or {}, path) for name, path in family.negative_tensors.items()})
+            read_back = guided_embeds_read_back(family.callback_tensors, lambda: family.guidance(pipe, a)[0])
+            hooks.append(StockCallback(pipe, self.callback, inputs, tensors, read_back))
+        bar = self.bar
 
-    def progress_bar(iterable=None, total=None):
-        if iterable is not None:
-            return original_bar(iterable)
-        state["bar"] = original_bar(total=total)
-        return _Bar(state["bar"])
+        def progress(total):
+            if bar is not None:
+                bar.total = total
+                bar.refresh()
+            return contextlib.nullcontext(bar)
 
-    saved = {name: pipe.__dict__.get(name, _MISSING) for name in (family.backbone, "progress_bar", "_num_timesteps")}
-    pipe.__dict__.update({family.backbone: probe, "progress_bar": progress_bar, "_num_timesteps": None})
-    scheduler.__dict__["step"] = gen_loop
-    try:
-        output = stock_call(*bound.args, **bound.kwargs)
-    finally:
-        scheduler.__dict__.pop("step", None)
-        for name, value in saved.items():
-            if name == "_num_timesteps" and pipe.__dict__.get(name) is not None:
-                continue  # what the stock call set
-            if value is _MISSING:
-                pipe.__dict__.pop(name, None)
-            else:
-                pipe.__dict__[name] = value
-        if "interrupt" in state:
-            pipe._interrupt = state["interrupt"]
-    result: SampleOutput | None = state.get("result")
-    counts = {"nfe": 0.0, "reward_calls": 0.0, "decodes": 0.0, "trace": None}
-    if result is not None:
-        counts = {"nfe": result.nfe, "reward_calls": result.reward_calls, "decodes": result.decodes, "trace": result.trace}
-    return output, counts
+        plan = _plan(pipe, scheduler, t)
+        self.stock_length = len(plan)
+        return sample(
+            Denoiser(self.model, scheduler, separate_branches=family.separate_branches, guidance_rule=family.guidance_rule(pipe, a)),
+            latents,
+            timesteps=plan,
+            cond=cond,
+            uncond=uncond,
+            guidance_scale=scale if uncond is not None else 1.0,
+            guidance_rescale=rescale if uncond is not None else 0.0,
+            generator=generator,
+            eta=given.get("eta"),
+            hooks=hooks + self.user_hooks,
+            decode=family.decode(pipe, a),
+            trace=self.trace,
+            progress_bar=progress,
+            interrupt=(lambda: pipe._interrupt) if self.has_interrupt else None,
+            step_kwargs=extra or None,
+        )
+
+
+def run_stock(pipe, family: Family, stock_call, bound: inspect.BoundArguments, hooks: list, trace: bool):
+    """The stock call's output with gen's loop as its denoising loop, and gen's counts."""
+    return _StockCall(pipe, family, stock_call, bound, hooks, trace).run()
 
 
 _MISSING = object()
-
-
-def _sample(pipe, family, a, model, scheduler, calls, step_args, step_kwargs, gen_hooks, callback, hooks, trace, state) -> SampleOutput:
-    names = list(inspect.signature(type(scheduler).step).parameters)[1:]
-    given = {**dict(zip(names, step_args)), **step_kwargs}
-    latents, t = given["sample"], given["timestep"]
-    batch = latents.shape[0]
-    spec = Backbone(model).spec
-    cond, uncond = branches(family, calls, batch, spec)
-    scale, rescale = family.guidance(pipe, a)
-    generator = a.get("generator")
-    if isinstance(generator, list) and len(generator) > batch:  # stock draws with the first `batch` of a longer list
-        generator = generator[:batch]
-    extra = {k: v for k, v in given.items() if k not in ("model_output", "timestep", "sample", "generator", "eta", "return_dict")}
-    if callback is not None:
-        inputs = getattr(callback, "tensor_inputs", None) or a.get("callback_on_step_end_tensor_inputs") or ["latents"]
-        # the first recorded call, as the stock loop holds its tensors
-        stacked = _condition(calls[0], spec) if family.stacked_callback_tensors else cond
-        tensors = {name: condition_at(stacked, path) for name, path in family.callback_tensors.items()}
-        tensors.update({name: condition_at(uncond or {}, path) for name, path in family.negative_tensors.items()})
-        gen_hooks = gen_hooks + [StockCallback(pipe, callback, inputs, tensors, guided_embeds_read_back(family.callback_tensors, lambda: family.guidance(pipe, a)[0]))]
-    bar = state.get("bar")
-
-    def progress(total):
-        if bar is not None:
-            bar.total = total
-            bar.refresh()
-        return contextlib.nullcontext(bar)
-
-    return sample(
-        Denoiser(model, scheduler, separate_branches=family.separate_branches, guidance_rule=family.guidance_rule(pipe, a)),
-        latents,
-        timesteps=_plan(pipe, scheduler, t),
-        cond=cond,
-        uncond=uncond,
-        guidance_scale=scale if uncond is not None else 1.0,
-        guidance_rescale=rescale if uncond is not None else 0.0,
-        generator=generator,
-        eta=given.get("eta"),
-        hooks=family.hooks(pipe, a) + gen_hooks + list(hooks),
-        decode=family.decode(pipe, a),
-        trace=trace,
-        progress_bar=progress,
-        interrupt=(lambda: pipe._interrupt) if isinstance(getattr(type(pipe), "interrupt", None), property) else None,
-        step_kwargs=extra or None,
-    )
