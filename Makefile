@@ -23,8 +23,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/gen demo --out out/demo
 
-# The fast suite (about 2 minutes on 2 cores) and the import layering.
+# The formatting, the import layering and the fast suite (about 2 minutes on 2 cores).
 test: $(STAMP)
+	$(BIN)/ruff format --check --quiet gen tests benchmarks examples
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -n 2 -q -p no:cacheprovider -m "not slow and not gpu"
 

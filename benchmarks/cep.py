@@ -34,9 +34,23 @@ VARIANTS = {"plain": {}, "CEP gaussian": {"cep": "gaussian", "cep_gamma": 1.0}, 
 
 
 def recipe(seed: int = 0, **extra) -> dict:
-    return dict(data="digits", condition="class", resolution=16, block_out_channels="32,64,64", layers_per_block=1, attention_levels="2",
-                train_batch_size=64, learning_rate=3e-4, lr_warmup_steps=100, ema_decay=0.999, condition_dropout=0.1, seed=seed,
-                checkpointing_steps=0, progress=False, **extra)
+    return dict(
+        data="digits",
+        condition="class",
+        resolution=16,
+        block_out_channels="32,64,64",
+        layers_per_block=1,
+        attention_levels="2",
+        train_batch_size=64,
+        learning_rate=3e-4,
+        lr_warmup_steps=100,
+        ema_decay=0.999,
+        condition_dropout=0.1,
+        seed=seed,
+        checkpointing_steps=0,
+        progress=False,
+        **extra,
+    )
 
 
 def evaluate(folder: Path, per_class: int) -> dict:
@@ -116,7 +130,9 @@ def main(argv=None):
     parser.add_argument("--per-class", type=int, default=50)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), help="which arms to train (plain is always one)")
     parser.add_argument("--corrupt-rate", type=float, default=0.0, help="also flip this fraction of labels in every run (0: clean labels)")
-    parser.add_argument("--runs-only", action="store_true", help="train and measure, write cep-runs-seed<S>.json per seed, no summary (to run seeds in parallel processes)")
+    parser.add_argument(
+        "--runs-only", action="store_true", help="train and measure, write cep-runs-seed<S>.json per seed, no summary (to run seeds in parallel processes)"
+    )
     parser.add_argument("--merge", type=Path, nargs="+", help="summarise cep-runs-*.json files written by --runs-only instead of training")
     add_output_argument(parser)
     args = parser.parse_args(argv)
@@ -146,14 +162,27 @@ def main(argv=None):
         if args.runs_only:
             args.out.mkdir(parents=True, exist_ok=True)
             for seed in seeds:
-                part = {"steps": steps, "seeds": [seed], "per_class": per_class, "corrupt_rate": corrupt_rate,
-                        "runs": {name: [r for r in rows if r["seed"] == seed] for name, rows in runs.items()}}
+                part = {
+                    "steps": steps,
+                    "seeds": [seed],
+                    "per_class": per_class,
+                    "corrupt_rate": corrupt_rate,
+                    "runs": {name: [r for r in rows if r["seed"] == seed] for name, rows in runs.items()},
+                }
                 write_json(args.out / f"cep-runs-seed{seed}.json", part)
             return runs
     summary, verdicts = summarise(runs, seeds)
     print("\n".join(verdicts))
-    results = {"steps": steps, "seeds": seeds, "per_class": per_class, "corrupt_rate": corrupt_rate, "runs": runs, "summary": summary,
-               "verdict": verdicts, "throughput": throughput()}
+    results = {
+        "steps": steps,
+        "seeds": seeds,
+        "per_class": per_class,
+        "corrupt_rate": corrupt_rate,
+        "runs": runs,
+        "summary": summary,
+        "verdict": verdicts,
+        "throughput": throughput(),
+    }
     for name, row in results["throughput"].items():
         print(f"throughput {name}: {row['ratio_vs_plain']:.3f}x plain seconds/step")
     plt = pyplot()
@@ -162,9 +191,14 @@ def main(argv=None):
     for ax, metric in zip(axes, ("frechet", "diversity")):
         for offset, cfg in enumerate(("cfg 1", "cfg 2")):
             means = [summary[n][cfg][metric]["mean"] for n in names]
-            err = [[m - summary[n][cfg][metric]["ci95"][0] for n, m in zip(names, means)], [summary[n][cfg][metric]["ci95"][1] - m for n, m in zip(names, means)]]
+            err = [
+                [m - summary[n][cfg][metric]["ci95"][0] for n, m in zip(names, means)],
+                [summary[n][cfg][metric]["ci95"][1] - m for n, m in zip(names, means)],
+            ]
             ax.errorbar([i + 0.15 * offset for i in range(len(names))], means, yerr=err, fmt="o", capsize=3, label=cfg)
-        ax.set_xticks(range(len(names)), names); ax.set_title(f"{metric} (95% CI over {len(seeds)} training seeds)", fontsize=9); ax.legend(fontsize=8)
+        ax.set_xticks(range(len(names)), names)
+        ax.set_title(f"{metric} (95% CI over {len(seeds)} training seeds)", fontsize=9)
+        ax.legend(fontsize=8)
     save("cep", results, fig, out=args.out)
     return results
 

@@ -23,8 +23,12 @@ DEFAULT_OUT = Path("out/bench")
 
 
 def add_output_argument(parser) -> None:
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help=f"folder for the JSON and PNG (default {DEFAULT_OUT}; pass {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS} to refresh the tracked results)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"folder for the JSON and PNG (default {DEFAULT_OUT}; pass {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS} to refresh the tracked results)",
+    )
 
 
 def machine(device: torch.device | str | None = None) -> dict:

@@ -52,8 +52,10 @@ def main(argv=None):
 
     def measure(name: str, make) -> None:
         outs = [make(torch.Generator().manual_seed(seed)) for seed in SEEDS]
-        row = {"diversity": summary([within_class_diversity(space, o, labels) for o in outs]),
-               "accuracy": summary([(space.predict(o) == labels).float().mean().item() for o in outs])}
+        row = {
+            "diversity": summary([within_class_diversity(space, o, labels) for o in outs]),
+            "accuracy": summary([(space.predict(o) == labels).float().mean().item() for o in outs]),
+        }
         results.setdefault(part, {})[name] = row
         print(f"{part:6s} {name:34s} diversity {row['diversity']['mean']:.3f} {row['diversity']['ci95']}  accuracy {row['accuracy']['mean']:.3f}", flush=True)
 
@@ -63,20 +65,28 @@ def main(argv=None):
                 for hooks in ([], [CADS()]):
                     if scale == 1.0 and hooks:
                         continue  # no guidance: CADS anneals the condition of a guided run
-                    measure(f"CFG {scale:g}{' + CADS' if hooks else ''}", lambda g, s=scale, h=hooks: pipe(
-                        class_labels=labels, guidance_scale=s, num_inference_steps=20, eta=0.0, hooks=h, generator=g, output_type="pt").images)
+                    measure(
+                        f"CFG {scale:g}{' + CADS' if hooks else ''}",
+                        lambda g, s=scale, h=hooks: pipe(
+                            class_labels=labels, guidance_scale=s, num_inference_steps=20, eta=0.0, hooks=h, generator=g, output_type="pt"
+                        ).images,
+                    )
         else:
             distilled = zoo.load("digits-distilled")
             distilled.set_progress_bar_config(disable=True)
-            measure("base (DDIM 25, CFG 2)", lambda g: pipe(class_labels=labels, guidance_scale=2.0, num_inference_steps=25, generator=g, output_type="pt").images)
+            measure(
+                "base (DDIM 25, CFG 2)", lambda g: pipe(class_labels=labels, guidance_scale=2.0, num_inference_steps=25, generator=g, output_type="pt").images
+            )
             measure("distilled (4 steps)", lambda g: distilled(class_labels=labels, num_inference_steps=4, generator=g, output_type="pt").images)
             for steps in (4, 8):
                 for k in (1, 2, 3):
                     hybrid = HybridDistilledPipeline(pipe, distilled, base_steps=k, distilled_steps=steps)
                     hybrid.set_progress_bar_config(disable=True)
                     for scale in (1.0, 2.0):
-                        measure(f"hybrid k={k}, {steps}-step grid, CFG {scale:g}", lambda g, h=hybrid, s=scale: h(
-                            class_labels=labels, guidance_scale=s, generator=g, output_type="pt").images)
+                        measure(
+                            f"hybrid k={k}, {steps}-step grid, CFG {scale:g}",
+                            lambda g, h=hybrid, s=scale: h(class_labels=labels, guidance_scale=s, generator=g, output_type="pt").images,
+                        )
     save("demo_regimes", results, out=args.out)
 
 

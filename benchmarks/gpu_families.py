@@ -48,21 +48,43 @@ def sdxl(scale: str, device, dtype):
     else:
         with _built_in(device, dtype):
             unet = UNet2DConditionModel(
-                sample_size=128, layers_per_block=2, block_out_channels=(320, 640, 1280), transformer_layers_per_block=(1, 2, 10),
-                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-                attention_head_dim=(5, 10, 20), cross_attention_dim=2048, use_linear_projection=True, addition_embed_type="text_time",
-                addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
+                sample_size=128,
+                layers_per_block=2,
+                block_out_channels=(320, 640, 1280),
+                transformer_layers_per_block=(1, 2, 10),
+                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                attention_head_dim=(5, 10, 20),
+                cross_attention_dim=2048,
+                use_linear_projection=True,
+                addition_embed_type="text_time",
+                addition_time_embed_dim=256,
+                projection_class_embeddings_input_dim=2816,
             )
-            vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                                latent_channels=4, layers_per_block=2, scaling_factor=0.13025, sample_size=1024)
+            vae = AutoencoderKL(
+                block_out_channels=(128, 256, 512, 512),
+                down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4,
+                latent_channels=4,
+                layers_per_block=2,
+                scaling_factor=0.13025,
+                sample_size=1024,
+            )
         scheduler = EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1, timestep_spacing="leading")
         pipe = StableDiffusionXLPipeline(vae=vae, unet=unet, scheduler=scheduler, text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None)
         size, text, pooled = 1024, 2048, 1280
     pipe = pipe.to(device, dtype)
     pipe.set_progress_bar_config(disable=True)
     g = torch.Generator().manual_seed(1)
-    embeds = {name: torch.randn(*shape, generator=g).to(device, dtype) for name, shape in
-              (("prompt_embeds", (1, 77, text)), ("negative_prompt_embeds", (1, 77, text)), ("pooled_prompt_embeds", (1, pooled)), ("negative_pooled_prompt_embeds", (1, pooled)))}
+    embeds = {
+        name: torch.randn(*shape, generator=g).to(device, dtype)
+        for name, shape in (
+            ("prompt_embeds", (1, 77, text)),
+            ("negative_prompt_embeds", (1, 77, text)),
+            ("pooled_prompt_embeds", (1, pooled)),
+            ("negative_pooled_prompt_embeds", (1, pooled)),
+        )
+    }
     return pipe, dict(embeds, height=size, width=size, guidance_scale=5.0)
 
 
@@ -76,17 +98,39 @@ def flux(scale: str, device, dtype):
         pipe, size, text, pooled, tokens = tiny.flux_pipeline(guidance_embeds=True), 16, tiny.TEXT_WIDTH, tiny.TEXT_WIDTH, 8
     else:
         with _built_in(device, dtype):
-            transformer = FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128, num_attention_heads=24,
-                                                 joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=(16, 56, 56))
-            vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                                latent_channels=16, layers_per_block=2, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False)
+            transformer = FluxTransformer2DModel(
+                patch_size=1,
+                in_channels=64,
+                num_layers=19,
+                num_single_layers=38,
+                attention_head_dim=128,
+                num_attention_heads=24,
+                joint_attention_dim=4096,
+                pooled_projection_dim=768,
+                guidance_embeds=True,
+                axes_dims_rope=(16, 56, 56),
+            )
+            vae = AutoencoderKL(
+                block_out_channels=(128, 256, 512, 512),
+                down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4,
+                latent_channels=16,
+                layers_per_block=2,
+                scaling_factor=0.3611,
+                shift_factor=0.1159,
+                use_quant_conv=False,
+                use_post_quant_conv=False,
+            )
         scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15)
         pipe = FluxPipeline(scheduler=scheduler, vae=vae, transformer=transformer, text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None)
         size, text, pooled, tokens = 1024, 4096, 768, 512
     pipe = pipe.to(device, dtype)
     pipe.set_progress_bar_config(disable=True)
     g = torch.Generator().manual_seed(1)
-    embeds = {"prompt_embeds": torch.randn(1, tokens, text, generator=g).to(device, dtype), "pooled_prompt_embeds": torch.randn(1, pooled, generator=g).to(device, dtype)}
+    embeds = {
+        "prompt_embeds": torch.randn(1, tokens, text, generator=g).to(device, dtype),
+        "pooled_prompt_embeds": torch.randn(1, pooled, generator=g).to(device, dtype),
+    }
     return pipe, dict(embeds, height=size, width=size, guidance_scale=3.5)
 
 
@@ -157,13 +201,22 @@ def main(argv=None):
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
     names = list(results["overhead"])
     rows = [results["overhead"][n] for n in names]
-    a.errorbar(range(len(rows)), [r["ratio_median"] for r in rows], yerr=[[r["ratio_median"] - r["ratio_ci95"][0] for r in rows], [r["ratio_ci95"][1] - r["ratio_median"] for r in rows]],
-               fmt="o", capsize=3)
-    a.axhline(1.0, ls="--", color="gray"); a.set_xticks(range(len(rows)), names); a.set_ylabel("steer / stock wall time")
+    a.errorbar(
+        range(len(rows)),
+        [r["ratio_median"] for r in rows],
+        yerr=[[r["ratio_median"] - r["ratio_ci95"][0] for r in rows], [r["ratio_ci95"][1] - r["ratio_median"] for r in rows]],
+        fmt="o",
+        capsize=3,
+    )
+    a.axhline(1.0, ls="--", color="gray")
+    a.set_xticks(range(len(rows)), names)
+    a.set_ylabel("steer / stock wall time")
     for name in names:
         ms = list(results["svdd"][name])
         b.errorbar(ms, [results["svdd"][name][m]["ratio_median"] for m in ms], fmt="o-", capsize=3, label=f"{name}: SVDD-PM / plain")
-    b.set_xlabel("candidates M"); b.set_ylabel("wall time / plain"); b.legend(fontsize=8)
+    b.set_xlabel("candidates M")
+    b.set_ylabel("wall time / plain")
+    b.legend(fontsize=8)
     save("gpu_families" if device.type == "cuda" else f"gpu_families_{device.type}_{scale}", results, fig, out=args.out, device=device)
     return results
 

@@ -50,16 +50,38 @@ def sd_pipeline(scale: str, device, dtype):
     from gen import testing as tiny
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8) if scale == "real" else tiny.tiny_condition_unet(cross_attention_dim=768, sample_size=64)
+    unet = (
+        UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
+        if scale == "real"
+        else tiny.tiny_condition_unet(cross_attention_dim=768, sample_size=64)
+    )
     # a tiny VAE with SD's factor 8 (four levels): StableDiffusionPanoramaPipeline assumes it
-    vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 16, 16),
-                        latent_channels=4, norm_num_groups=4, layers_per_block=1, scaling_factor=0.18215).eval()
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=None, tokenizer=None, unet=unet, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-                                   scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, steps_offset=1))
+    vae = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 16, 16),
+        latent_channels=4,
+        norm_num_groups=4,
+        layers_per_block=1,
+        scaling_factor=0.18215,
+    ).eval()
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=None,
+        tokenizer=None,
+        unet=unet,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+        scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, steps_offset=1),
+    )
     pipe = pipe.to(device, dtype)
     pipe.set_progress_bar_config(disable=True)
     g = torch.Generator().manual_seed(1)
-    embeds = {"prompt_embeds": torch.randn(1, 77, 768, generator=g).to(device, dtype), "negative_prompt_embeds": torch.randn(1, 77, 768, generator=g).to(device, dtype)}
+    embeds = {
+        "prompt_embeds": torch.randn(1, 77, 768, generator=g).to(device, dtype),
+        "negative_prompt_embeds": torch.randn(1, 77, 768, generator=g).to(device, dtype),
+    }
     return pipe, embeds
 
 
@@ -69,8 +91,13 @@ def dit_pipeline(scale: str, device, dtype):
     from gen import testing as tiny
 
     torch.manual_seed(0)
-    dit = (DiTTransformer2DModel(num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28, sample_size=32, patch_size=2,
-                                 num_embeds_ada_norm=1000) if scale == "real" else tiny.tiny_dit()).eval()  # a new model trains: label dropout
+    dit = (
+        DiTTransformer2DModel(
+            num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28, sample_size=32, patch_size=2, num_embeds_ada_norm=1000
+        )
+        if scale == "real"
+        else tiny.tiny_dit()
+    ).eval()  # a new model trains: label dropout
     pipe = DiTPipeline(transformer=dit, vae=tiny.tiny_vae(), scheduler=DDIMScheduler()).to(device, dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -83,7 +110,10 @@ def overhead(scale, device, dtype, repeats, steps) -> dict:
     dit = dit_pipeline(scale, device, dtype)
     out = {}
     # DiTPipeline has no latent output: its images are compared (and timed with the tiny VAE's decode)
-    for name, pipe, kwargs in (("sd15", sd, dict(embeds, guidance_scale=7.5, output_type="latent")), ("dit_xl", dit, dict(class_labels=[207], guidance_scale=4.0, output_type="pt"))):
+    for name, pipe, kwargs in (
+        ("sd15", sd, dict(embeds, guidance_scale=7.5, output_type="latent")),
+        ("dit_xl", dit, dict(class_labels=[207], guidance_scale=4.0, output_type="pt")),
+    ):
         kwargs = dict(kwargs, num_inference_steps=steps)
         steered = steer(pipe)
         run_steer = lambda: steered(**kwargs, generator=torch.Generator().manual_seed(0)).images
@@ -91,7 +121,9 @@ def overhead(scale, device, dtype, repeats, steps) -> dict:
         row = paired(run_steer, run_stock, repeats, device)
         row["identical"] = bool(torch.equal(run_steer(), run_stock()))
         out[name] = row
-        print(f"{name}: steer/stock {row['ratio_median']:.3f} (95% CI {row['ratio_ci95'][0]:.3f}-{row['ratio_ci95'][1]:.3f}), identical output: {row['identical']}")
+        print(
+            f"{name}: steer/stock {row['ratio_median']:.3f} (95% CI {row['ratio_ci95'][0]:.3f}-{row['ratio_ci95'][1]:.3f}), identical output: {row['identical']}"
+        )
     return out
 
 
@@ -132,8 +164,16 @@ def panorama(scale, device, dtype, repeats, steps) -> dict:
     batch = 9
 
     def stock():
-        return pano(prompt_embeds=embeds["prompt_embeds"], height=height, width=width, num_inference_steps=steps, guidance_scale=1.0, view_batch_size=batch,
-                    generator=torch.Generator().manual_seed(0), output_type="latent")
+        return pano(
+            prompt_embeds=embeds["prompt_embeds"],
+            height=height,
+            width=width,
+            num_inference_steps=steps,
+            guidance_scale=1.0,
+            view_batch_size=batch,
+            generator=torch.Generator().manual_seed(0),
+            output_type="latent",
+        )
 
     tiled = TiledDenoiser(Denoiser(sd.unet, sd.scheduler), tile=window, overlap=window - 8, tile_batch_size=batch, blend="uniform")  # as MultiDiffusion
 
@@ -144,7 +184,9 @@ def panorama(scale, device, dtype, repeats, steps) -> dict:
     row = paired(ours, stock, repeats, device)
     row["views"] = len(pano.get_views(height, width))
     row["gen_tiles"] = len(tiled.positions(window, 2 * window))
-    print(f"tiles / Panorama: {row['ratio_median']:.3f} (95% CI {row['ratio_ci95'][0]:.3f}-{row['ratio_ci95'][1]:.3f}); views {row['views']}, gen tiles {row['gen_tiles']}")
+    print(
+        f"tiles / Panorama: {row['ratio_median']:.3f} (95% CI {row['ratio_ci95'][0]:.3f}-{row['ratio_ci95'][1]:.3f}); views {row['views']}, gen tiles {row['gen_tiles']}"
+    )
     return row
 
 
@@ -159,21 +201,35 @@ def main(argv=None):
     device = torch.device(args.device)
     scale = args.scale or ("real" if device.type == "cuda" else "tiny")
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    results = {"scale": scale, "dtype": str(dtype), "steps": args.steps, "repeats": args.repeats,
-               "overhead": overhead(scale, device, dtype, args.repeats, args.steps),
-               "svdd": svdd_cost(scale, device, dtype, args.repeats, args.steps),
-               "panorama": panorama(scale, device, dtype, args.repeats, args.steps)}
+    results = {
+        "scale": scale,
+        "dtype": str(dtype),
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "overhead": overhead(scale, device, dtype, args.repeats, args.steps),
+        "svdd": svdd_cost(scale, device, dtype, args.repeats, args.steps),
+        "panorama": panorama(scale, device, dtype, args.repeats, args.steps),
+    }
     plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
     names = list(results["overhead"]) + ["tiles vs Panorama"]
     rows = list(results["overhead"].values()) + [results["panorama"]]
-    a.errorbar(range(len(rows)), [r["ratio_median"] for r in rows], yerr=[[r["ratio_median"] - r["ratio_ci95"][0] for r in rows], [r["ratio_ci95"][1] - r["ratio_median"] for r in rows]],
-               fmt="o", capsize=3)
-    a.axhline(1.0, ls="--", color="gray"); a.set_xticks(range(len(rows)), names); a.set_ylabel("gen / stock wall time")
+    a.errorbar(
+        range(len(rows)),
+        [r["ratio_median"] for r in rows],
+        yerr=[[r["ratio_median"] - r["ratio_ci95"][0] for r in rows], [r["ratio_ci95"][1] - r["ratio_median"] for r in rows]],
+        fmt="o",
+        capsize=3,
+    )
+    a.axhline(1.0, ls="--", color="gray")
+    a.set_xticks(range(len(rows)), names)
+    a.set_ylabel("gen / stock wall time")
     ms = list(results["svdd"])
     b.errorbar(ms, [results["svdd"][m]["ratio_median"] for m in ms], fmt="o-", capsize=3, label="SVDD-PM / plain")
     b.plot(ms, ms, ls="--", color="gray", label="M")
-    b.set_xlabel("candidates M"); b.set_ylabel("wall time / plain"); b.legend(fontsize=8)
+    b.set_xlabel("candidates M")
+    b.set_ylabel("wall time / plain")
+    b.legend(fontsize=8)
     save("gpu_overhead" if device.type == "cuda" else f"gpu_overhead_{device.type}_{scale}", results, fig, out=args.out, device=device)
     return results
 

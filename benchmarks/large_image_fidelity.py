@@ -49,7 +49,15 @@ def regenerate(pipe, reference: torch.Tensor, seed: int, overlap: int, grid_stri
         grid = pipe.embed_grid(reference, stride=stride)
         flat = grid.reshape(-1, grid.shape[-1])
         shuffled = flat[torch.randperm(len(flat), generator=torch.Generator().manual_seed(seed))].reshape(grid.shape)
-        out = pipe(embedding_grid=shuffled, grid_stride=stride, overlap=overlap, height=reference.shape[2], width=reference.shape[3], generator=generator, output_type="pt")
+        out = pipe(
+            embedding_grid=shuffled,
+            grid_stride=stride,
+            overlap=overlap,
+            height=reference.shape[2],
+            width=reference.shape[3],
+            generator=generator,
+            output_type="pt",
+        )
     else:
         out = pipe(reference=reference, grid_stride=grid_stride, overlap=overlap, generator=generator, output_type="pt")
     return out.images.float().cpu(), time.perf_counter() - start
@@ -150,7 +158,9 @@ def main(argv=None):
                     shuffled_cosines.append(fidelity.patch_cosine(pipe.embedder, shuffled_out, cells).mean().item())
                     save_image(args.out / f"large_image_fidelity_{key}.png", side_by_side(reference, output))
                 print(f"{key} seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[-1].items() if v is not None) + f" ({took:.0f} s)", flush=True)
-            summary = {k: summarise([r.get(k) for r in rows]) for k in ("patch_cosine", "background_gap", "vesselness_correlation", "patch_frechet", "seam_strength")}
+            summary = {
+                k: summarise([r.get(k) for r in rows]) for k in ("patch_cosine", "background_gap", "vesselness_correlation", "patch_frechet", "seam_strength")
+            }
             summary = {k: v for k, v in summary.items() if v}
             summary["shuffled_grid_patch_cosine"] = shuffled_cosines[0]
             summary["real_vs_real_frechet"] = real_floor(pipe, reference)
@@ -169,7 +179,10 @@ def main(argv=None):
     for ax, measure in zip(axes, ("patch_cosine", "background_gap", "vesselness_correlation", "seam_strength")):
         shown = [k for k in keys if measure in results["runs"][k]]
         means = [results["runs"][k][measure]["mean"] for k in shown]
-        errors = [[m - results["runs"][k][measure]["ci95"][0] for k, m in zip(shown, means)], [results["runs"][k][measure]["ci95"][1] - m for k, m in zip(shown, means)]]
+        errors = [
+            [m - results["runs"][k][measure]["ci95"][0] for k, m in zip(shown, means)],
+            [results["runs"][k][measure]["ci95"][1] - m for k, m in zip(shown, means)],
+        ]
         ax.bar(range(len(shown)), means, yerr=errors, capsize=3)
         ax.axhline(TARGETS[measure][1], ls="--", color="gray", label=f"target {TARGETS[measure][0]} {TARGETS[measure][1]}")
         ax.set_xticks(range(len(shown)), shown, rotation=30, fontsize=8)

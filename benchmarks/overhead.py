@@ -44,12 +44,19 @@ def dit_pipeline() -> DiTPipeline:
 STEPS = dict(num_inference_steps=20, output_type="np")
 CASES = {
     "DDIMPipeline (UNet 32x32, batch 4, 20 steps)": (unet_pipeline, dict(batch_size=4, num_inference_steps=20, output_type="np")),
-    "DiTPipeline (tiny DiT + VAE, CFG, 20 steps)": (dit_pipeline, dict(class_labels=[1, 2, 3, 4], num_inference_steps=20, guidance_scale=4.0, output_type="np")),
+    "DiTPipeline (tiny DiT + VAE, CFG, 20 steps)": (
+        dit_pipeline,
+        dict(class_labels=[1, 2, 3, 4], num_inference_steps=20, guidance_scale=4.0, output_type="np"),
+    ),
     "StableDiffusionXLPipeline (tiny, CFG)": (tiny.sdxl_pipeline, dict(prompt=["a cat"] * 2, height=32, width=32, guidance_scale=5.0, **STEPS)),
     "StableDiffusionXLImg2ImgPipeline (tiny, strength 1, CFG)": (
         lambda: tiny.sdxl_pipeline(cls=__import__("diffusers").StableDiffusionXLImg2ImgPipeline),
-        dict(prompt=["a cat"] * 2, image=torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)), strength=1.0, guidance_scale=5.0, **STEPS)),
-    "FluxPipeline (tiny, guidance embedded)": (lambda: tiny.flux_pipeline(guidance_embeds=True), dict(prompt=["a cat"] * 2, height=32, width=32, max_sequence_length=16, **STEPS)),
+        dict(prompt=["a cat"] * 2, image=torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)), strength=1.0, guidance_scale=5.0, **STEPS),
+    ),
+    "FluxPipeline (tiny, guidance embedded)": (
+        lambda: tiny.flux_pipeline(guidance_embeds=True),
+        dict(prompt=["a cat"] * 2, height=32, width=32, max_sequence_length=16, **STEPS),
+    ),
     "SanaPipeline (tiny, CFG)": (tiny.sana_pipeline, dict(height=64, width=64, use_resolution_binning=False, **tiny.sana_prompt(2), **STEPS)),
     "PixArtSigmaPipeline (tiny, CFG)": (tiny.pixart_sigma_pipeline, dict(height=32, width=32, use_resolution_binning=False, **tiny.pixart_prompt(2), **STEPS)),
     "Lumina2Pipeline (tiny, CFG)": (tiny.lumina2_pipeline, dict(height=32, width=32, **tiny.pixart_prompt(2), **STEPS)),
@@ -80,8 +87,14 @@ def main(argv=None) -> dict:
         )
         ratios = [g / s for g, s in zip(times["gen"], times["stock"])]
         ratio, low_high = median(ratios), interval(ratios)
-        rows[name] = {"stock_s": times["stock"], "gen_s": times["gen"], "median_ratio": ratio, "mean_ratio_95": low_high, "target": 1.02,
-                      "meets_target": ratio <= 1.02}
+        rows[name] = {
+            "stock_s": times["stock"],
+            "gen_s": times["gen"],
+            "median_ratio": ratio,
+            "mean_ratio_95": low_high,
+            "target": 1.02,
+            "meets_target": ratio <= 1.02,
+        }
         print(f"{name}: stock {median(times['stock']):.4f}s  gen {median(times['gen']):.4f}s  ratio {ratio:.3f} (mean 95% {low_high[0]:.3f}-{low_high[1]:.3f})")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 1 + 0.4 * len(rows)))

@@ -54,15 +54,23 @@ def main(argv=None):
                 for name, reference in references.items():
                     values, start = [], time.perf_counter()
                     for seed in args.seeds:
-                        out = pipe(embedding_grid=grids[name], guidance_scale=guidance, num_inference_steps=steps,
-                                   generator=torch.Generator().manual_seed(seed), output_type="pt").images.float()
+                        out = pipe(
+                            embedding_grid=grids[name],
+                            guidance_scale=guidance,
+                            num_inference_steps=steps,
+                            generator=torch.Generator().manual_seed(seed),
+                            output_type="pt",
+                        ).images.float()
                         values.append(measures(pipe, reference, out, grids[name], overlap))
                     row[name] = {k: summarise([v.get(k) for v in values]) for k in REPORTED}
                     row[name] = {k: v for k, v in row[name].items() if v}
                     row[name]["seconds_per_image"] = (time.perf_counter() - start) / len(args.seeds)
                 runs.append(row)
-                print(f"{sampler} {steps} steps, guidance {guidance}: " + "; ".join(
-                    f"{name} " + ", ".join(f"{k} {v['mean']:.3f}" for k, v in row[name].items() if isinstance(v, dict)) for name in references), flush=True)
+                print(
+                    f"{sampler} {steps} steps, guidance {guidance}: "
+                    + "; ".join(f"{name} " + ", ".join(f"{k} {v['mean']:.3f}" for k, v in row[name].items() if isinstance(v, dict)) for name in references),
+                    flush=True,
+                )
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
     panels = (("retina", "patch_cosine"), ("ihc", "patch_cosine"), ("retina", "background_gap"))
@@ -77,7 +85,12 @@ def main(argv=None):
         ax.set_xlabel("guidance scale")
         ax.set_title(f"{name}: {measure.replace('_', ' ')}", fontsize=9)
         ax.legend(fontsize=7)
-    save("patch_sampling", {"seeds": args.seeds, "crops": {k: [s.start, s.stop, t.start, t.stop] for k, (s, t) in CROPS.items()}, "runs": runs}, fig, out=args.out)
+    save(
+        "patch_sampling",
+        {"seeds": args.seeds, "crops": {k: [s.start, s.stop, t.start, t.stop] for k, (s, t) in CROPS.items()}, "runs": runs},
+        fig,
+        out=args.out,
+    )
     return runs
 
 

@@ -64,8 +64,10 @@ def ceiling(reference: torch.Tensor, encoders: dict, judge, vessels: bool) -> tu
     excluded = overlapping(cell_corners, corners)
     grid = judge.embed_images(cells).float().reshape(reference.shape[2] // PATCH, reference.shape[3] // PATCH, -1)
     with torch.no_grad():
-        choices = {f"{name} embedding": nearest(encoder.embed_images(cells).float(), encoder.embed_images(bank).float(), excluded, "cosine")
-                   for name, encoder in encoders.items()}
+        choices = {
+            f"{name} embedding": nearest(encoder.embed_images(cells).float(), encoder.embed_images(bank).float(), excluded, "cosine")
+            for name, encoder in encoders.items()
+        }
         choices["pixels"] = nearest(cells.flatten(1), bank.flatten(1), excluded, "l2")
     # shuffled: the image's own cells in a fixed random order
     cell_in_bank = (corners[None] == cell_corners[:, None]).all(dim=-1).float().argmax(dim=1)
@@ -106,7 +108,8 @@ def main(argv=None):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(4 * (3 + len(encoders)), 4.5))
     if shown is not None:
-        ax.imshow(shown); ax.axis("off")
+        ax.imshow(shown)
+        ax.axis("off")
         ax.set_title("reference | " + " | ".join([*(f"{s} embedding" for s in encoders), "pixels", "shuffled cells"]) + " (nearest real crops)", fontsize=9)
     save("retrieval_ceiling", {"patch": PATCH, "bank_stride": BANK_STRIDE, "encoders": args.encoder, "runs": results}, fig, out=args.out)
     return results

@@ -24,12 +24,18 @@ def main(argv=None):
     parser.add_argument("--tile-batch", type=int, default=32)
     add_output_argument(parser)
     args = parser.parse_args(argv)
-    done = subprocess.run([sys.executable, "-m", "benchmarks.large_image", "--one", str(args.size), "--steps", str(args.steps), "--tile-batch", str(args.tile_batch)],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.large_image", "--one", str(args.size), "--steps", str(args.steps), "--tile-batch", str(args.tile_batch)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     row = json.loads(done.stdout.strip().splitlines()[-1])
     row["limit_mb"] = LIMIT_MB
     row["within_limit"] = row["peak_rss_mb"] <= LIMIT_MB
-    print(f"{args.size}x{args.size}, {args.steps} steps: {row['seconds']:.1f}s, peak RSS {row['peak_rss_mb']:.0f} MB (limit {LIMIT_MB} MB): {'ok' if row['within_limit'] else 'OVER'}")
+    print(
+        f"{args.size}x{args.size}, {args.steps} steps: {row['seconds']:.1f}s, peak RSS {row['peak_rss_mb']:.0f} MB (limit {LIMIT_MB} MB): {'ok' if row['within_limit'] else 'OVER'}"
+    )
     save("scale", row, out=args.out)
     return row
 

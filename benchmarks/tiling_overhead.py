@@ -49,8 +49,15 @@ def measure(pipe, size: int, steps: int, tile_batch: int, repeats: int) -> dict:
     overlap = 8
 
     def large():
-        return pipe(embedding_grid=grid, overlap=overlap, tile_batch_size=tile_batch, num_inference_steps=steps, guidance_scale=1.0,
-                    generator=torch.Generator().manual_seed(0), output_type="latent")
+        return pipe(
+            embedding_grid=grid,
+            overlap=overlap,
+            tile_batch_size=tile_batch,
+            num_inference_steps=steps,
+            guidance_scale=1.0,
+            generator=torch.Generator().manual_seed(0),
+            output_type="latent",
+        )
 
     tiles = len(tile_starts(size, 32, 32 - overlap)) ** 2
     den = Denoiser(pipe.unet, pipe.scheduler)
@@ -81,9 +88,19 @@ def measure(pipe, size: int, steps: int, tile_batch: int, repeats: int) -> dict:
     large()
     ratios = [a / b for a, b in zip(times["large"], times["plain"])]
     canvas_mb = 3 * size * size * torch.finfo(dtype).bits / 8 / 2**20
-    return {"size": size, "tiles": tiles, "steps": steps, "tile_batch": tile_batch, "large_s": times["large"], "plain_s": times["plain"],
-            "ratio": ratios, "ratio_median": statistics.median(ratios), "ratio_ci95": interval(ratios),
-            "peak_mb": _peak_mb(device), "canvas_mb": canvas_mb}
+    return {
+        "size": size,
+        "tiles": tiles,
+        "steps": steps,
+        "tile_batch": tile_batch,
+        "large_s": times["large"],
+        "plain_s": times["plain"],
+        "ratio": ratios,
+        "ratio_median": statistics.median(ratios),
+        "ratio_ci95": interval(ratios),
+        "peak_mb": _peak_mb(device),
+        "canvas_mb": canvas_mb,
+    }
 
 
 def main(argv=None):
@@ -108,20 +125,39 @@ def main(argv=None):
         row = measure(pipe, size, args.steps, args.tile_batch, args.repeats)
         rows.append(row)
         low, high = row["ratio_ci95"]
-        print(f"{size}x{size}: {row['tiles']} tiles, large {statistics.median(row['large_s']):.2f}s vs plain rows {statistics.median(row['plain_s']):.2f}s: "
-              f"ratio {row['ratio_median']:.3f} (95% CI {low:.3f}-{high:.3f})" + (f", peak {row['peak_mb']:.0f} MB" if row["peak_mb"] else ""))
+        print(
+            f"{size}x{size}: {row['tiles']} tiles, large {statistics.median(row['large_s']):.2f}s vs plain rows {statistics.median(row['plain_s']):.2f}s: "
+            f"ratio {row['ratio_median']:.3f} (95% CI {low:.3f}-{high:.3f})" + (f", peak {row['peak_mb']:.0f} MB" if row["peak_mb"] else "")
+        )
     plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
     sizes = [r["size"] for r in rows]
-    a.errorbar(sizes, [r["ratio_median"] for r in rows], yerr=[[r["ratio_median"] - r["ratio_ci95"][0] for r in rows], [r["ratio_ci95"][1] - r["ratio_median"] for r in rows]],
-               marker="o", capsize=3)
+    a.errorbar(
+        sizes,
+        [r["ratio_median"] for r in rows],
+        yerr=[[r["ratio_median"] - r["ratio_ci95"][0] for r in rows], [r["ratio_ci95"][1] - r["ratio_median"] for r in rows]],
+        marker="o",
+        capsize=3,
+    )
     a.axhline(1.15, ls="--", color="gray", label="target 1.15")
-    a.set_xscale("log", base=2); a.set_xlabel("image side (px)"); a.set_ylabel("large image / plain rows"); a.legend(fontsize=8)
+    a.set_xscale("log", base=2)
+    a.set_xlabel("image side (px)")
+    a.set_ylabel("large image / plain rows")
+    a.legend(fontsize=8)
     if rows[0]["peak_mb"] is not None:
         b.plot(sizes, [r["peak_mb"] - r["canvas_mb"] for r in rows], marker="o", label="peak allocated beyond one canvas")
-        b.set_xscale("log", base=2); b.set_xlabel("image side (px)"); b.set_ylabel("MB"); b.legend(fontsize=8)
+        b.set_xscale("log", base=2)
+        b.set_xlabel("image side (px)")
+        b.set_ylabel("MB")
+        b.legend(fontsize=8)
     name = "tiling_overhead" + ("" if device.type == "cpu" else f"_{device.type}")
-    save(name, {"steps": args.steps, "tile_batch": args.tile_batch, "repeats": args.repeats, "dtype": args.dtype, "sizes": rows}, fig, out=args.out, device=device)
+    save(
+        name,
+        {"steps": args.steps, "tile_batch": args.tile_batch, "repeats": args.repeats, "dtype": args.dtype, "sizes": rows},
+        fig,
+        out=args.out,
+        device=device,
+    )
     return rows
 
 

@@ -88,13 +88,18 @@ def figure(results: dict):
             budgets = sorted(by_budget, key=int)
             x = [by_budget[b]["nfe"] for b in budgets]
             y = [by_budget[b]["reward"]["mean"] for b in budgets]
-            err = [[by_budget[b]["reward"]["mean"] - by_budget[b]["reward"]["ci95"][0] for b in budgets], [by_budget[b]["reward"]["ci95"][1] - by_budget[b]["reward"]["mean"] for b in budgets]]
+            err = [
+                [by_budget[b]["reward"]["mean"] - by_budget[b]["reward"]["ci95"][0] for b in budgets],
+                [by_budget[b]["reward"]["ci95"][1] - by_budget[b]["reward"]["mean"] for b in budgets],
+            ]
             dashed = name == "FK"  # FK often equals best-of-N exactly (it never resamples): drawn dashed over it
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=name, color=COLOURS.get(name), ls="--" if dashed else "-", zorder=3 if dashed else 2)
-        ax.set_xscale("log"); ax.set_xlabel("model evaluations per sample (NFE)"); ax.set_ylabel("mean reward (95% CI over seeds)")
-        ax.set_title(f"{task}, {steps} steps", fontsize=9); ax.legend(fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlabel("model evaluations per sample (NFE)")
+        ax.set_ylabel("mean reward (95% CI over seeds)")
+        ax.set_title(f"{task}, {steps} steps", fontsize=9)
+        ax.legend(fontsize=7)
     return fig
-
 
 
 def main(argv=None):
@@ -105,8 +110,12 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--max-batch", type=int, default=0, help="rows per backbone call (0: --samples, plain's batch)")
     parser.add_argument("--tasks", nargs="+", default=["digit", "jpeg"], choices=["digit", "jpeg"])
-    parser.add_argument("--merge", type=Path, default=None,
-                        help="an earlier value_guidance.json whose other tasks to keep (same samples, seeds and budgets): rerun one task after its model changed")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        default=None,
+        help="an earlier value_guidance.json whose other tasks to keep (same samples, seeds and budgets): rerun one task after its model changed",
+    )
     add_output_argument(parser)
     args = parser.parse_args(argv)
     max_batch = args.max_batch or args.samples
@@ -120,19 +129,28 @@ def main(argv=None):
     from gen.data.tissue import random_patches
     from gen.guidance import classifier_log_prob, jpeg_compressibility
 
-    results = {"samples": args.samples, "seeds": args.seeds, "budgets": args.budgets, "max_batch": max_batch,
-               "samplers": {"digit": "DDIM, eta 1", "jpeg": "DDPM (ihc-patches saved sampler)"}, "tasks": {}}
+    results = {
+        "samples": args.samples,
+        "seeds": args.seeds,
+        "budgets": args.budgets,
+        "max_batch": max_batch,
+        "samplers": {"digit": "DDIM, eta 1", "jpeg": "DDPM (ihc-patches saved sampler)"},
+        "tasks": {},
+    }
     if "digit" in args.tasks:
         digits = zoo.load("digits")
         digits.scheduler = DDIMScheduler.from_config(digits.scheduler.config)
         digits.set_progress_bar_config(disable=True)
 
         def gen_digits(hooks, steps, seed):
-            return digits(batch_size=args.samples, num_inference_steps=steps, eta=1.0, hooks=hooks, generator=torch.Generator().manual_seed(seed), output_type="pt")
+            return digits(
+                batch_size=args.samples, num_inference_steps=steps, eta=1.0, hooks=hooks, generator=torch.Generator().manual_seed(seed), output_type="pt"
+            )
 
         print("digit-3 log p(3|x), digits (unconditional)")
-        results["tasks"]["digit"] = run_task(gen_digits, classifier_log_prob(zoo.load("digits-classifier"), 3), zoo.load("digits-value"),
-                                             args.steps, args.budgets, args.seeds, max_batch, print)
+        results["tasks"]["digit"] = run_task(
+            gen_digits, classifier_log_prob(zoo.load("digits-classifier"), 3), zoo.load("digits-value"), args.steps, args.budgets, args.seeds, max_batch, print
+        )
     if "jpeg" in args.tasks:
         patches = zoo.load("ihc-patches")  # its saved DDPMScheduler: stochastic at every step, as DDIM with eta = 1
         patches.set_progress_bar_config(disable=True)
@@ -157,7 +175,9 @@ def main(argv=None):
                 gap = rows["SVDD-PM"][str(budget)]["minus_best_of_n"]
                 low, high = gap["ci95"]
                 word = "above" if low > 0 else "below" if high < 0 else "not distinguishable from"
-                verdicts.append(f"{task}, {steps} steps, budget {budget}: SVDD-PM {word} best-of-N (difference {gap['mean']:+.3f}, 95% CI {low:+.3f} to {high:+.3f})")
+                verdicts.append(
+                    f"{task}, {steps} steps, budget {budget}: SVDD-PM {word} best-of-N (difference {gap['mean']:+.3f}, 95% CI {low:+.3f} to {high:+.3f})"
+                )
     results["verdict"] = verdicts
     print("\n".join(verdicts))
 

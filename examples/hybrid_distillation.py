@@ -29,8 +29,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--distilled-steps", type=int, default=HYBRID["distilled_steps"])
     parser.add_argument("--base-schedule", type=int, default=25, help="steps of the base model's own run")
     parser.add_argument("--guidance", type=float, default=HYBRID["guidance_scale"], help="CFG for the base steps (the student has it baked in)")
-    parser.add_argument("--handover", default="first-steps", choices=["first-steps", "noise-level"],
-                        help="first-steps: the base takes the first k steps of the distilled grid (the paper's); noise-level: the base's own scheduler first")
+    parser.add_argument(
+        "--handover",
+        default="first-steps",
+        choices=["first-steps", "noise-level"],
+        help="first-steps: the base takes the first k steps of the distilled grid (the paper's); noise-level: the base's own scheduler first",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run of each sampler per seed (>= 2 for an interval)")
     parser.add_argument("--out", default="out/examples")
     args = parser.parse_args(argv)
@@ -39,7 +43,9 @@ def main(argv=None) -> dict:
     hybrid = HybridDistilledPipeline(base, distilled, base_steps=args.base_steps, distilled_steps=args.distilled_steps, handover=args.handover)
     labels = torch.arange(10).repeat_interleave(args.per_class)
     runs = {
-        "base": lambda hooks, g: base(class_labels=labels, guidance_scale=args.guidance, num_inference_steps=args.base_schedule, hooks=hooks, generator=g, output_type="pt"),
+        "base": lambda hooks, g: base(
+            class_labels=labels, guidance_scale=args.guidance, num_inference_steps=args.base_schedule, hooks=hooks, generator=g, output_type="pt"
+        ),
         "distilled": lambda hooks, g: distilled(class_labels=labels, num_inference_steps=args.distilled_steps, hooks=hooks, generator=g, output_type="pt"),
         "hybrid": lambda hooks, g: hybrid(class_labels=labels, guidance_scale=args.guidance, hooks=hooks, generator=g, output_type="pt"),
     }
@@ -53,8 +59,10 @@ def main(argv=None) -> dict:
         save_image(folder / f"dt_{name}.png", strip.strip(scale=8))
         rows.append(outs[0].images[:: args.per_class])
     pairs = lambda a, b: [x - y for x, y in zip(diversity[a], diversity[b])]
-    summary["claims"] = [holds(pairs("hybrid", "distilled"), "the hybrid is more diverse than the distilled model"),
-                         holds(pairs("hybrid", "base"), "and at least as diverse as the base", at_least=True)]
+    summary["claims"] = [
+        holds(pairs("hybrid", "distilled"), "the hybrid is more diverse than the distilled model"),
+        holds(pairs("hybrid", "base"), "and at least as diverse as the base", at_least=True),
+    ]
     save_image(folder / "hybrid.png", grid_image(torch.cat(rows), 10, scale=3))
     write_json(folder / "hybrid.json", summary)
     print(json.dumps(summary, indent=2))

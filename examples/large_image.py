@@ -26,7 +26,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--source", choices=["retina", "ihc"], default="retina", help="the scikit-image picture to use as reference")
     parser.add_argument("--size", type=int, default=512, help="reference and output side in pixels (the model saw the 1024-pixel retina)")
     parser.add_argument("--overlap", type=int, default=8, help="pixels shared by neighbouring 32-pixel tiles")
-    parser.add_argument("--grid-stride", type=int, default=None, help="pixels between the reference's embedded crops (default: the tiles' stride, one embedding per tile)")
+    parser.add_argument(
+        "--grid-stride", type=int, default=None, help="pixels between the reference's embedded crops (default: the tiles' stride, one embedding per tile)"
+    )
     parser.add_argument("--blend", choices=["cosine", "uniform"], default="cosine")
     parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's saved one)")
     parser.add_argument("--steps", type=int, default=10)
@@ -40,8 +42,17 @@ def main(argv=None) -> dict:
     side = min(image.shape[1:])
     reference = F.interpolate(image[None, :, :side, :side], size=(args.size, args.size), mode="bilinear", antialias=True) if side != args.size else image[None]
     start = time.perf_counter()
-    out = large(reference=reference, overlap=args.overlap, grid_stride=args.grid_stride, blend=args.blend, guidance_scale=args.guidance, num_inference_steps=args.steps,
-                tile_batch_size=args.tile_batch, generator=torch.Generator().manual_seed(args.seed), output_type="pt")
+    out = large(
+        reference=reference,
+        overlap=args.overlap,
+        grid_stride=args.grid_stride,
+        blend=args.blend,
+        guidance_scale=args.guidance,
+        num_inference_steps=args.steps,
+        tile_batch_size=args.tile_batch,
+        generator=torch.Generator().manual_seed(args.seed),
+        output_type="pt",
+    )
     summary = {"size": list(out.images.shape[2:]), "grid": list(out.grid.shape), "tiles": out.tiles, "nfe": out.nfe, "seconds": time.perf_counter() - start}
     folder = Path(args.out)
     save_image(folder / "large_image.png", grid_image(torch.cat([reference, out.images]), 2))

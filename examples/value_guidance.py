@@ -41,11 +41,18 @@ def main(argv=None) -> dict:
     runs = {"plain": [], f"SVDD-PM M={args.candidates}": []}
     for seed in args.seeds:
         runs["plain"].append(pipe(generator=torch.Generator().manual_seed(seed), **call))
-        runs[f"SVDD-PM M={args.candidates}"].append(pipe(generator=torch.Generator().manual_seed(seed), **call,
-                                                          hooks=[SVDD(PosteriorMeanValue(reward), num_candidates=args.candidates, alpha=args.alpha)]))
+        runs[f"SVDD-PM M={args.candidates}"].append(
+            pipe(
+                generator=torch.Generator().manual_seed(seed),
+                **call,
+                hooks=[SVDD(PosteriorMeanValue(reward), num_candidates=args.candidates, alpha=args.alpha)],
+            )
+        )
     rewards = {name: [reward(o.images).mean().item() for o in outs] for name, outs in runs.items()}
-    summary = {name: {"mean_reward": stat(rewards[name]), "per_seed": rewards[name], "nfe": outs[0].nfe, "reward_calls": outs[0].reward_calls}
-               for name, outs in runs.items()}
+    summary = {
+        name: {"mean_reward": stat(rewards[name]), "per_seed": rewards[name], "nfe": outs[0].nfe, "reward_calls": outs[0].reward_calls}
+        for name, outs in runs.items()
+    }
     plain, guided = (rewards[name] for name in runs)
     summary["claim"] = holds([g - p for g, p in zip(guided, plain)], "value-guided decoding raises the reward over plain sampling of the same model")
     out = Path(args.out)

@@ -53,8 +53,10 @@ def _zoo(args) -> int:
     from gen.zoo.recipes import build
 
     if args.name is None:
-        raise UsageError(f"name: say which model to rebuild (retraining replaces the bundled copy and takes minutes to hours on a CPU): "
-                         f"gen zoo build NAME, NAME one of {', '.join(zoo.available())}, or gen zoo build all.")
+        raise UsageError(
+            f"name: say which model to rebuild (retraining replaces the bundled copy and takes minutes to hours on a CPU): "
+            f"gen zoo build NAME, NAME one of {', '.join(zoo.available())}, or gen zoo build all."
+        )
     if args.name != "all" and args.name not in zoo.available():
         raise UsageError(f"name: no zoo model {args.name!r}; one of {', '.join(zoo.available())} (gen zoo list).")
     names = zoo.available() if args.name == "all" else [args.name]
@@ -95,10 +97,15 @@ def _refuse_checkpoint(folder: Path) -> None:
         return
     run = folder.resolve().parent.parent
     config = run / "train_config.json"
-    command = (f"gen train --config {config} --resume {folder} --max-train-steps {step}" if config.is_file()
-               else f"gen train <the run's flags> --output-dir {run} --resume {folder} --max-train-steps {step}")
-    raise UsageError(f"model: {folder} is a training checkpoint (step {step}), not a pipeline; turn it into one in {run} with: {command} "
-                     f"(or finish the run: the same with --max-train-steps of the full run).")
+    command = (
+        f"gen train --config {config} --resume {folder} --max-train-steps {step}"
+        if config.is_file()
+        else f"gen train <the run's flags> --output-dir {run} --resume {folder} --max-train-steps {step}"
+    )
+    raise UsageError(
+        f"model: {folder} is a training checkpoint (step {step}), not a pipeline; turn it into one in {run} with: {command} "
+        f"(or finish the run: the same with --max-train-steps of the full run)."
+    )
 
 
 def _apply_lora(pipe, lora: str) -> None:
@@ -132,7 +139,9 @@ def _check_sample_args(args):
         raise UsageError(f"name: {args.name!r} must end in .png or .jpg.")
     taken = [p for p in (target, target.with_suffix(".json")) if p.exists() or p.is_symlink()]
     if taken and not getattr(args, "overwrite", False):
-        raise UsageError(f"name: {taken[0]} already exists; pass --name OTHER.png for a new grid, or --overwrite to replace {target.name} and its {target.with_suffix('.json').name}.")
+        raise UsageError(
+            f"name: {taken[0]} already exists; pass --name OTHER.png for a new grid, or --overwrite to replace {target.name} and its {target.with_suffix('.json').name}."
+        )
     if any(p.is_dir() for p in taken):
         raise UsageError(f"name: {taken[0]} is a folder; pass --name OTHER.png.")
     return target
@@ -218,8 +227,10 @@ def _sample(args) -> int:
         out = pipe(batch_size=args.num, **call)
     images = out.images if isinstance(out.images, torch.Tensor) else torch.stack([torch.as_tensor(i) for i in out.images])
     if not torch.isfinite(images).all():
-        raise ArgumentError(f"model: {args.model!r} produced non-finite values (NaN or infinity){' with the LoRA ' + repr(args.lora) if args.lora else ''}; "
-                            "nothing was written. Check the weights (a LoRA trained to divergence?) or lower --guidance.")
+        raise ArgumentError(
+            f"model: {args.model!r} produced non-finite values (NaN or infinity){' with the LoRA ' + repr(args.lora) if args.lora else ''}; "
+            "nothing was written. Check the weights (a LoRA trained to divergence?) or lower --guidance."
+        )
     side = target.with_suffix(".json")
     save_image(target, grid_image(images, min(len(images), 8), scale=args.scale))
     write_text(side, json.dumps({"model": args.model, "image": target.name, "nfe": out.nfe, "reward_calls": out.reward_calls, "seed": args.seed}) + "\n")
@@ -251,15 +262,26 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = root.add_subparsers(dest="command", required=True, metavar="{demo,sample,zoo,train,bench}")
     fmt = HelpFormatter
-    demo = sub.add_parser("demo", help="run the demo on the bundled zoo models", description="Run every section of the demo on the bundled zoo; writes PNGs and report.md.",
-                          epilog=EXAMPLES["demo"], formatter_class=fmt)
+    demo = sub.add_parser(
+        "demo",
+        help="run the demo on the bundled zoo models",
+        description="Run every section of the demo on the bundled zoo; writes PNGs and report.md.",
+        epilog=EXAMPLES["demo"],
+        formatter_class=fmt,
+    )
     demo.add_argument("--out", default="out/demo", help="output folder (inside the current directory)")
     demo.add_argument("--quick", action="store_true", help="fewer samples and steps (for tests)")
-    sample = sub.add_parser("sample", help="sample a zoo model or a saved pipeline into a PNG grid",
-                            description="Sample a generative zoo model or a saved pipeline folder into one PNG grid (+ a JSON with the counts).",
-                            epilog=EXAMPLES["sample"], formatter_class=fmt)
+    sample = sub.add_parser(
+        "sample",
+        help="sample a zoo model or a saved pipeline into a PNG grid",
+        description="Sample a generative zoo model or a saved pipeline folder into one PNG grid (+ a JSON with the counts).",
+        epilog=EXAMPLES["sample"],
+        formatter_class=fmt,
+    )
     sample.add_argument("model", help="zoo name (digits, digits-distilled, ihc-patches, ihc-text-grid) or a pipeline folder")
-    sample.add_argument("--class-labels", nargs="+", default=None, help="class-conditional models: one image per label (an index, or a class name the model saved)")
+    sample.add_argument(
+        "--class-labels", nargs="+", default=None, help="class-conditional models: one image per label (an index, or a class name the model saved)"
+    )
     sample.add_argument("--prompt", default=None, help="text-to-image models: the prompt")
     sample.add_argument("--reference", default=None, help="embedding-conditioned models: an image whose embedding conditions the samples")
     sample.add_argument("--lora", default=None, help="a LoRA folder written by gen train --lora-rank (or a zoo LoRA name) to load first")
@@ -271,14 +293,31 @@ def parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", default="out/samples", help="output folder")
     sample.add_argument("--name", default="samples.png", help="file name inside --out (with its counts in the same name .json)")
     sample.add_argument("--overwrite", action="store_true", help="replace an existing --name grid and its .json (without it, an existing name is refused)")
-    zoo = sub.add_parser("zoo", help="list or rebuild the bundled models", description="List the bundled models, or retrain one from nothing.",
-                         epilog=EXAMPLES["zoo"], formatter_class=fmt)
+    zoo = sub.add_parser(
+        "zoo",
+        help="list or rebuild the bundled models",
+        description="List the bundled models, or retrain one from nothing.",
+        epilog=EXAMPLES["zoo"],
+        formatter_class=fmt,
+    )
     zoo.add_argument("action", choices=["list", "build"])
     zoo.add_argument("name", nargs="?", default=None, help="build: the model to retrain, or 'all'")
-    sub.add_parser("train", help="train a model (gen train --help lists every option)", description="= python -m gen.training.train",
-                   epilog=EXAMPLES["train"], formatter_class=fmt, add_help=False)
-    sub.add_parser("bench", help=f"run a benchmark from a checkout: {', '.join(BENCHMARKS)}", description="= python -m benchmarks.NAME",
-                   epilog=EXAMPLES["bench"], formatter_class=fmt, add_help=False)
+    sub.add_parser(
+        "train",
+        help="train a model (gen train --help lists every option)",
+        description="= python -m gen.training.train",
+        epilog=EXAMPLES["train"],
+        formatter_class=fmt,
+        add_help=False,
+    )
+    sub.add_parser(
+        "bench",
+        help=f"run a benchmark from a checkout: {', '.join(BENCHMARKS)}",
+        description="= python -m benchmarks.NAME",
+        epilog=EXAMPLES["bench"],
+        formatter_class=fmt,
+        add_help=False,
+    )
     return root
 
 

@@ -61,9 +61,7 @@ def disable_builtin_label_dropout(model) -> int:
 
 
 @contextlib.contextmanager
-def transformed_class_embeddings(
-    model, transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-) -> Iterator[None]:
+def transformed_class_embeddings(model, transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Iterator[None]:
     """Apply transform(embeddings, conditional_rows) to every class-embedding output during the block."""
     handles = []
     for module, null in class_embedding_tables(model):
@@ -207,8 +205,10 @@ class CADS(SamplingHook):
         tensors = _annealable(cond)
         tables = "class_labels" in cond and bool(class_embedding_tables(run.denoiser.model))
         if not (tensors or tables):
-            raise ArgumentError(f"hooks: CADS anneals the condition, but this run has none it can anneal (cond keys: {sorted(cond) or 'none'}); "
-                                "use it on a conditional model (class labels, text or embeddings), or drop it.")
+            raise ArgumentError(
+                f"hooks: CADS anneals the condition, but this run has none it can anneal (cond keys: {sorted(cond) or 'none'}); "
+                "use it on a conditional model (class labels, text or embeddings), or drop it."
+            )
 
     def setup(self, run) -> None:
         self.generator = run.hook_generator(self.seed)

@@ -121,10 +121,15 @@ def _digits(report: Report, quick: bool):
     accuracy = [(space.predict(o.images) == labels).float().mean().item() for o in runs]
     fd = [frechet_distance(space.features(o.images), space.features(real)) for o in runs]
     noise_fd = frechet_distance(space.features(torch.rand(runs[0].images.shape, generator=torch.Generator().manual_seed(0))), space.features(real))
-    report.section("Class-conditional digits", f"The zoo `digits` model (16x16, trained here on scikit-learn's digits), DDIM 25 steps, no guidance; {per_class} per class, seeds {list(SEEDS)}.")
+    report.section(
+        "Class-conditional digits",
+        f"The zoo `digits` model (16x16, trained here on scikit-learn's digits), DDIM 25 steps, no guidance; {per_class} per class, seeds {list(SEEDS)}.",
+    )
     report.image("digits.png", grid_image(runs[0].images, per_class, scale=3), "one row per class 0-9 (seed 0)")
-    report.table(["classified as their class", "Fréchet distance to held-out digits", "same, for uniform noise", "NFE per sample"],
-                 [[stat(accuracy), stat(fd), noise_fd, runs[0].nfe]])
+    report.table(
+        ["classified as their class", "Fréchet distance to held-out digits", "same, for uniform noise", "NFE per sample"],
+        [[stat(accuracy), stat(fd), noise_fd, runs[0].nfe]],
+    )
     report.lines.append("Distances are in the digits classifier's 64-d feature space (not Inception FID); values are means over seeds with 95% intervals.")
     return pipe, classifier, space
 
@@ -137,8 +142,13 @@ def _value_guidance(report: Report, pipe, classifier, space, quick: bool):
     n = 4 if quick else 8
     reward = classifier_log_prob(classifier, 3)
     kwargs = dict(batch_size=n, num_inference_steps=20, eta=1.0, output_type="pt")
-    pairs = [(pipe(generator=torch.Generator().manual_seed(10 + seed), **kwargs),
-              pipe(generator=torch.Generator().manual_seed(10 + seed), hooks=[SVDD(PosteriorMeanValue(reward), num_candidates=4)], **kwargs)) for seed in SEEDS]
+    pairs = [
+        (
+            pipe(generator=torch.Generator().manual_seed(10 + seed), **kwargs),
+            pipe(generator=torch.Generator().manual_seed(10 + seed), hooks=[SVDD(PosteriorMeanValue(reward), num_candidates=4)], **kwargs),
+        )
+        for seed in SEEDS
+    ]
     rate = lambda images: (space.predict(images) == 3).float().mean().item()
     plain_reward = [reward(p.images).mean().item() for p, _ in pairs]
     guided_reward = [reward(g.images).mean().item() for _, g in pairs]
@@ -147,13 +157,26 @@ def _value_guidance(report: Report, pipe, classifier, space, quick: bool):
         f"Class-unconditional digits steered toward a 3 by the classifier's log-probability, same noise: top plain, bottom SVDD-PM (M = 4, arg-max); {n} per seed, seeds {list(SEEDS)}.",
     )
     plain, guided = pairs[0]
-    report.image("svdd_digits.png", labelled(grid_image(torch.cat([plain.images, guided.images]), n, scale=3),
-                                             [f"{v:.1f}" for v in reward(torch.cat([plain.images, guided.images])).tolist()], n, scale=3),
-                 "top: plain; bottom: SVDD-PM toward 3 (seed 0); under each digit its log p(3|x)")
-    report.table(["", "mean log p(3|x)", "classified as 3", "NFE per sample", "reward calls per sample"],
-                 [["plain", stat(plain_reward), stat([rate(p.images) for p, _ in pairs]), plain.nfe, plain.reward_calls],
-                  ["SVDD-PM M=4", stat(guided_reward), stat([rate(g.images) for _, g in pairs]), guided.nfe, guided.reward_calls]])
-    report.lines.append(holds([g - p for g, p in zip(guided_reward, plain_reward)], "value-guided decoding raises the reward over plain sampling of the same model"))
+    report.image(
+        "svdd_digits.png",
+        labelled(
+            grid_image(torch.cat([plain.images, guided.images]), n, scale=3),
+            [f"{v:.1f}" for v in reward(torch.cat([plain.images, guided.images])).tolist()],
+            n,
+            scale=3,
+        ),
+        "top: plain; bottom: SVDD-PM toward 3 (seed 0); under each digit its log p(3|x)",
+    )
+    report.table(
+        ["", "mean log p(3|x)", "classified as 3", "NFE per sample", "reward calls per sample"],
+        [
+            ["plain", stat(plain_reward), stat([rate(p.images) for p, _ in pairs]), plain.nfe, plain.reward_calls],
+            ["SVDD-PM M=4", stat(guided_reward), stat([rate(g.images) for _, g in pairs]), guided.nfe, guided.reward_calls],
+        ],
+    )
+    report.lines.append(
+        holds([g - p for g, p in zip(guided_reward, plain_reward)], "value-guided decoding raises the reward over plain sampling of the same model")
+    )
     report.lines.append("")
 
     patches = zoo.load("ihc-patches")  # its own DDPMScheduler: stochastic, so SVDD has candidates
@@ -170,13 +193,22 @@ def _value_guidance(report: Report, pipe, classifier, space, quick: bool):
         rows.append((real, plain, guided))
     real, plain, guided = rows[0]
     sizes = [f"{-v:.2f} kB" for v in jpeg(torch.cat([real, plain.images, guided.images])).tolist()]
-    report.lines.append(f"JPEG size (a non-differentiable reward: the negative kB of each patch at quality 95) on IHC/retina patches conditioned on real patches' embeddings; {n} per seed:")
+    report.lines.append(
+        f"JPEG size (a non-differentiable reward: the negative kB of each patch at quality 95) on IHC/retina patches conditioned on real patches' embeddings; {n} per seed:"
+    )
     report.lines.append("")
-    report.image("svdd_jpeg.png", labelled(grid_image(torch.cat([real, plain.images, guided.images]), n, scale=3), sizes, n, scale=3),
-                 "top: real patches; middle: plain; bottom: SVDD-PM toward smaller JPEGs (seed 0); under each patch its JPEG size")
-    report.table(["", "mean JPEG size (kB)", "NFE per sample", "reward calls per sample"],
-                 [["plain", stat(plain_kb), plain.nfe, plain.reward_calls], ["SVDD-PM M=4", stat(guided_kb), guided.nfe, guided.reward_calls]])
-    report.lines.append(holds([gk - pk for gk, pk in zip(guided_kb, plain_kb)], "SVDD-PM makes the patches compress better (smaller JPEGs) than plain sampling", better="lower"))
+    report.image(
+        "svdd_jpeg.png",
+        labelled(grid_image(torch.cat([real, plain.images, guided.images]), n, scale=3), sizes, n, scale=3),
+        "top: real patches; middle: plain; bottom: SVDD-PM toward smaller JPEGs (seed 0); under each patch its JPEG size",
+    )
+    report.table(
+        ["", "mean JPEG size (kB)", "NFE per sample", "reward calls per sample"],
+        [["plain", stat(plain_kb), plain.nfe, plain.reward_calls], ["SVDD-PM M=4", stat(guided_kb), guided.nfe, guided.reward_calls]],
+    )
+    report.lines.append(
+        holds([gk - pk for gk, pk in zip(guided_kb, plain_kb)], "SVDD-PM makes the patches compress better (smaller JPEGs) than plain sampling", better="lower")
+    )
     return patches
 
 
@@ -202,15 +234,32 @@ def _embeddings(report: Report, patches, quick: bool):
         f"guidance {guidance:g}): {out.tiles} overlapping tiles fused at every step (overlap {overlap} px, cosine-weighted).",
     )
     difference = (out.images - reference).abs()
-    report.image("large_reference_vs_regenerated.png", grid_image(torch.cat([reference, out.images, difference]), 3, gap=8),
-                 f"reference | regenerated from its {tuple(out.grid.shape)} embedding grid | absolute difference")
-    report.table(["output", "grid", "tiles", "NFE (tile evaluations) per image", "seconds"], [[f"{size}x{size}", "x".join(map(str, out.grid.shape)), out.tiles, out.nfe, seconds]])
+    report.image(
+        "large_reference_vs_regenerated.png",
+        grid_image(torch.cat([reference, out.images, difference]), 3, gap=8),
+        f"reference | regenerated from its {tuple(out.grid.shape)} embedding grid | absolute difference",
+    )
+    report.table(
+        ["output", "grid", "tiles", "NFE (tile evaluations) per image", "seconds"],
+        [[f"{size}x{size}", "x".join(map(str, out.grid.shape)), out.tiles, out.nfe, seconds]],
+    )
     report.lines.append("How much this regenerated image looks like its reference (gen.analysis.fidelity; one seed, the picture above):")
     report.lines.append("")
     report.table(
-        ["re-embedded patch cosine, non-overlapping 32-px patches (target >= 0.90)", "background brightness gap (<= 0.05)", "Frangi vesselness correlation in the fundus (>= 0.4)", "seam strength (<= 1.1)"],
-        [[fidelity.patch_cosine(large.embedder, out.images, large.embed_grid(reference)).mean().item(), fidelity.background_gap(reference, out.images),
-          fidelity.vesselness_correlation(reference, out.images), fidelity.seam_strength(out.images, large.tile_size, large.tile_size - overlap)]],
+        [
+            "re-embedded patch cosine, non-overlapping 32-px patches (target >= 0.90)",
+            "background brightness gap (<= 0.05)",
+            "Frangi vesselness correlation in the fundus (>= 0.4)",
+            "seam strength (<= 1.1)",
+        ],
+        [
+            [
+                fidelity.patch_cosine(large.embedder, out.images, large.embed_grid(reference)).mean().item(),
+                fidelity.background_gap(reference, out.images),
+                fidelity.vesselness_correlation(reference, out.images),
+                fidelity.seam_strength(out.images, large.tile_size, large.tile_size - overlap),
+            ]
+        ],
     )
     report.lines.append(
         "What is kept and what is not: the layout, the colours, the black surround, the optic disc and the macula come back; the vessels do not "
@@ -224,18 +273,48 @@ def _embeddings(report: Report, patches, quick: bool):
 
     g = torch.Generator().manual_seed(5)
     real = torch.cat([random_patches("ihc", 3, 32, g), random_patches("retina", 3, 32, g)])
-    variations = patches(images=real, num_images_per_embedding=4, num_inference_steps=20, guidance_scale=2.0, generator=torch.Generator().manual_seed(6), output_type="pt")
+    variations = patches(
+        images=real, num_images_per_embedding=4, num_inference_steps=20, guidance_scale=2.0, generator=torch.Generator().manual_seed(6), output_type="pt"
+    )
     rows = torch.cat([torch.cat([real[i : i + 1], variations.images[4 * i : 4 * i + 4]]) for i in range(len(real))])
     report.image("variations.png", grid_image(rows, 5, scale=3), "each row: a real patch, then four variations generated from its embedding (guidance 2)")
 
     text = TextToLargeImagePipeline(zoo.load("ihc-text-grid"), large)
-    rendered = [text("retina fundus photograph", grid_size=8, grid_steps=25, grid_guidance_scale=4.0, overlap=overlap,
-                     generator=torch.Generator().manual_seed(seed), output_type="pt").images for seed in (7, 8)]
-    report.image("text_to_large_retina.png", grid_image(torch.cat(rendered), 2, gap=8), 'text -> 8x8 embedding grid (guidance 4) -> 256x256 image: "retina fundus photograph" (seeds 7, 8)')
-    sampled = text("immunohistochemistry stained tissue", grid_size=8, grid_steps=25, grid_guidance_scale=4.0, overlap=overlap, generator=torch.Generator().manual_seed(7), output_type="pt")
-    report.image("text_to_large_ihc.png", grid_image(sampled.images, 1), 'text -> 8x8 embedding grid (guidance 4) -> 256x256 image: "immunohistochemistry stained tissue" (seed 7)')
-    rim = {prompt: _rim_similarity(text, large, prompt, 8 if quick else 16)
-           for prompt in ("retina fundus photograph", "retinal image with blood vessels", "immunohistochemistry stained tissue")}
+    rendered = [
+        text(
+            "retina fundus photograph",
+            grid_size=8,
+            grid_steps=25,
+            grid_guidance_scale=4.0,
+            overlap=overlap,
+            generator=torch.Generator().manual_seed(seed),
+            output_type="pt",
+        ).images
+        for seed in (7, 8)
+    ]
+    report.image(
+        "text_to_large_retina.png",
+        grid_image(torch.cat(rendered), 2, gap=8),
+        'text -> 8x8 embedding grid (guidance 4) -> 256x256 image: "retina fundus photograph" (seeds 7, 8)',
+    )
+    sampled = text(
+        "immunohistochemistry stained tissue",
+        grid_size=8,
+        grid_steps=25,
+        grid_guidance_scale=4.0,
+        overlap=overlap,
+        generator=torch.Generator().manual_seed(7),
+        output_type="pt",
+    )
+    report.image(
+        "text_to_large_ihc.png",
+        grid_image(sampled.images, 1),
+        'text -> 8x8 embedding grid (guidance 4) -> 256x256 image: "immunohistochemistry stained tissue" (seed 7)',
+    )
+    rim = {
+        prompt: _rim_similarity(text, large, prompt, 8 if quick else 16)
+        for prompt in ("retina fundus photograph", "retinal image with blood vessels", "immunohistochemistry stained tissue")
+    }
     report.lines.append(
         "The grid model (`ihc-text-grid`) learned whole-fundus views (half of its retina grids) under \"retina fundus photograph\" / \"fundus photo of the "
         "eye\", and crops under the other captions. How much of the black surround its grids draw: the corner cells' embedding cosine to a black "
@@ -250,8 +329,13 @@ def _embeddings(report: Report, patches, quick: bool):
 def _rim_similarity(text, large, prompt: str, count: int) -> float:
     """Mean over `count` grids the text model draws for `prompt` of the corner cells' cosine to the embedding of a
     black patch (the fundus photograph's surround)."""
-    grids = text.grid_pipe([prompt] * count, guidance_scale=4.0, num_inference_steps=25, height=8, width=8,
-                           generator=torch.Generator().manual_seed(60), output_type="latent").images.float().cpu()
+    grids = (
+        text.grid_pipe(
+            [prompt] * count, guidance_scale=4.0, num_inference_steps=25, height=8, width=8, generator=torch.Generator().manual_seed(60), output_type="latent"
+        )
+        .images.float()
+        .cpu()
+    )
     black = large.embedder.embed_images(torch.zeros(1, 3, large.tile_size, large.tile_size))[0]
     corners = grids[:, :, [0, 0, -1, -1], [0, -1, 0, -1]]
     return torch.nn.functional.cosine_similarity(corners, black[None, :, None], dim=1).mean().item()
@@ -279,8 +363,12 @@ def _measured_fidelity() -> list[str]:
     if not results:
         return ["Over seeds and sizes: `python -m benchmarks.large_image_fidelity` (from a checkout) measures these with 95% intervals.", ""]
     runs = results["runs"]
-    lines = ["Over 3 seeds at 512x512 (`python -m benchmarks.large_image_fidelity`, committed in benchmarks/results/large_image_fidelity.json):", "",
-             "| image | patch cosine | background gap | vesselness | seam strength |", "|---|---|---|---|---|"]
+    lines = [
+        "Over 3 seeds at 512x512 (`python -m benchmarks.large_image_fidelity`, committed in benchmarks/results/large_image_fidelity.json):",
+        "",
+        "| image | patch cosine | background gap | vesselness | seam strength |",
+        "|---|---|---|---|---|",
+    ]
     for name in ("retina-512", "ihc-512"):
         run = runs.get(name, {})
         cell = lambda key: f"{run[key]['mean']:.3f} ({run[key]['ci95'][0]:.3f} to {run[key]['ci95'][1]:.3f})" if key in run else "-"
@@ -293,10 +381,19 @@ def _cads(report: Report, pipe, space, quick: bool):
 
     per_class = 4 if quick else 8
     labels = torch.arange(10).repeat_interleave(per_class)
-    call = lambda scale, hooks, seed: pipe(class_labels=labels, guidance_scale=scale, num_inference_steps=20, eta=0.0, hooks=hooks,
-                                          generator=torch.Generator().manual_seed(40 + seed), output_type="pt").images
-    runs = {name: [call(scale, hooks(), seed) for seed in SEEDS] for name, scale, hooks in (
-        ("no guidance", 1.0, list), ("CFG 12", 12.0, list), ("CFG 12 + CADS", 12.0, lambda: [CADS()]))}
+    call = lambda scale, hooks, seed: pipe(
+        class_labels=labels,
+        guidance_scale=scale,
+        num_inference_steps=20,
+        eta=0.0,
+        hooks=hooks,
+        generator=torch.Generator().manual_seed(40 + seed),
+        output_type="pt",
+    ).images
+    runs = {
+        name: [call(scale, hooks(), seed) for seed in SEEDS]
+        for name, scale, hooks in (("no guidance", 1.0, list), ("CFG 12", 12.0, list), ("CFG 12 + CADS", 12.0, lambda: [CADS()]))
+    }
     diversity = {name: [within_class_diversity(space, images, labels) for images in outs] for name, outs in runs.items()}
     accuracy = {name: [(space.predict(images) == labels).float().mean().item() for images in outs] for name, outs in runs.items()}
     report.section(
@@ -306,14 +403,18 @@ def _cads(report: Report, pipe, space, quick: bool):
         "anneals noise onto the class condition early in sampling. Rows of the figure (seed 0, classes 0-9, one sample each, then a second): unguided, CFG 12, CFG 12 + CADS.",
     )
     picks = torch.cat([torch.arange(10) * per_class, torch.arange(10) * per_class + 1])
-    report.image("cads.png", grid_image(torch.cat([runs[name][0][picks] for name in runs]), 20, scale=3), "top: no guidance; middle: CFG 12; bottom: CFG 12 + CADS")
+    report.image(
+        "cads.png", grid_image(torch.cat([runs[name][0][picks] for name in runs]), 20, scale=3), "top: no guidance; middle: CFG 12; bottom: CFG 12 + CADS"
+    )
     report.table(["", "within-class diversity", "classified as their class"], [[name, stat(diversity[name]), stat(accuracy[name])] for name in runs])
     report.lines.append(holds([a - b for a, b in zip(diversity["CFG 12 + CADS"], diversity["CFG 12"])], "CADS restores diversity that high guidance removes"))
     report.lines.append("")
     report.lines.append(holds([a - b for a, b in zip(accuracy["CFG 12 + CADS"], accuracy["CFG 12"])], "and it keeps (here: restores) the samples' class"))
     report.lines.append("")
-    report.lines.append("Not everywhere: over guidance 1-12 (`python -m benchmarks.demo_regimes --parts cads`) CADS raised diversity at guidance 2, 8 and 12 "
-                        "but lowered it at guidance 4 on every seed.")
+    report.lines.append(
+        "Not everywhere: over guidance 1-12 (`python -m benchmarks.demo_regimes --parts cads`) CADS raised diversity at guidance 2, 8 and 12 "
+        "but lowered it at guidance 4 on every seed."
+    )
 
 
 # The split and guidance the demo shows: the setting of `python -m benchmarks.demo_regimes --parts hybrid` where the hybrid is at least as
@@ -332,9 +433,13 @@ def _distillation(report: Report, pipe, space, quick: bool):
     per_class = 4 if quick else 8
     labels = torch.arange(10).repeat_interleave(per_class)
     makers = {
-        f"base (DDIM 25 steps, CFG {scale:g})": lambda hooks, g: pipe(class_labels=labels, guidance_scale=scale, num_inference_steps=25, hooks=hooks, generator=g, output_type="pt"),
+        f"base (DDIM 25 steps, CFG {scale:g})": lambda hooks, g: pipe(
+            class_labels=labels, guidance_scale=scale, num_inference_steps=25, hooks=hooks, generator=g, output_type="pt"
+        ),
         f"distilled ({steps} steps)": lambda hooks, g: distilled(class_labels=labels, num_inference_steps=steps, hooks=hooks, generator=g, output_type="pt"),
-        f"hybrid ({k} base step{'s' if k > 1 else ''}, then distilled)": lambda hooks, g: hybrid(class_labels=labels, guidance_scale=scale, hooks=hooks, generator=g, output_type="pt"),
+        f"hybrid ({k} base step{'s' if k > 1 else ''}, then distilled)": lambda hooks, g: hybrid(
+            class_labels=labels, guidance_scale=scale, hooks=hooks, generator=g, output_type="pt"
+        ),
     }
     runs, strips, seconds = {}, {}, {}
     for name, make in makers.items():
@@ -353,20 +458,30 @@ def _distillation(report: Report, pipe, space, quick: bool):
         "within-class mean pairwise distance in the classifier's feature space.",
     )
     picks = torch.arange(10) * per_class
-    report.image("distillation.png", grid_image(torch.cat([outs[0].images[torch.cat([picks, picks + 1])] for outs in runs.values()]), 20, scale=3),
-                 "top: base; middle: distilled; bottom: hybrid (seed 0, two per class)")
-    report.table(["", "within-class diversity", "classified as their class", "NFE per sample", "seconds per run"],
-                 [[name, stat(diversity[name]), stat(accuracy[name]), outs[0].nfe, seconds[name]] for name, outs in runs.items()])
+    report.image(
+        "distillation.png",
+        grid_image(torch.cat([outs[0].images[torch.cat([picks, picks + 1])] for outs in runs.values()]), 20, scale=3),
+        "top: base; middle: distilled; bottom: hybrid (seed 0, two per class)",
+    )
+    report.table(
+        ["", "within-class diversity", "classified as their class", "NFE per sample", "seconds per run"],
+        [[name, stat(diversity[name]), stat(accuracy[name]), outs[0].nfe, seconds[name]] for name, outs in runs.items()],
+    )
     report.lines.append(holds([a - b for a, b in zip(diversity[mixed], diversity[student])], "the hybrid is more diverse than the distilled model"))
     report.lines.append("")
     report.lines.append(holds([a - b for a, b in zip(diversity[mixed], diversity[base])], "and at least as diverse as the base", at_least=True))
     report.lines.append("")
     mean = lambda values: sum(values) / len(values)
-    cost = ("less often than either model's, its coarse base steps drawing some digits the classifier does not read as the class asked for"
-            if mean(accuracy[mixed]) < min(mean(accuracy[student]), mean(accuracy[base])) else "about as often as the other two")
-    report.lines.append(f"What it costs here: the hybrid's samples are classified as their class {cost} ({stat(accuracy[mixed])} against "
-                        f"{stat(accuracy[student])} distilled and {stat(accuracy[base])} base). With one base step it only ties the distilled model "
-                        "(`python -m benchmarks.demo_regimes --parts hybrid`).")
+    cost = (
+        "less often than either model's, its coarse base steps drawing some digits the classifier does not read as the class asked for"
+        if mean(accuracy[mixed]) < min(mean(accuracy[student]), mean(accuracy[base]))
+        else "about as often as the other two"
+    )
+    report.lines.append(
+        f"What it costs here: the hybrid's samples are classified as their class {cost} ({stat(accuracy[mixed])} against "
+        f"{stat(accuracy[student])} distilled and {stat(accuracy[base])} base). With one base step it only ties the distilled model "
+        "(`python -m benchmarks.demo_regimes --parts hybrid`)."
+    )
     report.lines.append("")
     for i, (name, viz) in enumerate(strips.items()):
         report.image(f"dt_strip_{i}.png", viz.strip(scale=8, gap=2), f"DT-visualization, {name}: x0 prediction at each step (columns)")

@@ -44,8 +44,10 @@ def _check_images(images, name: str = "images") -> torch.Tensor:
     if not torch.isfinite(images).all():
         raise ArgumentError(f"{name}: contains NaN or infinite values.")
     if images.numel() and (images.min() < -1e-3 or images.max() > 1 + 1e-3):
-        raise ArgumentError(f"{name}: float images must lie in [0, 1], got values in [{float(images.min()):.3g}, {float(images.max()):.3g}]; "
-                            "divide 0-255 data by 255 (images in [-1, 1]: use embed_pixels).")
+        raise ArgumentError(
+            f"{name}: float images must lie in [0, 1], got values in [{float(images.min()):.3g}, {float(images.max()):.3g}]; "
+            "divide 0-255 data by 255 (images in [-1, 1]: use embed_pixels)."
+        )
     return images
 
 
@@ -57,8 +59,10 @@ class _Batched:
         with torch.no_grad():
             embeddings = torch.cat([self._embed(images[i : i + self.batch_size]).float().cpu() for i in range(0, len(images), self.batch_size)])
         if embeddings.ndim != 2 or embeddings.shape[0] != images.shape[0]:
-            raise ArgumentError(f"embedder: {type(self).__name__} returned {tuple(embeddings.shape)} for {images.shape[0]} images; "
-                                "an embedder must return one row per image, (batch, width).")
+            raise ArgumentError(
+                f"embedder: {type(self).__name__} returned {tuple(embeddings.shape)} for {images.shape[0]} images; "
+                "an embedder must return one row per image, (batch, width)."
+            )
         return embeddings
 
     def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -76,17 +80,34 @@ class PatchEncoder(ModelMixin, ConfigMixin, _Batched):
     embeddings must tell a black background from a grey one."""
 
     @register_to_config
-    def __init__(self, in_channels: int = 3, patch_size: int = 32, width: int = 32, embedding_dim: int = 64, projection_dim: int = 64,
-                 spatial_pool: int = 1, colour_statistics: bool = False):
+    def __init__(
+        self,
+        in_channels: int = 3,
+        patch_size: int = 32,
+        width: int = 32,
+        embedding_dim: int = 64,
+        projection_dim: int = 64,
+        spatial_pool: int = 1,
+        colour_statistics: bool = False,
+    ):
         super().__init__()
         w = width
         extra = 2 * in_channels if colour_statistics else 0
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, w, 3, padding=1), nn.GroupNorm(8, w), nn.SiLU(),
-            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.GroupNorm(8, 2 * w), nn.SiLU(),
-            nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1), nn.GroupNorm(8, 4 * w), nn.SiLU(),
-            nn.Conv2d(4 * w, 4 * w, 3, stride=2, padding=1), nn.GroupNorm(8, 4 * w), nn.SiLU(),
-            nn.AdaptiveAvgPool2d(spatial_pool), nn.Flatten(),
+            nn.Conv2d(in_channels, w, 3, padding=1),
+            nn.GroupNorm(8, w),
+            nn.SiLU(),
+            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1),
+            nn.GroupNorm(8, 2 * w),
+            nn.SiLU(),
+            nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1),
+            nn.GroupNorm(8, 4 * w),
+            nn.SiLU(),
+            nn.Conv2d(4 * w, 4 * w, 3, stride=2, padding=1),
+            nn.GroupNorm(8, 4 * w),
+            nn.SiLU(),
+            nn.AdaptiveAvgPool2d(spatial_pool),
+            nn.Flatten(),
             nn.Linear(4 * w * spatial_pool**2 + extra, embedding_dim),
         )
         self.projection = nn.Sequential(nn.Linear(embedding_dim, 2 * embedding_dim), nn.SiLU(), nn.Linear(2 * embedding_dim, projection_dim))
@@ -139,8 +160,10 @@ class TransformersEmbedder(_Batched):
             processor = AutoImageProcessor.from_pretrained(path)
             model = AutoModel.from_pretrained(path, use_safetensors=True).to(device).eval()
         except (OSError, ValueError) as err:
-            raise MissingFileError(f"embedder: cannot load a transformers image encoder from {path!r} ({str(err).splitlines()[0]}); "
-                                    "pass 'zoo:patch-encoder', a saved PatchEncoder folder or a local transformers folder.") from None
+            raise MissingFileError(
+                f"embedder: cannot load a transformers image encoder from {path!r} ({str(err).splitlines()[0]}); "
+                "pass 'zoo:patch-encoder', a saved PatchEncoder folder or a local transformers folder."
+            ) from None
         return cls(model, processor, pooling)
 
     def _embed(self, images):

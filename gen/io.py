@@ -58,8 +58,10 @@ def is_write_failure(err: BaseException) -> bool:
 
 
 def write_error(path, err: BaseException) -> WriteError:
-    return WriteError(f"{path}: could not be written ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
-                      "nothing was replaced. Free space on that disk or choose another folder, then run again.")
+    return WriteError(
+        f"{path}: could not be written ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+        "nothing was replaced. Free space on that disk or choose another folder, then run again."
+    )
 
 
 def write_text(path, text: str) -> Path:
@@ -161,8 +163,13 @@ def lock_output_dir(path: str | os.PathLike, name: str = "output_dir") -> bool:
         os.close(fd)
         raise ArgumentError(f"{name}: {path} is in use by another gen run ({holder}); wait for it to end or choose another folder.") from None
     os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                              "command": " ".join(sys.argv)[:300]}).encode(), 0)
+    os.pwrite(
+        fd,
+        json.dumps(
+            {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)[:300]}
+        ).encode(),
+        0,
+    )
     _HELD_LOCKS[key] = fd
     return True
 

@@ -54,7 +54,9 @@ def tiny_unet(sample_size: int = 8, channels: int = 3, num_class_embeds: int | N
     )
 
 
-def tiny_condition_unet(cross_attention_dim: int = TEXT_WIDTH, sample_size: int = 8, seed: int = 0, time_cond_proj_dim: int | None = None) -> UNet2DConditionModel:
+def tiny_condition_unet(
+    cross_attention_dim: int = TEXT_WIDTH, sample_size: int = 8, seed: int = 0, time_cond_proj_dim: int | None = None
+) -> UNet2DConditionModel:
     """Stable Diffusion's UNet layout; `time_cond_proj_dim`: an LCM-distilled UNet that embeds the guidance scale."""
     return _seeded(
         lambda: UNet2DConditionModel(
@@ -168,8 +170,15 @@ def tiny_text_encoder(seed: int = 0, max_length: int = 16):
 
     tokenizer = word_tokenizer(max_length)
     config = CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=TEXT_WIDTH, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=max_length, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+        vocab_size=len(tokenizer),
+        hidden_size=TEXT_WIDTH,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=max_length,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
     )
     torch.manual_seed(seed)
     return tokenizer, CLIPTextModel(config).eval()
@@ -299,8 +308,9 @@ def embedding_pipeline(cls=None, seed: int = 0, in_time: bool = False):
     from gen.training.models import Architecture, build_backbone
 
     torch.manual_seed(seed)
-    arch = Architecture(block_out_channels=(8, 16), attention_levels=(1,), layers_per_block=1, attention_head_dim=4, cross_attention_dim=8,
-                        embedding_in_time=in_time)
+    arch = Architecture(
+        block_out_channels=(8, 16), attention_levels=(1,), layers_per_block=1, attention_head_dim=4, cross_attention_dim=8, embedding_in_time=in_time
+    )
     unet = build_backbone("unet", "embedding", sample_size=16, channels=3, condition_width=EMBEDDING_WIDTH, arch=arch).eval()
     pipe = _quiet((cls or EmbeddingToImagePipeline)(scheduler=DDIMScheduler(num_train_timesteps=100), unet=unet))
     pipe.set_embedder(tiny_embedder())
@@ -314,9 +324,17 @@ def text_pipeline(in_channels: int = 3, seed: int = 0):
 
     tokenizer, encoder = tiny_text_encoder(seed)
     torch.manual_seed(seed)
-    unet = build_backbone("unet", "text", sample_size=8, channels=in_channels, condition_width=TEXT_WIDTH,
-                          arch=Architecture(block_out_channels=(8, 16), attention_levels=(1,), layers_per_block=1, attention_head_dim=4))
-    return _quiet(TextToImagePipeline(tokenizer=tokenizer, text_encoder=encoder, scheduler=DDIMScheduler(num_train_timesteps=100, clip_sample=False), unet=unet.eval()))
+    unet = build_backbone(
+        "unet",
+        "text",
+        sample_size=8,
+        channels=in_channels,
+        condition_width=TEXT_WIDTH,
+        arch=Architecture(block_out_channels=(8, 16), attention_levels=(1,), layers_per_block=1, attention_head_dim=4),
+    )
+    return _quiet(
+        TextToImagePipeline(tokenizer=tokenizer, text_encoder=encoder, scheduler=DDIMScheduler(num_train_timesteps=100, clip_sample=False), unet=unet.eval())
+    )
 
 
 def ddim_pipeline():
@@ -330,8 +348,12 @@ def load_tiny_ip_adapter(unet: UNet2DConditionModel, image_embed_dim: int = 16, 
     into `unet`, in the state-dict layout diffusers' loader converts, so `ip_adapter_image_embeds` work."""
     g = torch.Generator().manual_seed(seed)
     cross = unet.config.cross_attention_dim
-    image_proj = {"proj.weight": torch.randn(4 * cross, image_embed_dim, generator=g) * 0.1, "proj.bias": torch.zeros(4 * cross),
-                  "norm.weight": torch.ones(cross), "norm.bias": torch.zeros(cross)}
+    image_proj = {
+        "proj.weight": torch.randn(4 * cross, image_embed_dim, generator=g) * 0.1,
+        "proj.bias": torch.zeros(4 * cross),
+        "norm.weight": torch.ones(cross),
+        "norm.bias": torch.zeros(cross),
+    }
     ip_adapter, key_id = {}, 1
     for name in unet.attn_processors:
         if name.endswith("attn1.processor"):
@@ -351,8 +373,9 @@ def tiny_image_encoder(projection_dim: int = 16, seed: int = 0):
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     torch.manual_seed(seed)
-    config = CLIPVisionConfig(hidden_size=32, intermediate_size=37, projection_dim=projection_dim, num_hidden_layers=2, num_attention_heads=4,
-                              image_size=32, patch_size=8)
+    config = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=37, projection_dim=projection_dim, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
+    )
     processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     return processor, CLIPVisionModelWithProjection(config).eval()
 
@@ -374,8 +397,16 @@ def tiny_projected_text_encoder(seed: int = 1, max_length: int = 16):
 
     tokenizer = word_tokenizer(max_length)
     config = CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=TEXT_WIDTH, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=max_length, pad_token_id=0, bos_token_id=2, eos_token_id=3, projection_dim=TEXT_WIDTH,
+        vocab_size=len(tokenizer),
+        hidden_size=TEXT_WIDTH,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=max_length,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+        projection_dim=TEXT_WIDTH,
     )
     torch.manual_seed(seed)
     return tokenizer, CLIPTextModelWithProjection(config).eval()
@@ -386,11 +417,22 @@ def tiny_sdxl_unet(seed: int = 0, time_ids: int = 6, time_cond_proj_dim: int | N
     `time_ids` size/crop values (6; the refiner's 5 with the aesthetic score) added to the time embedding."""
     return _seeded(
         lambda: UNet2DConditionModel(
-            block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
-            transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=time_ids * 8 + TEXT_WIDTH,
-            cross_attention_dim=2 * TEXT_WIDTH, norm_num_groups=4, time_cond_proj_dim=time_cond_proj_dim,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            sample_size=8,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            transformer_layers_per_block=(1, 1),
+            projection_class_embeddings_input_dim=time_ids * 8 + TEXT_WIDTH,
+            cross_attention_dim=2 * TEXT_WIDTH,
+            norm_num_groups=4,
+            time_cond_proj_dim=time_cond_proj_dim,
         ),
         seed,
     )
@@ -405,9 +447,14 @@ def sdxl_pipeline(scheduler=None, cls=None, refiner: bool = False, seed: int = 0
     tokenizer_2, encoder_2 = tiny_projected_text_encoder()
     cls = cls or (StableDiffusionXLImg2ImgPipeline if refiner else StableDiffusionXLPipeline)
     parts = dict(
-        vae=tiny_vae(), text_encoder=None if refiner else encoder, tokenizer=None if refiner else tokenizer, text_encoder_2=encoder_2, tokenizer_2=tokenizer_2,
+        vae=tiny_vae(),
+        text_encoder=None if refiner else encoder,
+        tokenizer=None if refiner else tokenizer,
+        text_encoder_2=encoder_2,
+        tokenizer_2=tokenizer_2,
         unet=tiny_sdxl_unet(seed, time_ids=5 if refiner else 6, time_cond_proj_dim=time_cond_proj_dim),
-        scheduler=scheduler or EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading"),
+        scheduler=scheduler
+        or EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading"),
     )
     if cls is StableDiffusionXLImg2ImgPipeline:
         parts["requires_aesthetics_score"] = refiner
@@ -419,10 +466,21 @@ def sdxl_pipeline(scheduler=None, cls=None, refiner: bool = False, seed: int = 0
 def _refiner_unet(seed: int) -> UNet2DConditionModel:
     # the refiner cross-attends to the second encoder only (TEXT_WIDTH features)
     return UNet2DConditionModel(
-        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=5 * 8 + TEXT_WIDTH, cross_attention_dim=TEXT_WIDTH, norm_num_groups=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=5 * 8 + TEXT_WIDTH,
+        cross_attention_dim=TEXT_WIDTH,
+        norm_num_groups=4,
     )
 
 
@@ -441,8 +499,16 @@ def tiny_flux(seed: int = 0, guidance_embeds: bool = False):
 
     return _seeded(
         lambda: FluxTransformer2DModel(
-            patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
-            joint_attention_dim=TEXT_WIDTH, pooled_projection_dim=TEXT_WIDTH, axes_dims_rope=[4, 4, 8], guidance_embeds=guidance_embeds,
+            patch_size=1,
+            in_channels=4,
+            num_layers=1,
+            num_single_layers=1,
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=TEXT_WIDTH,
+            pooled_projection_dim=TEXT_WIDTH,
+            axes_dims_rope=[4, 4, 8],
+            guidance_embeds=guidance_embeds,
         ),
         seed,
     )
@@ -455,10 +521,17 @@ def flux_pipeline(scheduler=None, guidance_embeds: bool = False, seed: int = 0):
 
     tokenizer, encoder = tiny_text_encoder()
     tokenizer_2, encoder_2 = tiny_t5()
-    return _quiet(FluxPipeline(
-        scheduler=scheduler or FlowMatchEulerDiscreteScheduler(), vae=tiny_vae(latent_channels=1, shift_factor=0.0609, scaling_factor=1.5035),
-        text_encoder=encoder, tokenizer=tokenizer, text_encoder_2=encoder_2, tokenizer_2=tokenizer_2, transformer=tiny_flux(seed, guidance_embeds),
-    ))
+    return _quiet(
+        FluxPipeline(
+            scheduler=scheduler or FlowMatchEulerDiscreteScheduler(),
+            vae=tiny_vae(latent_channels=1, shift_factor=0.0609, scaling_factor=1.5035),
+            text_encoder=encoder,
+            tokenizer=tokenizer,
+            text_encoder_2=encoder_2,
+            tokenizer_2=tokenizer_2,
+            transformer=tiny_flux(seed, guidance_embeds),
+        )
+    )
 
 
 def tiny_dc_vae(seed: int = 0):
@@ -467,10 +540,22 @@ def tiny_dc_vae(seed: int = 0):
 
     return _seeded(
         lambda: AutoencoderDC(
-            in_channels=3, latent_channels=4, attention_head_dim=2, encoder_block_types=("ResBlock", "EfficientViTBlock"),
-            decoder_block_types=("ResBlock", "EfficientViTBlock"), encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8),
-            encoder_qkv_multiscales=((), (5,)), decoder_qkv_multiscales=((), (5,)), encoder_layers_per_block=(1, 1), decoder_layers_per_block=(1, 1),
-            downsample_block_type="conv", upsample_block_type="interpolate", decoder_norm_types="rms_norm", decoder_act_fns="silu", scaling_factor=0.41407,
+            in_channels=3,
+            latent_channels=4,
+            attention_head_dim=2,
+            encoder_block_types=("ResBlock", "EfficientViTBlock"),
+            decoder_block_types=("ResBlock", "EfficientViTBlock"),
+            encoder_block_out_channels=(8, 8),
+            decoder_block_out_channels=(8, 8),
+            encoder_qkv_multiscales=((), (5,)),
+            decoder_qkv_multiscales=((), (5,)),
+            encoder_layers_per_block=(1, 1),
+            decoder_layers_per_block=(1, 1),
+            downsample_block_type="conv",
+            upsample_block_type="interpolate",
+            decoder_norm_types="rms_norm",
+            decoder_act_fns="silu",
+            scaling_factor=0.41407,
         ),
         seed,
     )
@@ -481,12 +566,27 @@ def sana_pipeline(scheduler=None, seed: int = 0):
     (`sana_prompt`: its Gemma encoder is out of reach offline)."""
     from diffusers import SanaPipeline, SanaTransformer2DModel
 
-    transformer = _seeded(lambda: SanaTransformer2DModel(
-        patch_size=1, in_channels=4, out_channels=4, num_layers=1, num_attention_heads=2, attention_head_dim=4, num_cross_attention_heads=2,
-        cross_attention_head_dim=4, cross_attention_dim=8, caption_channels=TEXT_WIDTH, sample_size=8,
-    ), seed)
-    return _quiet(SanaPipeline(tokenizer=None, text_encoder=None, vae=tiny_dc_vae(), transformer=transformer,
-                               scheduler=scheduler or FlowMatchEulerDiscreteScheduler(shift=7.0)))
+    transformer = _seeded(
+        lambda: SanaTransformer2DModel(
+            patch_size=1,
+            in_channels=4,
+            out_channels=4,
+            num_layers=1,
+            num_attention_heads=2,
+            attention_head_dim=4,
+            num_cross_attention_heads=2,
+            cross_attention_head_dim=4,
+            cross_attention_dim=8,
+            caption_channels=TEXT_WIDTH,
+            sample_size=8,
+        ),
+        seed,
+    )
+    return _quiet(
+        SanaPipeline(
+            tokenizer=None, text_encoder=None, vae=tiny_dc_vae(), transformer=transformer, scheduler=scheduler or FlowMatchEulerDiscreteScheduler(shift=7.0)
+        )
+    )
 
 
 def sana_prompt(batch: int = 1, seed: int = 0) -> dict:
@@ -497,8 +597,15 @@ def sana_prompt(batch: int = 1, seed: int = 0) -> dict:
 def pixart_sigma_pipeline(scheduler=None):
     from diffusers import DPMSolverMultistepScheduler, PixArtSigmaPipeline
 
-    return _quiet(PixArtSigmaPipeline(tokenizer=None, text_encoder=None, vae=tiny_vae(), transformer=tiny_pixart(),
-                                      scheduler=scheduler or DPMSolverMultistepScheduler(num_train_timesteps=100)))
+    return _quiet(
+        PixArtSigmaPipeline(
+            tokenizer=None,
+            text_encoder=None,
+            vae=tiny_vae(),
+            transformer=tiny_pixart(),
+            scheduler=scheduler or DPMSolverMultistepScheduler(num_train_timesteps=100),
+        )
+    )
 
 
 def lumina2_pipeline(scheduler=None, seed: int = 0):
@@ -506,24 +613,58 @@ def lumina2_pipeline(scheduler=None, seed: int = 0):
     its Gemma encoder is out of reach offline)."""
     from diffusers import Lumina2Pipeline, Lumina2Transformer2DModel
 
-    transformer = _seeded(lambda: Lumina2Transformer2DModel(
-        sample_size=4, patch_size=2, in_channels=4, hidden_size=8, num_layers=2, num_attention_heads=1, num_kv_heads=1, multiple_of=16,
-        ffn_dim_multiplier=None, norm_eps=1e-5, scaling_factor=1.0, axes_dim_rope=(4, 2, 2), cap_feat_dim=TEXT_WIDTH,
-    ), seed)
-    return _quiet(Lumina2Pipeline(transformer=transformer, vae=tiny_vae(shift_factor=0.0609, scaling_factor=1.5035),
-                                  scheduler=scheduler or FlowMatchEulerDiscreteScheduler(), text_encoder=None, tokenizer=None))
+    transformer = _seeded(
+        lambda: Lumina2Transformer2DModel(
+            sample_size=4,
+            patch_size=2,
+            in_channels=4,
+            hidden_size=8,
+            num_layers=2,
+            num_attention_heads=1,
+            num_kv_heads=1,
+            multiple_of=16,
+            ffn_dim_multiplier=None,
+            norm_eps=1e-5,
+            scaling_factor=1.0,
+            axes_dim_rope=(4, 2, 2),
+            cap_feat_dim=TEXT_WIDTH,
+        ),
+        seed,
+    )
+    return _quiet(
+        Lumina2Pipeline(
+            transformer=transformer,
+            vae=tiny_vae(shift_factor=0.0609, scaling_factor=1.5035),
+            scheduler=scheduler or FlowMatchEulerDiscreteScheduler(),
+            text_encoder=None,
+            tokenizer=None,
+        )
+    )
 
 
 def auraflow_pipeline(scheduler=None, seed: int = 0):
     """AuraFlowPipeline over a tiny MMDiT; prompts as embeddings (`pixart_prompt`)."""
     from diffusers import AuraFlowPipeline, AuraFlowTransformer2DModel
 
-    transformer = _seeded(lambda: AuraFlowTransformer2DModel(
-        sample_size=8, patch_size=2, in_channels=4, num_mmdit_layers=1, num_single_dit_layers=1, attention_head_dim=8, num_attention_heads=4,
-        caption_projection_dim=32, joint_attention_dim=TEXT_WIDTH, out_channels=4, pos_embed_max_size=64,
-    ), seed)
-    return _quiet(AuraFlowPipeline(transformer=transformer, vae=tiny_vae(), scheduler=scheduler or FlowMatchEulerDiscreteScheduler(),
-                                   text_encoder=None, tokenizer=None))
+    transformer = _seeded(
+        lambda: AuraFlowTransformer2DModel(
+            sample_size=8,
+            patch_size=2,
+            in_channels=4,
+            num_mmdit_layers=1,
+            num_single_dit_layers=1,
+            attention_head_dim=8,
+            num_attention_heads=4,
+            caption_projection_dim=32,
+            joint_attention_dim=TEXT_WIDTH,
+            out_channels=4,
+            pos_embed_max_size=64,
+        ),
+        seed,
+    )
+    return _quiet(
+        AuraFlowPipeline(transformer=transformer, vae=tiny_vae(), scheduler=scheduler or FlowMatchEulerDiscreteScheduler(), text_encoder=None, tokenizer=None)
+    )
 
 
 def qwen_image_pipeline(scheduler=None, seed: int = 0):
@@ -531,14 +672,29 @@ def qwen_image_pipeline(scheduler=None, seed: int = 0):
     prompts as embeddings (`qwen_prompt`: its Qwen2.5-VL encoder is out of reach offline)."""
     from diffusers import AutoencoderKLQwenImage, QwenImagePipeline, QwenImageTransformer2DModel
 
-    transformer = _seeded(lambda: QwenImageTransformer2DModel(
-        patch_size=2, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=16, num_attention_heads=3, joint_attention_dim=16,
-        guidance_embeds=False, axes_dims_rope=(8, 4, 4),
-    ), seed)
-    vae = _seeded(lambda: AutoencoderKLQwenImage(base_dim=24, z_dim=4, dim_mult=[1, 2, 4], num_res_blocks=1, temperal_downsample=[False, True],
-                                                 latents_mean=[0.0] * 4, latents_std=[1.0] * 4), seed)
-    return _quiet(QwenImagePipeline(transformer=transformer, vae=vae, scheduler=scheduler or FlowMatchEulerDiscreteScheduler(),
-                                    text_encoder=None, tokenizer=None))
+    transformer = _seeded(
+        lambda: QwenImageTransformer2DModel(
+            patch_size=2,
+            in_channels=16,
+            out_channels=4,
+            num_layers=2,
+            attention_head_dim=16,
+            num_attention_heads=3,
+            joint_attention_dim=16,
+            guidance_embeds=False,
+            axes_dims_rope=(8, 4, 4),
+        ),
+        seed,
+    )
+    vae = _seeded(
+        lambda: AutoencoderKLQwenImage(
+            base_dim=24, z_dim=4, dim_mult=[1, 2, 4], num_res_blocks=1, temperal_downsample=[False, True], latents_mean=[0.0] * 4, latents_std=[1.0] * 4
+        ),
+        seed,
+    )
+    return _quiet(
+        QwenImagePipeline(transformer=transformer, vae=vae, scheduler=scheduler or FlowMatchEulerDiscreteScheduler(), text_encoder=None, tokenizer=None)
+    )
 
 
 def qwen_prompt(batch: int = 1, seed: int = 0) -> dict:
@@ -556,15 +712,40 @@ def z_image_pipeline(scheduler=None, seed: int = 0):
     features (`z_image_prompt`: its Qwen3 encoder is out of reach offline)."""
     from diffusers import ZImagePipeline, ZImageTransformer2DModel
 
-    transformer = _seeded(lambda: ZImageTransformer2DModel(
-        all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=32, n_layers=2, n_refiner_layers=1, n_heads=2, n_kv_heads=2,
-        norm_eps=1e-5, qk_norm=True, cap_feat_dim=16, rope_theta=256.0, t_scale=1000.0, axes_dims=[8, 4, 4], axes_lens=[256, 32, 32],
-    ), seed)
-    return _quiet(ZImagePipeline(transformer=transformer, vae=tiny_vae(latent_channels=16, shift_factor=0.0609, scaling_factor=0.3611),
-                                 scheduler=scheduler or FlowMatchEulerDiscreteScheduler(), text_encoder=None, tokenizer=None))
+    transformer = _seeded(
+        lambda: ZImageTransformer2DModel(
+            all_patch_size=(2,),
+            all_f_patch_size=(1,),
+            in_channels=16,
+            dim=32,
+            n_layers=2,
+            n_refiner_layers=1,
+            n_heads=2,
+            n_kv_heads=2,
+            norm_eps=1e-5,
+            qk_norm=True,
+            cap_feat_dim=16,
+            rope_theta=256.0,
+            t_scale=1000.0,
+            axes_dims=[8, 4, 4],
+            axes_lens=[256, 32, 32],
+        ),
+        seed,
+    )
+    return _quiet(
+        ZImagePipeline(
+            transformer=transformer,
+            vae=tiny_vae(latent_channels=16, shift_factor=0.0609, scaling_factor=0.3611),
+            scheduler=scheduler or FlowMatchEulerDiscreteScheduler(),
+            text_encoder=None,
+            tokenizer=None,
+        )
+    )
 
 
 def z_image_prompt(batch: int = 1, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
-    return {"prompt_embeds": [torch.randn(5 + i, 16, generator=g) for i in range(batch)],
-            "negative_prompt_embeds": [torch.randn(4, 16, generator=g) for _ in range(batch)]}
+    return {
+        "prompt_embeds": [torch.randn(5 + i, 16, generator=g) for i in range(batch)],
+        "negative_prompt_embeds": [torch.randn(4, 16, generator=g) for _ in range(batch)],
+    }

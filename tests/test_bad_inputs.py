@@ -33,8 +33,14 @@ def class_pipe():
 @functools.lru_cache(maxsize=None)
 def embedding_pipe():
     torch.manual_seed(0)
-    unet = build_backbone("unet", "embedding", sample_size=16, channels=3, condition_width=12,
-                          arch=Architecture(block_out_channels=(8, 16), attention_levels=(1,), layers_per_block=1, attention_head_dim=4, cross_attention_dim=8)).eval()
+    unet = build_backbone(
+        "unet",
+        "embedding",
+        sample_size=16,
+        channels=3,
+        condition_width=12,
+        arch=Architecture(block_out_channels=(8, 16), attention_levels=(1,), layers_per_block=1, attention_head_dim=4, cross_attention_dim=8),
+    ).eval()
     pipe = LargeImagePipeline(scheduler=DDIMScheduler(num_train_timesteps=100), unet=unet)
     pipe.set_embedder(CallableEmbedder(lambda im: im.mean(dim=(2, 3)).repeat(1, 4)))
     pipe.set_progress_bar_config(disable=True)
@@ -55,8 +61,19 @@ class NoPoints(SamplingHook):
     pass
 
 
-TINY_TRAIN = dict(data="digits", resolution=8, block_out_channels="8,16", attention_levels="1", layers_per_block=1, attention_head_dim=4,
-                  train_batch_size=8, max_train_steps=1, progress=False, checkpointing_steps=0, output_dir="run")
+TINY_TRAIN = dict(
+    data="digits",
+    resolution=8,
+    block_out_channels="8,16",
+    attention_levels="1",
+    layers_per_block=1,
+    attention_head_dim=4,
+    train_batch_size=8,
+    max_train_steps=1,
+    progress=False,
+    checkpointing_steps=0,
+    output_dir="run",
+)
 
 
 def run_svdd(reward, **pipe_kwargs):
@@ -77,12 +94,47 @@ CASES = [
     ("denoiser-unknown-backbone", lambda: Denoiser(torch.nn.Linear(2, 2), DDPMScheduler()), TypeError, "model"),
     ("denoiser-prediction-type", lambda: Denoiser(tiny.tiny_unet(), DDIMScheduler(), prediction_type="flow"), ValueError, "prediction_type"),
     ("denoiser-unknown-scheduler", lambda: Denoiser(tiny.tiny_unet(), ScoreSdeVeScheduler()), ValueError, "scheduler"),
-    ("sample-latent-channels", lambda: sample(Denoiser(tiny.tiny_unet(), DDPMScheduler()), torch.randn(1, 4, 8, 8), num_inference_steps=2), ValueError, "latents"),
-    ("sample-steps-zero", lambda: sample(Denoiser(tiny.tiny_unet(), DDPMScheduler()), torch.randn(1, 3, 8, 8), num_inference_steps=0), ValueError, "num_inference_steps"),
-    ("sample-steps-float", lambda: sample(Denoiser(tiny.tiny_unet(), DDPMScheduler()), torch.randn(1, 3, 8, 8), num_inference_steps=2.5), ValueError, "num_inference_steps"),
-    ("sample-hook-without-points", lambda: sample(Denoiser(tiny.tiny_unet(), DDPMScheduler()), torch.randn(1, 3, 8, 8), num_inference_steps=2, hooks=[NoPoints()]), TypeError, r"hooks\[0\]"),
-    ("sample-cond-width", lambda: sample(Denoiser(tiny.tiny_condition_unet(32), DDIMScheduler()), torch.randn(1, 4, 8, 8), num_inference_steps=2, cond={"encoder_hidden_states": torch.randn(1, 3, 7)}), ValueError, "cond"),
-    ("sample-generator-list", lambda: sample(Denoiser(tiny.tiny_unet(), DDPMScheduler()), torch.randn(2, 3, 8, 8), num_inference_steps=2, generator=[torch.Generator()]), ValueError, "generator"),
+    (
+        "sample-latent-channels",
+        lambda: sample(Denoiser(tiny.tiny_unet(), DDPMScheduler()), torch.randn(1, 4, 8, 8), num_inference_steps=2),
+        ValueError,
+        "latents",
+    ),
+    (
+        "sample-steps-zero",
+        lambda: sample(Denoiser(tiny.tiny_unet(), DDPMScheduler()), torch.randn(1, 3, 8, 8), num_inference_steps=0),
+        ValueError,
+        "num_inference_steps",
+    ),
+    (
+        "sample-steps-float",
+        lambda: sample(Denoiser(tiny.tiny_unet(), DDPMScheduler()), torch.randn(1, 3, 8, 8), num_inference_steps=2.5),
+        ValueError,
+        "num_inference_steps",
+    ),
+    (
+        "sample-hook-without-points",
+        lambda: sample(Denoiser(tiny.tiny_unet(), DDPMScheduler()), torch.randn(1, 3, 8, 8), num_inference_steps=2, hooks=[NoPoints()]),
+        TypeError,
+        r"hooks\[0\]",
+    ),
+    (
+        "sample-cond-width",
+        lambda: sample(
+            Denoiser(tiny.tiny_condition_unet(32), DDIMScheduler()),
+            torch.randn(1, 4, 8, 8),
+            num_inference_steps=2,
+            cond={"encoder_hidden_states": torch.randn(1, 3, 7)},
+        ),
+        ValueError,
+        "cond",
+    ),
+    (
+        "sample-generator-list",
+        lambda: sample(Denoiser(tiny.tiny_unet(), DDPMScheduler()), torch.randn(2, 3, 8, 8), num_inference_steps=2, generator=[torch.Generator()]),
+        ValueError,
+        "generator",
+    ),
     ("sample-not-a-denoiser", lambda: sample(tiny.tiny_unet(), torch.randn(1, 3, 8, 8), num_inference_steps=2), TypeError, "denoiser"),
     # steer
     ("steer-unknown-pipeline", lambda: steer(object()), TypeError, "pipe"),
@@ -93,17 +145,44 @@ CASES = [
     ("unconditional-without-batch-size", lambda: class_pipe()(num_inference_steps=2), ValueError, "batch_size"),
     ("output-type", lambda: class_pipe()(class_labels=[1], output_type="png"), ValueError, "output_type"),
     ("guidance-scale", lambda: class_pipe()(class_labels=[1], guidance_scale=-1.0), ValueError, "guidance_scale"),
-    ("embeddings-and-images", lambda: EmbeddingToImagePipeline.__call__(embedding_pipe(), embeddings=torch.randn(1, 12), images=torch.rand(1, 3, 16, 16)), ValueError, "embeddings, images"),
-    ("embeddings-width", lambda: EmbeddingToImagePipeline.__call__(embedding_pipe(), embeddings=torch.randn(2, 5), num_inference_steps=2), ValueError, "embeddings"),
-    ("embeddings-per-embedding", lambda: EmbeddingToImagePipeline.__call__(embedding_pipe(), embeddings=torch.randn(2, 12), num_images_per_embedding=0), ValueError, "num_images_per_embedding"),
+    (
+        "embeddings-and-images",
+        lambda: EmbeddingToImagePipeline.__call__(embedding_pipe(), embeddings=torch.randn(1, 12), images=torch.rand(1, 3, 16, 16)),
+        ValueError,
+        "embeddings, images",
+    ),
+    (
+        "embeddings-width",
+        lambda: EmbeddingToImagePipeline.__call__(embedding_pipe(), embeddings=torch.randn(2, 5), num_inference_steps=2),
+        ValueError,
+        "embeddings",
+    ),
+    (
+        "embeddings-per-embedding",
+        lambda: EmbeddingToImagePipeline.__call__(embedding_pipe(), embeddings=torch.randn(2, 12), num_images_per_embedding=0),
+        ValueError,
+        "num_images_per_embedding",
+    ),
     ("large-overlap", lambda: embedding_pipe()(embedding_grid=torch.randn(2, 2, 12), overlap=16), ValueError, "overlap"),
     ("large-grid-nan", lambda: embedding_pipe()(embedding_grid=torch.full((2, 2, 12), float("nan"))), ValueError, "embedding_grid"),
     ("large-grid-width", lambda: embedding_pipe()(embedding_grid=torch.randn(2, 2, 7)), ValueError, "embedding_grid"),
     ("large-reference-small", lambda: embedding_pipe()(reference=torch.rand(1, 3, 8, 8)), ValueError, "reference"),
     ("large-embedder-width", lambda: embedding_pipe().set_embedder(CallableEmbedder(lambda im: im.mean(dim=(2, 3)))), ValueError, "embedder"),
-    ("hybrid-latent-shapes", lambda: HybridDistilledPipeline(class_pipe(), ClassConditionalPipeline(scheduler=LCMScheduler(), unet=tiny.tiny_unet(sample_size=16, num_class_embeds=11))), ValueError, "distilled"),
+    (
+        "hybrid-latent-shapes",
+        lambda: HybridDistilledPipeline(
+            class_pipe(), ClassConditionalPipeline(scheduler=LCMScheduler(), unet=tiny.tiny_unet(sample_size=16, num_class_embeds=11))
+        ),
+        ValueError,
+        "distilled",
+    ),
     ("hybrid-base-steps", lambda: HybridHook(Denoiser(tiny.tiny_unet(), LCMScheduler()), base_steps=0), ValueError, "base_steps"),
-    ("hybrid-k-too-large", lambda: steer(ddim_pipe())(batch_size=1, num_inference_steps=3, hooks=[HybridHook(Denoiser(tiny.tiny_unet(seed=1), LCMScheduler()), base_steps=3)]), ValueError, "base_steps"),
+    (
+        "hybrid-k-too-large",
+        lambda: steer(ddim_pipe())(batch_size=1, num_inference_steps=3, hooks=[HybridHook(Denoiser(tiny.tiny_unet(seed=1), LCMScheduler()), base_steps=3)]),
+        ValueError,
+        "base_steps",
+    ),
     # guidance
     ("svdd-candidates", lambda: SVDD(PosteriorMeanValue(brightness), num_candidates=0), ValueError, "num_candidates"),
     ("svdd-alpha", lambda: SVDD(PosteriorMeanValue(brightness), alpha=-0.1), ValueError, "alpha"),
@@ -142,7 +221,12 @@ CASES = [
     ("refuse-pickle", lambda: load_safetensors(pickle_folder() + "/model.pt"), ValueError, "path"),
     # command line
     ("cli-sample-escape", lambda: cli._sample(cli.parser().parse_args(["sample", "digits", "--out", "out", "--name", "../escape.png"])), ValueError, "name"),
-    ("cli-sample-absolute", lambda: cli._sample(cli.parser().parse_args(["sample", "digits", "--out", "out", "--name", "/tmp/escape.png"])), ValueError, "name"),
+    (
+        "cli-sample-absolute",
+        lambda: cli._sample(cli.parser().parse_args(["sample", "digits", "--out", "out", "--name", "/tmp/escape.png"])),
+        ValueError,
+        "name",
+    ),
 ]
 
 

@@ -49,7 +49,9 @@ def test_cads_on_class_tables_changes_early_steps_only_for_conditional_rows():
     again = pipe(generator=torch.Generator().manual_seed(0), hooks=[CADS(seed=0)], **kwargs).images
     assert not torch.allclose(plain, annealed) and torch.equal(annealed, again)
     null = pipe(class_labels=None, batch_size=3, num_inference_steps=6, output_type="pt", generator=torch.Generator().manual_seed(0)).images
-    null_cads = pipe(class_labels=None, batch_size=3, num_inference_steps=6, output_type="pt", generator=torch.Generator().manual_seed(0), hooks=[CADS(seed=0)]).images
+    null_cads = pipe(
+        class_labels=None, batch_size=3, num_inference_steps=6, output_type="pt", generator=torch.Generator().manual_seed(0), hooks=[CADS(seed=0)]
+    ).images
     assert torch.equal(null, null_cads)  # the unconditional (null) rows are never annealed
 
 

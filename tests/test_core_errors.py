@@ -62,8 +62,14 @@ def test_condition_of_the_wrong_width_is_refused(count_calls):
     with pytest.raises(ValueError, match=r"cond: UNet2DConditionModel needs \['encoder_hidden_states'\]"):
         sample(den, torch.randn(1, 4, 8, 8), num_inference_steps=2)
     with pytest.raises(ValueError, match=r"uncond\['encoder_hidden_states'\]: batch 2 does not match"):
-        sample(den, torch.randn(1, 4, 8, 8), num_inference_steps=2, cond={"encoder_hidden_states": torch.randn(1, 5, 32)},
-               uncond={"encoder_hidden_states": torch.randn(2, 5, 32)}, guidance_scale=3.0)
+        sample(
+            den,
+            torch.randn(1, 4, 8, 8),
+            num_inference_steps=2,
+            cond={"encoder_hidden_states": torch.randn(1, 5, 32)},
+            uncond={"encoder_hidden_states": torch.randn(2, 5, 32)},
+            guidance_scale=3.0,
+        )
     assert calls.calls == 0
 
 

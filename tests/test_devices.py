@@ -51,19 +51,25 @@ def assert_images(images, count: int, device: str):
 
 # -- gen's pipelines ----------------------------------------------------------------------------------------------------
 GEN_PIPELINES = {
-    "ClassConditionalPipeline": lambda p, g: placed(tiny.class_pipeline(), p)(class_labels=[1, 2], guidance_scale=2.0, num_inference_steps=3, generator=g, output_type="pt"),
-    "TextToImagePipeline": lambda p, g: placed(tiny.text_pipeline(), p)(["a cat", "a red dog"], guidance_scale=2.0, num_inference_steps=3, generator=g, output_type="pt"),
+    "ClassConditionalPipeline": lambda p, g: placed(tiny.class_pipeline(), p)(
+        class_labels=[1, 2], guidance_scale=2.0, num_inference_steps=3, generator=g, output_type="pt"
+    ),
+    "TextToImagePipeline": lambda p, g: placed(tiny.text_pipeline(), p)(
+        ["a cat", "a red dog"], guidance_scale=2.0, num_inference_steps=3, generator=g, output_type="pt"
+    ),
     # images given on the CPU in float64: the pipeline moves and casts them
     "EmbeddingToImagePipeline": lambda p, g: placed(tiny.embedding_pipeline(in_time=True), p)(
-        images=torch.rand(2, 3, 16, 16, dtype=torch.float64), guidance_scale=2.0, num_inference_steps=3, generator=g, output_type="pt"),
+        images=torch.rand(2, 3, 16, 16, dtype=torch.float64), guidance_scale=2.0, num_inference_steps=3, generator=g, output_type="pt"
+    ),
     "LargeImagePipeline": lambda p, g: placed(tiny.embedding_pipeline(LargeImagePipeline), p)(
-        reference=torch.rand(1, 3, 40, 48, dtype=torch.float64), overlap=4, guidance_scale=2.0, num_inference_steps=2, generator=g, output_type="pt"),
+        reference=torch.rand(1, 3, 40, 48, dtype=torch.float64), overlap=4, guidance_scale=2.0, num_inference_steps=2, generator=g, output_type="pt"
+    ),
     "TextToLargeImagePipeline": lambda p, g: TextToLargeImagePipeline(
-        placed(tiny.text_pipeline(in_channels=tiny.EMBEDDING_WIDTH), p), placed(tiny.embedding_pipeline(LargeImagePipeline), p))(
-        "tissue", grid_size=2, grid_steps=2, num_inference_steps=2, overlap=4, generator=g, output_type="pt"),
+        placed(tiny.text_pipeline(in_channels=tiny.EMBEDDING_WIDTH), p), placed(tiny.embedding_pipeline(LargeImagePipeline), p)
+    )("tissue", grid_size=2, grid_steps=2, num_inference_steps=2, overlap=4, generator=g, output_type="pt"),
     "HybridDistilledPipeline": lambda p, g: HybridDistilledPipeline(
-        placed(tiny.class_pipeline(), p), placed(tiny.class_pipeline(1, LCMScheduler(num_train_timesteps=100, original_inference_steps=10)), p))(
-        class_labels=[3, 4], guidance_scale=2.0, distilled_steps=3, generator=g, output_type="pt"),
+        placed(tiny.class_pipeline(), p), placed(tiny.class_pipeline(1, LCMScheduler(num_train_timesteps=100, original_inference_steps=10)), p)
+    )(class_labels=[3, 4], guidance_scale=2.0, distilled_steps=3, generator=g, output_type="pt"),
 }
 
 
@@ -83,7 +89,10 @@ def test_a_generator_on_the_cpu_or_on_the_device_both_work(placement, generator_
     pipe = placed(tiny.class_pipeline(scheduler=DDPMScheduler(num_train_timesteps=100)), placement)
     where = "cpu" if generator_device == "cpu" else device
     hook = SVDD(PosteriorMeanValue(brightness), num_candidates=2, alpha=0.5)
-    outs = [pipe(class_labels=[1, 2], num_inference_steps=3, generator=torch.Generator(where).manual_seed(0), hooks=[hook], output_type="pt").images for _ in range(2)]
+    outs = [
+        pipe(class_labels=[1, 2], num_inference_steps=3, generator=torch.Generator(where).manual_seed(0), hooks=[hook], output_type="pt").images
+        for _ in range(2)
+    ]
     assert_images(outs[0], 2, device)
     assert torch.equal(outs[0], outs[1])
 
@@ -131,8 +140,11 @@ HOOKS = {
     "BestOfN": lambda device: BestOfN(brightness, n=3),
     "FKSteering": lambda device: FKSteering(brightness, num_particles=3, resample_every=1),
     "DTVisualizer": lambda device: DTVisualizer(),
-    "HybridHook": lambda device: HybridHook(Denoiser(tiny.tiny_unet(num_class_embeds=11, seed=1).to(device), LCMScheduler(num_train_timesteps=100, original_inference_steps=10)),
-                                            base_steps=1, distilled_steps=2),
+    "HybridHook": lambda device: HybridHook(
+        Denoiser(tiny.tiny_unet(num_class_embeds=11, seed=1).to(device), LCMScheduler(num_train_timesteps=100, original_inference_steps=10)),
+        base_steps=1,
+        distilled_steps=2,
+    ),
 }
 
 
@@ -174,9 +186,23 @@ def test_training_with_cep_bf16_and_ema_resumes_to_the_same_weights(tmp_path, pl
     if device == "cpu" and CUDA:
         pytest.skip("accelerate trains on the GPU when there is one")
     steps = 20 if device == "cuda" else 6
-    common = dict(data="digits", condition="class", resolution=8, block_out_channels="8,16", layers_per_block=1, attention_levels="1",
-                  attention_head_dim=4, train_batch_size=8, max_train_steps=steps, lr_warmup_steps=1, cep="gaussian", mixed_precision="bf16",
-                  ema_decay=0.9, checkpointing_steps=steps // 2, progress=False)
+    common = dict(
+        data="digits",
+        condition="class",
+        resolution=8,
+        block_out_channels="8,16",
+        layers_per_block=1,
+        attention_levels="1",
+        attention_head_dim=4,
+        train_batch_size=8,
+        max_train_steps=steps,
+        lr_warmup_steps=1,
+        cep="gaussian",
+        mixed_precision="bf16",
+        ema_decay=0.9,
+        checkpointing_steps=steps // 2,
+        progress=False,
+    )
     whole = train(TrainConfig(output_dir=str(tmp_path / "whole"), **common))
     half = dict(common, max_train_steps=steps // 2)
     train(TrainConfig(output_dir=str(tmp_path / "resumed"), **half))
@@ -198,9 +224,16 @@ def test_steer_is_bit_exact_over_an_sd15_size_unet_in_fp16():
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)  # SD-1.5's UNet config, 860M
-    pipe = StableDiffusionPipeline(vae=tiny.tiny_vae(), text_encoder=None, tokenizer=None, unet=unet, safety_checker=None, feature_extractor=None,
-                                   scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, steps_offset=1),
-                                   requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        vae=tiny.tiny_vae(),
+        text_encoder=None,
+        tokenizer=None,
+        unet=unet,
+        safety_checker=None,
+        feature_extractor=None,
+        scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, steps_offset=1),
+        requires_safety_checker=False,
+    )
     pipe = pipe.to("cuda", torch.float16)
     pipe.set_progress_bar_config(disable=True)
     g = torch.Generator().manual_seed(1)
@@ -217,8 +250,9 @@ def test_steer_is_bit_exact_over_a_dit_xl_size_transformer_in_fp16():
     from diffusers import DiTPipeline, DiTTransformer2DModel
 
     torch.manual_seed(0)
-    dit = DiTTransformer2DModel(num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28, sample_size=32,
-                                patch_size=2, num_embeds_ada_norm=1000).eval()  # DiT-XL/2 at 256 px, 675M; eval: no class-label dropout
+    dit = DiTTransformer2DModel(
+        num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28, sample_size=32, patch_size=2, num_embeds_ada_norm=1000
+    ).eval()  # DiT-XL/2 at 256 px, 675M; eval: no class-label dropout
     pipe = DiTPipeline(transformer=dit, vae=tiny.tiny_vae(), scheduler=DDIMScheduler()).to("cuda", torch.float16)
     pipe.set_progress_bar_config(disable=True)
     # DiTPipeline has no latent output ("latent" gives numpy images): compare the decoded tensors
@@ -239,12 +273,24 @@ def _embedding_pipeline_with_encoder():
 
 
 OFFLOADED = {
-    "EmbeddingToImagePipeline": (_embedding_pipeline_with_encoder, lambda pipe, g: pipe(
-        images=torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)), guidance_scale=2.0, num_inference_steps=3, generator=g, output_type="pt")),
-    "HybridDistilledPipeline": (lambda: HybridDistilledPipeline(tiny.class_pipeline(), tiny.class_pipeline(1, LCMScheduler(num_train_timesteps=100, original_inference_steps=10))),
-                                lambda pipe, g: pipe(class_labels=[3, 4], guidance_scale=2.0, distilled_steps=3, generator=g, output_type="pt")),
-    "TextToLargeImagePipeline": (lambda: TextToLargeImagePipeline(tiny.text_pipeline(in_channels=tiny.EMBEDDING_WIDTH), tiny.embedding_pipeline(LargeImagePipeline)),
-                                 lambda pipe, g: pipe("tissue", grid_size=2, grid_steps=2, num_inference_steps=2, overlap=4, generator=g, output_type="pt")),
+    "EmbeddingToImagePipeline": (
+        _embedding_pipeline_with_encoder,
+        lambda pipe, g: pipe(
+            images=torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)),
+            guidance_scale=2.0,
+            num_inference_steps=3,
+            generator=g,
+            output_type="pt",
+        ),
+    ),
+    "HybridDistilledPipeline": (
+        lambda: HybridDistilledPipeline(tiny.class_pipeline(), tiny.class_pipeline(1, LCMScheduler(num_train_timesteps=100, original_inference_steps=10))),
+        lambda pipe, g: pipe(class_labels=[3, 4], guidance_scale=2.0, distilled_steps=3, generator=g, output_type="pt"),
+    ),
+    "TextToLargeImagePipeline": (
+        lambda: TextToLargeImagePipeline(tiny.text_pipeline(in_channels=tiny.EMBEDDING_WIDTH), tiny.embedding_pipeline(LargeImagePipeline)),
+        lambda pipe, g: pipe("tissue", grid_size=2, grid_steps=2, num_inference_steps=2, overlap=4, generator=g, output_type="pt"),
+    ),
 }
 
 

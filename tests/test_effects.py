@@ -59,8 +59,15 @@ def broken_run(seed: int) -> int:
 
 def digits(pipe, hooks, seed, labels=None, n=16, eta=1.0, **kwargs):
     kwargs.setdefault("num_inference_steps", 20)
-    return pipe(class_labels=labels, batch_size=None if labels is not None else n, eta=eta, hooks=list(hooks),
-                generator=torch.Generator().manual_seed(seed), output_type="pt", **kwargs).images
+    return pipe(
+        class_labels=labels,
+        batch_size=None if labels is not None else n,
+        eta=eta,
+        hooks=list(hooks),
+        generator=torch.Generator().manual_seed(seed),
+        output_type="pt",
+        **kwargs,
+    ).images
 
 
 # -- value guidance: the target reward rises over plain sampling from the same seeds ------------------------------

@@ -24,8 +24,9 @@ def saved_vit(folder):
     from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
     torch.manual_seed(0)
-    ViTModel(ViTConfig(hidden_size=tiny.EMBEDDING_WIDTH, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, image_size=16,
-                       patch_size=8)).save_pretrained(folder)
+    ViTModel(
+        ViTConfig(hidden_size=tiny.EMBEDDING_WIDTH, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, image_size=16, patch_size=8)
+    ).save_pretrained(folder)
     ViTImageProcessor(size={"height": 16, "width": 16}).save_pretrained(folder)
     return str(folder)
 
@@ -102,9 +103,23 @@ def test_the_trainer_saves_a_non_zoo_embedder_into_the_folder(tmp_path):
 
     encoder = PatchEncoder(in_channels=1, patch_size=16, width=8, embedding_dim=tiny.EMBEDDING_WIDTH, projection_dim=8)
     encoder.save_pretrained(tmp_path / "encoder")
-    out = train(TrainConfig(output_dir=str(tmp_path / "run"), max_train_steps=1, data="digits", resolution=8, block_out_channels="8,16",
-                            attention_levels="1", layers_per_block=1, attention_head_dim=4, train_batch_size=8, progress=False,
-                            checkpointing_steps=0, condition="embedding", embedder=str(tmp_path / "encoder")))
+    out = train(
+        TrainConfig(
+            output_dir=str(tmp_path / "run"),
+            max_train_steps=1,
+            data="digits",
+            resolution=8,
+            block_out_channels="8,16",
+            attention_levels="1",
+            layers_per_block=1,
+            attention_head_dim=4,
+            train_batch_size=8,
+            progress=False,
+            checkpointing_steps=0,
+            condition="embedding",
+            embedder=str(tmp_path / "encoder"),
+        )
+    )
     index = json.loads((out / "model_index.json").read_text())
     assert index["image_encoder"] == ["gen.embedders", "PatchEncoder"] and (out / "image_encoder" / "diffusion_pytorch_model.safetensors").is_file()
     digits = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))

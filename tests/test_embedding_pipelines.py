@@ -21,8 +21,14 @@ def mean_colour(images):
 @pytest.fixture
 def large():
     torch.manual_seed(0)
-    unet = build_backbone("unet", "embedding", sample_size=16, channels=3, condition_width=WIDTH,
-                          arch=Architecture(block_out_channels=(8, 16), attention_levels=(1,), layers_per_block=1, attention_head_dim=4, cross_attention_dim=8)).eval()
+    unet = build_backbone(
+        "unet",
+        "embedding",
+        sample_size=16,
+        channels=3,
+        condition_width=WIDTH,
+        arch=Architecture(block_out_channels=(8, 16), attention_levels=(1,), layers_per_block=1, attention_head_dim=4, cross_attention_dim=8),
+    ).eval()
     pipe = LargeImagePipeline(scheduler=DDIMScheduler(num_train_timesteps=100, clip_sample=False), unet=unet, embedder="unused")
     pipe.set_embedder(CallableEmbedder(mean_colour))
     pipe.set_progress_bar_config(disable=True)
@@ -76,8 +82,15 @@ def test_a_half_precision_large_image_keeps_its_canvas_in_float32():
         seen["canvas"].add(tensors["latents"].dtype)
         return tensors
 
-    out = pipe(embedding_grid=torch.randn(2, 3, WIDTH), overlap=4, num_inference_steps=2, eta=1.0, output_type="pt",
-               callback_on_step_end=record, generator=torch.Generator().manual_seed(0))
+    out = pipe(
+        embedding_grid=torch.randn(2, 3, WIDTH),
+        overlap=4,
+        num_inference_steps=2,
+        eta=1.0,
+        output_type="pt",
+        callback_on_step_end=record,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert seen == {"canvas": {torch.float32}, "tiles": {torch.bfloat16}} and torch.isfinite(out.images).all()
 
 

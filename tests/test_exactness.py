@@ -62,8 +62,6 @@ def test_sample_alone_matches_ddpm_pipeline():
     assert out.nfe == 7
 
 
-
-
 def test_callback_on_step_end_can_replace_latents():
     pipe = tiny.stable_diffusion_pipeline()
     seen = []

@@ -15,9 +15,31 @@ from gen.training.checkpoints import candidates, latest_valid
 
 pytestmark = pytest.mark.slow
 
-ARGS = ["--data", "digits", "--resolution", "8", "--block-out-channels", "8,16", "--attention-levels", "1", "--layers-per-block", "1",
-        "--attention-head-dim", "4", "--train-batch-size", "8", "--max-train-steps", "12", "--checkpointing-steps", "4",
-        "--checkpoints-total-limit", "100", "--lr-warmup-steps", "2", "--no-progress"]
+ARGS = [
+    "--data",
+    "digits",
+    "--resolution",
+    "8",
+    "--block-out-channels",
+    "8,16",
+    "--attention-levels",
+    "1",
+    "--layers-per-block",
+    "1",
+    "--attention-head-dim",
+    "4",
+    "--train-batch-size",
+    "8",
+    "--max-train-steps",
+    "12",
+    "--checkpointing-steps",
+    "4",
+    "--checkpoints-total-limit",
+    "100",
+    "--lr-warmup-steps",
+    "2",
+    "--no-progress",
+]
 
 KILL_AT_STEP = textwrap.dedent("""
     import os, signal, sys

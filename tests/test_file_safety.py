@@ -11,8 +11,18 @@ from gen import cli
 from gen.errors import TrainingDiverged
 from gen.training.train import TrainConfig, main as train_main, train
 
-TINY = dict(data="digits", condition="class", resolution=8, block_out_channels="8,16", layers_per_block=1, attention_levels="1",
-            attention_head_dim=4, train_batch_size=8, lr_warmup_steps=0, progress=False)
+TINY = dict(
+    data="digits",
+    condition="class",
+    resolution=8,
+    block_out_channels="8,16",
+    layers_per_block=1,
+    attention_levels="1",
+    attention_head_dim=4,
+    train_batch_size=8,
+    lr_warmup_steps=0,
+    progress=False,
+)
 
 
 def owned(folder):
@@ -67,17 +77,20 @@ def test_trainers_never_spin_on_an_empty_loader(tmp_path):
         train_value(ValueConfig(output_dir=str(tmp_path / "value"), num_samples=1, steps=1, train_batch_size=64, max_train_steps=1))
 
 
-@pytest.mark.parametrize("argv, status, text", [
-    (["train", "--data", "/no/such/folder", "--output-dir", "out"], 2, "data:"),
-    (["train", "--data", "digits", "--output-dir", "out", "--resolution", "7", "--block-out-channels", "8,16"], 2, "resolution:"),
-    (["train", "--data", "digits", "--output-dir", "out", "--beta-schedule", "cubic"], 2, "beta_schedule:"),
-    (["train", "--data", "digits", "--output-dir", "out", "--learning-rate", "inf"], 2, "learning_rate:"),
-    (["train", "--data", "digits", "--output-dir", "out", "--max-grad-norm", "-1"], 2, "max_grad_norm:"),
-    (["train", "--data", "digits", "--output_dir", "out", "--report-to", "nonsense"], 2, "report_to:"),
-    (["sample", "/no/such/model"], 2, "model:"),
-    (["sample", "digits", "--prompt", "a cat"], 2, "prompt:"),
-    (["bench", "nope"], 2, "bench:"),
-])
+@pytest.mark.parametrize(
+    "argv, status, text",
+    [
+        (["train", "--data", "/no/such/folder", "--output-dir", "out"], 2, "data:"),
+        (["train", "--data", "digits", "--output-dir", "out", "--resolution", "7", "--block-out-channels", "8,16"], 2, "resolution:"),
+        (["train", "--data", "digits", "--output-dir", "out", "--beta-schedule", "cubic"], 2, "beta_schedule:"),
+        (["train", "--data", "digits", "--output-dir", "out", "--learning-rate", "inf"], 2, "learning_rate:"),
+        (["train", "--data", "digits", "--output-dir", "out", "--max-grad-norm", "-1"], 2, "max_grad_norm:"),
+        (["train", "--data", "digits", "--output_dir", "out", "--report-to", "nonsense"], 2, "report_to:"),
+        (["sample", "/no/such/model"], 2, "model:"),
+        (["sample", "digits", "--prompt", "a cat"], 2, "prompt:"),
+        (["bench", "nope"], 2, "bench:"),
+    ],
+)
 def test_a_mistake_on_the_command_line_is_one_line_and_status_2(argv, status, text, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert cli.main(argv) == status
@@ -124,4 +137,3 @@ def test_label_range_in_metadata_is_checked(tmp_path):
     (data / "metadata.jsonl").write_text(json.dumps({"file_name": "0.png", "label": -1}) + "\n")
     with pytest.raises(ValueError, match=r"data: the label of 0.png is -1"):
         train(TrainConfig(**{**TINY, "data": str(data)}, output_dir=str(tmp_path / "run"), max_train_steps=1))
-

@@ -47,8 +47,14 @@ def test_the_readme_has_runnable_blocks():
 def test_the_readme_walked_in_order_prints_no_traceback_and_no_warning(tmp_path):
     for name in ("examples", "benchmarks"):
         (tmp_path / name).symlink_to(ROOT / name)
-    env = dict(os.environ, STEPS="2", PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    env = dict(
+        os.environ,
+        STEPS="2",
+        PYTHONPATH=str(ROOT),
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    )
     env.pop("PYTHONWARNINGS", None)
     timings, noisy = [], []
     for label, argv in steps():

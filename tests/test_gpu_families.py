@@ -16,18 +16,30 @@ PLACEMENTS = [
     pytest.param(("cuda", torch.bfloat16), id="cuda-bf16", marks=[pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")]),
 ]
 FAMILIES = {
-    "sdxl": (tiny.sdxl_pipeline, lambda: dict(prompt=["a cat", "a red dog"], guidance_scale=5.0), lambda s: EulerAncestralDiscreteScheduler.from_config(s.config)),
-    "flux": (lambda: tiny.flux_pipeline(guidance_embeds=True), lambda: dict(prompt=["a cat", "a red dog"], height=16, width=16, max_sequence_length=8),
-             lambda s: FlowMatchEulerDiscreteScheduler.from_config(s.config, stochastic_sampling=True)),
-    "sana": (tiny.sana_pipeline, lambda: dict(height=32, width=32, use_resolution_binning=False, **tiny.sana_prompt(2)),
-             lambda s: FlowMatchEulerDiscreteScheduler.from_config(s.config, stochastic_sampling=True)),
+    "sdxl": (
+        tiny.sdxl_pipeline,
+        lambda: dict(prompt=["a cat", "a red dog"], guidance_scale=5.0),
+        lambda s: EulerAncestralDiscreteScheduler.from_config(s.config),
+    ),
+    "flux": (
+        lambda: tiny.flux_pipeline(guidance_embeds=True),
+        lambda: dict(prompt=["a cat", "a red dog"], height=16, width=16, max_sequence_length=8),
+        lambda s: FlowMatchEulerDiscreteScheduler.from_config(s.config, stochastic_sampling=True),
+    ),
+    "sana": (
+        tiny.sana_pipeline,
+        lambda: dict(height=32, width=32, use_resolution_binning=False, **tiny.sana_prompt(2)),
+        lambda s: FlowMatchEulerDiscreteScheduler.from_config(s.config, stochastic_sampling=True),
+    ),
 }
 
 
 def _on(placement, kwargs):
     device, dtype = placement
-    return {k: v.to(device, dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v.to(device) if isinstance(v, torch.Tensor) else v
-            for k, v in kwargs.items()}
+    return {
+        k: v.to(device, dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v.to(device) if isinstance(v, torch.Tensor) else v
+        for k, v in kwargs.items()
+    }
 
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
@@ -41,6 +53,9 @@ def test_steer_equals_stock_and_svdd_runs(family, placement):
     ours = steer(pipe)(**kwargs, generator=torch.Generator().manual_seed(0))
     assert torch.equal(stock, ours.images) and ours.images.device.type == device
     pipe.scheduler = stochastic(pipe.scheduler)
-    guided = steer(pipe)(**dict(kwargs, output_type="pt"), generator=torch.Generator().manual_seed(0),
-                         hooks=[SVDD(PosteriorMeanValue(lambda images: images.float().mean(dim=(1, 2, 3))), num_candidates=2)])
+    guided = steer(pipe)(
+        **dict(kwargs, output_type="pt"),
+        generator=torch.Generator().manual_seed(0),
+        hooks=[SVDD(PosteriorMeanValue(lambda images: images.float().mean(dim=(1, 2, 3))), num_candidates=2)],
+    )
     assert torch.isfinite(guided.images.float()).all() and guided.reward_calls >= 3 * 2

@@ -20,8 +20,9 @@ def _ddim(eta_pipe=True):
 
 
 def run(pipe, hooks=(), steps=6, eta=1.0, batch=3, seed=0, **kw):
-    return steer(pipe)(batch_size=batch, num_inference_steps=steps, eta=eta, output_type="pt", hooks=list(hooks),
-                       generator=torch.Generator().manual_seed(seed), **kw)
+    return steer(pipe)(
+        batch_size=batch, num_inference_steps=steps, eta=eta, output_type="pt", hooks=list(hooks), generator=torch.Generator().manual_seed(seed), **kw
+    )
 
 
 def test_one_candidate_argmax_is_plain_sampling_exactly():
@@ -32,8 +33,13 @@ def test_one_candidate_argmax_is_plain_sampling_exactly():
     assert guided.nfe == plain.nfe == 6
     ddpm = tiny.ddpm_pipeline()
     a = steer(ddpm)(batch_size=2, num_inference_steps=5, output_type="pt", generator=torch.Generator().manual_seed(1))
-    b = steer(ddpm)(batch_size=2, num_inference_steps=5, output_type="pt", generator=torch.Generator().manual_seed(1),
-                    hooks=[SVDD(PosteriorMeanValue(brightness), num_candidates=1)])
+    b = steer(ddpm)(
+        batch_size=2,
+        num_inference_steps=5,
+        output_type="pt",
+        generator=torch.Generator().manual_seed(1),
+        hooks=[SVDD(PosteriorMeanValue(brightness), num_candidates=1)],
+    )
     assert torch.equal(a.images, b.images)
 
 
@@ -67,7 +73,9 @@ def test_soft_selection_is_seeded():
     assert torch.equal(a.images, b.images)
 
 
-@pytest.mark.parametrize("hook, per_step", [(BestOfN(brightness, n=3), 3), (FKSteering(brightness, num_particles=3, resample_every=2, resample_window=(0, 1)), 3)])
+@pytest.mark.parametrize(
+    "hook, per_step", [(BestOfN(brightness, n=3), 3), (FKSteering(brightness, num_particles=3, resample_every=2, resample_window=(0, 1)), 3)]
+)
 def test_particle_methods_cost_n_evaluations_per_step(hook, per_step):
     pipe = _ddim()
     out = run(pipe, [hook], steps=6, batch=2)

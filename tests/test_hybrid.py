@@ -28,8 +28,13 @@ def test_handover_through_steer_for_a_pair_of_diffusers_pipelines():
     base = _base()
     fast = Denoiser(tiny.tiny_unet(seed=1), LCMScheduler(beta_start=0.0001, beta_end=0.02, beta_schedule="linear", original_inference_steps=50))
     seen = Timesteps()
-    out = steer(base)(batch_size=2, num_inference_steps=50, output_type="pt", generator=torch.Generator().manual_seed(0),
-                      hooks=[HybridHook(fast, base_steps=2, distilled_steps=4), seen])
+    out = steer(base)(
+        batch_size=2,
+        num_inference_steps=50,
+        output_type="pt",
+        generator=torch.Generator().manual_seed(0),
+        hooks=[HybridHook(fast, base_steps=2, distilled_steps=4), seen],
+    )
     # base: 980, 960; the state then sits at the level of t=940, which the LCM continues from on its own
     # distillation grid (939), then its 4-step grid below that
     assert seen.seen == [980, 960, 939, 759, 499, 259]
@@ -59,9 +64,14 @@ def test_handover_to_a_ddpm_scheduler_with_custom_timesteps():
     [
         (lambda: HybridHook(Denoiser(tiny.tiny_unet(channels=4), LCMScheduler()), base_steps=1), r"distilled: latent channels differ"),
         (lambda: HybridHook(Denoiser(tiny.tiny_unet(sample_size=16), LCMScheduler()), base_steps=1), r"distilled: sample sizes differ"),
-        (lambda: HybridHook(Denoiser(tiny.tiny_unet(seed=1), LCMScheduler()), base_steps=10), r"base_steps: 10 must be smaller than the base schedule's 10 steps"),
-        (lambda: HybridHook(Denoiser(tiny.tiny_unet(seed=1), LCMScheduler(original_inference_steps=50)), base_steps=1, distilled_steps=2000),
-         r"distilled_steps: the distilled scheduler cannot take 2000 steps"),
+        (
+            lambda: HybridHook(Denoiser(tiny.tiny_unet(seed=1), LCMScheduler()), base_steps=10),
+            r"base_steps: 10 must be smaller than the base schedule's 10 steps",
+        ),
+        (
+            lambda: HybridHook(Denoiser(tiny.tiny_unet(seed=1), LCMScheduler(original_inference_steps=50)), base_steps=1, distilled_steps=2000),
+            r"distilled_steps: the distilled scheduler cannot take 2000 steps",
+        ),
     ],
 )
 def test_bad_hybrid_setups_are_refused_before_sampling(hook, pattern, count_calls):

@@ -23,8 +23,17 @@ MORE = settings(SETTINGS, max_examples=80)  # the slow tier's trainer suites: ea
 ONE_LINE = r"^error: ([a-z_][a-z0-9_]*(, [a-z_][a-z0-9_]*)*|command): "
 
 junk_text = st.sampled_from(["0", "-1", "1", "2", "3", "2.5", "1e23", "nan", "inf", "-inf", "", " ", "abc", "../up", "/abs", "true", "none", "8,16", "-3,4"])
-junk_json = st.one_of(st.none(), st.booleans(), st.integers(-3, 5), st.integers(10**20, 10**21), st.floats(allow_nan=True, allow_infinity=True),
-                      st.sampled_from(["", "false", "true", "1", "abc", "digits", "../x"]), st.just([]), st.just({}), st.just([1, 2]))
+junk_json = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 5),
+    st.integers(10**20, 10**21),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["", "false", "true", "1", "abc", "digits", "../x"]),
+    st.just([]),
+    st.just({}),
+    st.just([1, 2]),
+)
 
 
 @contextlib.contextmanager
@@ -66,8 +75,20 @@ def test_gen_sample_with_random_flags(capsys, flags, model):
         check_run(lambda: cli.main(argv), capsys, folder)
 
 
-TINY = {"data": "digits", "resolution": 8, "block_out_channels": "8,16", "layers_per_block": 1, "attention_levels": "1", "attention_head_dim": 4,
-        "train_batch_size": 8, "lr_warmup_steps": 0, "max_train_steps": 1, "checkpointing_steps": 0, "progress": False, "output_dir": "run"}
+TINY = {
+    "data": "digits",
+    "resolution": 8,
+    "block_out_channels": "8,16",
+    "layers_per_block": 1,
+    "attention_levels": "1",
+    "attention_head_dim": 4,
+    "train_batch_size": 8,
+    "lr_warmup_steps": 0,
+    "max_train_steps": 1,
+    "checkpointing_steps": 0,
+    "progress": False,
+    "output_dir": "run",
+}
 EXPENSIVE = {"text_encoder", "embedder", "vae", "init_from", "condition", "validation_prompts", "use_8bit_adam"}  # each loads or builds more: tested elsewhere
 TRAIN_FIELDS = sorted(f for f in TrainConfig.__dataclass_fields__ if f not in EXPENSIVE | {"config", "data", "output_dir", "progress"})
 
@@ -117,7 +138,11 @@ def test_the_other_trainers_with_random_flags(capsys, trainer, data):
     from gen.training.value import main as value_main
 
     config_class, base, main = (ValueConfig, VALUE_TINY, value_main) if trainer == "value" else (DistillConfig, DISTILL_TINY, distill_main)
-    fields = sorted(f for f, spec in config_class.__dataclass_fields__.items() if "bool" not in str(spec.type) and f not in ("config", "output_dir", "pipeline", "teacher", "classifier"))
+    fields = sorted(
+        f
+        for f, spec in config_class.__dataclass_fields__.items()
+        if "bool" not in str(spec.type) and f not in ("config", "output_dir", "pipeline", "teacher", "classifier")
+    )
     flags = data.draw(st.dictionaries(st.sampled_from(fields), junk_text, max_size=2))
     argv = _flags({**{k: str(v) for k, v in base.items()}, **flags}) + ["--no-progress"]
     with fresh_folder() as folder:

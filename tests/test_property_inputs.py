@@ -24,14 +24,29 @@ NAMED = re.compile(r"^[A-Za-z_][\w\[\]'\", ]*: ")
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 
 junk_scalar = st.one_of(
-    st.none(), st.booleans(), st.integers(-5, 5), st.integers(10**6, 10**12), st.integers(-(10**9), -10),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=3), st.just([]), st.just({}), st.just(()),
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.integers(10**6, 10**12),
+    st.integers(-(10**9), -10),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=3),
+    st.just([]),
+    st.just({}),
+    st.just(()),
 )
 junk_list = st.one_of(st.lists(st.integers(-3, 15), max_size=5), st.lists(junk_scalar, max_size=3), st.just([[1, 2], [3]]))
 junk_tensor = st.one_of(
-    st.just(torch.empty(0)), st.just(torch.full((2, 3), float("nan"))), st.just(torch.ones(2, 3, dtype=torch.int64)),
-    st.just(torch.rand(2, 3, 8)), st.just(torch.rand(1, 3, 16, 16) * 300), st.just(torch.rand(3, 3, 16, 16)), st.just(torch.rand(1, 1, 40, 40)),
-    st.just(np.zeros((4, 4), dtype=np.uint8)), st.just(np.full((8, 8, 3), np.inf)), st.just(torch.rand(1, 3, 16, 16, dtype=torch.float64)),
+    st.just(torch.empty(0)),
+    st.just(torch.full((2, 3), float("nan"))),
+    st.just(torch.ones(2, 3, dtype=torch.int64)),
+    st.just(torch.rand(2, 3, 8)),
+    st.just(torch.rand(1, 3, 16, 16) * 300),
+    st.just(torch.rand(3, 3, 16, 16)),
+    st.just(torch.rand(1, 1, 40, 40)),
+    st.just(np.zeros((4, 4), dtype=np.uint8)),
+    st.just(np.full((8, 8, 3), np.inf)),
+    st.just(torch.rand(1, 3, 16, 16, dtype=torch.float64)),
 )
 junk = st.one_of(junk_scalar, junk_list, junk_tensor)
 
@@ -61,8 +76,12 @@ def large_pipe():
     return tiny.embedding_pipeline(LargeImagePipeline)
 
 
-@given(name=st.sampled_from(["class_labels", "batch_size", "guidance_scale", "num_inference_steps", "height", "width", "eta", "output_type", "generator", "latents"]),
-       value=junk)
+@given(
+    name=st.sampled_from(
+        ["class_labels", "batch_size", "guidance_scale", "num_inference_steps", "height", "width", "eta", "output_type", "generator", "latents"]
+    ),
+    value=junk,
+)
 @SETTINGS
 def test_class_conditional_pipeline(class_pipe, name, value):
     kwargs = dict(class_labels=[1, 2], num_inference_steps=2, output_type="pt")
@@ -76,8 +95,12 @@ def test_class_conditional_pipeline(class_pipe, name, value):
         assert result.images.shape[1:] == (3, *result.images.shape[2:]) and result.images.shape[0] >= 1
 
 
-@given(name=st.sampled_from(["reference", "embedding_grid", "overlap", "height", "width", "tile_batch_size", "num_images", "patch_size", "interpolation", "blend"]),
-       value=junk)
+@given(
+    name=st.sampled_from(
+        ["reference", "embedding_grid", "overlap", "height", "width", "tile_batch_size", "num_images", "patch_size", "interpolation", "blend"]
+    ),
+    value=junk,
+)
 @SETTINGS
 def test_large_image_pipeline(large_pipe, name, value):
     kwargs = dict(embedding_grid=torch.randn(2, 2, tiny.EMBEDDING_WIDTH), overlap=4, num_inference_steps=1, output_type="pt")
@@ -93,7 +116,9 @@ def test_sample(name, value):
     from diffusers import DDIMScheduler
 
     den = Denoiser(tiny.tiny_unet(num_class_embeds=11), DDIMScheduler(num_train_timesteps=100))
-    kwargs = dict(latents=torch.randn(2, 3, 8, 8), num_inference_steps=2, cond={"class_labels": torch.tensor([1, 2])}, uncond={"class_labels": torch.tensor([10, 10])})
+    kwargs = dict(
+        latents=torch.randn(2, 3, 8, 8), num_inference_steps=2, cond={"class_labels": torch.tensor([1, 2])}, uncond={"class_labels": torch.tensor([10, 10])}
+    )
     if name == "generator" and isinstance(value, list):
         value = [torch.Generator().manual_seed(0) for _ in value]
     kwargs[name] = value

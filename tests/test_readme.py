@@ -16,8 +16,12 @@ ENV = dict(os.environ, STEPS="2", PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TOKE
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "examples").iterdir() if p.suffix in (".py", ".sh")))
 def test_example_runs_end_to_end(script, tmp_path):
     path = ROOT / "examples" / script
-    command = ["bash", str(path), str(tmp_path / "run")] if script.endswith(".sh") else [sys.executable, str(path), "--out", str(tmp_path), *TINY.get(script, [])]
-    done = subprocess.run(command, cwd=tmp_path, env=dict(ENV, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}"), capture_output=True, text=True, timeout=1200)
+    command = (
+        ["bash", str(path), str(tmp_path / "run")] if script.endswith(".sh") else [sys.executable, str(path), "--out", str(tmp_path), *TINY.get(script, [])]
+    )
+    done = subprocess.run(
+        command, cwd=tmp_path, env=dict(ENV, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}"), capture_output=True, text=True, timeout=1200
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
 

@@ -62,9 +62,23 @@ def test_a_stock_dit_folder_fine_tuned_stays_stock(tmp_path):
 
 
 def test_every_folder_gen_writes_loads_with_diffusers(tmp_path):
-    out = train(TrainConfig(data="digits", output_dir=str(tmp_path / "run"), condition="class", resolution=8, block_out_channels="8,16",
-                            layers_per_block=1, attention_levels="1", attention_head_dim=4, train_batch_size=8, max_train_steps=2, lr_warmup_steps=0,
-                            checkpointing_steps=1, progress=False))
+    out = train(
+        TrainConfig(
+            data="digits",
+            output_dir=str(tmp_path / "run"),
+            condition="class",
+            resolution=8,
+            block_out_channels="8,16",
+            layers_per_block=1,
+            attention_levels="1",
+            attention_head_dim=4,
+            train_batch_size=8,
+            max_train_steps=2,
+            lr_warmup_steps=0,
+            checkpointing_steps=1,
+            progress=False,
+        )
+    )
     with pytest.raises(ValueError, match=r"gen_pipeline.py"):
         DiffusionPipeline.from_pretrained(out)  # diffusers' own message names the file, which names the gen class
     assert "gen.pipelines.ClassConditionalPipeline" in (out / "gen_pipeline.py").read_text()
@@ -77,8 +91,18 @@ def test_a_lora_trained_by_gen_loads_the_diffusers_way_and_in_gen_sample(tmp_pat
     stock = tiny.stable_diffusion_pipeline()
     stock.save_pretrained(tmp_path / "sd")
     data = image_folder(tmp_path / "data", captions=["a cat"])
-    out = train(TrainConfig(data=str(data), output_dir=str(tmp_path / "lora-run"), condition="text", init_from=str(tmp_path / "sd"), lora_rank=2,
-                            lora_targets="to_q,to_k,to_v,to_out.0", learning_rate=1e-2, **FAST))
+    out = train(
+        TrainConfig(
+            data=str(data),
+            output_dir=str(tmp_path / "lora-run"),
+            condition="text",
+            init_from=str(tmp_path / "sd"),
+            lora_rank=2,
+            lora_targets="to_q,to_k,to_v,to_out.0",
+            learning_rate=1e-2,
+            **FAST,
+        )
+    )
     lora = out / "lora"
     pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "sd")
     kwargs = dict(prompt="a cat", num_inference_steps=2, output_type="latent", generator=torch.Generator().manual_seed(0))
@@ -96,12 +120,15 @@ def test_gen_sample_refuses_models_that_do_not_generate_in_one_line(capsys):
         assert err.count("\n") == 1 and purpose in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("argv", [
-    ["sample", "ihc-text-grid", "--prompt", "retina fundus photograph", "--num", "1", "--steps", "2"],
-    ["sample", "ihc-patches", "--reference", "REF", "--num", "1", "--steps", "2"],
-    ["sample", "digits", "--class-labels", "3", "--lora", "digits-bold-lora", "--steps", "2"],
-    ["sample", "digits-distilled", "--class-labels", "1", "2", "--steps", "2"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sample", "ihc-text-grid", "--prompt", "retina fundus photograph", "--num", "1", "--steps", "2"],
+        ["sample", "ihc-patches", "--reference", "REF", "--num", "1", "--steps", "2"],
+        ["sample", "digits", "--class-labels", "3", "--lora", "digits-bold-lora", "--steps", "2"],
+        ["sample", "digits-distilled", "--class-labels", "1", "2", "--steps", "2"],
+    ],
+)
 def test_gen_sample_works_for_every_generative_zoo_model(argv, tmp_path):
     Image.fromarray((np.random.RandomState(1).rand(32, 32, 3) * 255).astype("uint8")).save(tmp_path / "ref.png")
     argv = [str(tmp_path / "ref.png") if a == "REF" else a for a in argv] + ["--out", str(tmp_path)]

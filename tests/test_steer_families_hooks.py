@@ -23,22 +23,35 @@ def brightness(images: torch.Tensor) -> torch.Tensor:
 
 
 FAMILIES = {
-    "sdxl": (lambda: tiny.sdxl_pipeline(EulerAncestralDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")),
-             dict(prompt=["a cat", "a red dog"], guidance_scale=5.0)),
-    "flux": (lambda: tiny.flux_pipeline(FlowMatchEulerDiscreteScheduler(stochastic_sampling=True)),
-             dict(prompt=["a cat", "a red dog"], height=16, width=16, max_sequence_length=8)),
-    "sana": (lambda: tiny.sana_pipeline(FlowMatchEulerDiscreteScheduler(shift=7.0, stochastic_sampling=True)),
-             dict(height=32, width=32, guidance_scale=4.5, use_resolution_binning=False, **tiny.sana_prompt(2))),
-    "pixart_sigma": (lambda: tiny.pixart_sigma_pipeline(__import__("diffusers").DDPMScheduler(num_train_timesteps=100)),
-                     dict(guidance_scale=4.0, use_resolution_binning=False, **tiny.pixart_prompt(2))),
-    "lumina2": (lambda: tiny.lumina2_pipeline(FlowMatchEulerDiscreteScheduler(stochastic_sampling=True)),
-                dict(height=16, width=16, guidance_scale=4.0, cfg_normalization=True, cfg_trunc_ratio=0.7, **tiny.pixart_prompt(2))),
-    "auraflow": (lambda: tiny.auraflow_pipeline(FlowMatchEulerDiscreteScheduler(stochastic_sampling=True)),
-                 dict(height=16, width=16, guidance_scale=4.0, **tiny.pixart_prompt(2))),
-    "qwen_image": (lambda: tiny.qwen_image_pipeline(FlowMatchEulerDiscreteScheduler(stochastic_sampling=True)),
-                   dict(height=32, width=32, true_cfg_scale=4.0, **tiny.qwen_prompt(2))),
-    "z_image": (lambda: tiny.z_image_pipeline(FlowMatchEulerDiscreteScheduler(stochastic_sampling=True)),
-                dict(height=32, width=32, **tiny.z_image_prompt(2))),
+    "sdxl": (
+        lambda: tiny.sdxl_pipeline(EulerAncestralDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")),
+        dict(prompt=["a cat", "a red dog"], guidance_scale=5.0),
+    ),
+    "flux": (
+        lambda: tiny.flux_pipeline(FlowMatchEulerDiscreteScheduler(stochastic_sampling=True)),
+        dict(prompt=["a cat", "a red dog"], height=16, width=16, max_sequence_length=8),
+    ),
+    "sana": (
+        lambda: tiny.sana_pipeline(FlowMatchEulerDiscreteScheduler(shift=7.0, stochastic_sampling=True)),
+        dict(height=32, width=32, guidance_scale=4.5, use_resolution_binning=False, **tiny.sana_prompt(2)),
+    ),
+    "pixart_sigma": (
+        lambda: tiny.pixart_sigma_pipeline(__import__("diffusers").DDPMScheduler(num_train_timesteps=100)),
+        dict(guidance_scale=4.0, use_resolution_binning=False, **tiny.pixart_prompt(2)),
+    ),
+    "lumina2": (
+        lambda: tiny.lumina2_pipeline(FlowMatchEulerDiscreteScheduler(stochastic_sampling=True)),
+        dict(height=16, width=16, guidance_scale=4.0, cfg_normalization=True, cfg_trunc_ratio=0.7, **tiny.pixart_prompt(2)),
+    ),
+    "auraflow": (
+        lambda: tiny.auraflow_pipeline(FlowMatchEulerDiscreteScheduler(stochastic_sampling=True)),
+        dict(height=16, width=16, guidance_scale=4.0, **tiny.pixart_prompt(2)),
+    ),
+    "qwen_image": (
+        lambda: tiny.qwen_image_pipeline(FlowMatchEulerDiscreteScheduler(stochastic_sampling=True)),
+        dict(height=32, width=32, true_cfg_scale=4.0, **tiny.qwen_prompt(2)),
+    ),
+    "z_image": (lambda: tiny.z_image_pipeline(FlowMatchEulerDiscreteScheduler(stochastic_sampling=True)), dict(height=32, width=32, **tiny.z_image_prompt(2))),
 }
 STEPS = 6
 
@@ -99,15 +112,18 @@ class Conditions(SamplingHook):
         return cond
 
 
-@pytest.mark.parametrize("family, keys", [
-    ("sdxl", [("encoder_hidden_states",), ("added_cond_kwargs", "text_embeds"), ("added_cond_kwargs", "time_ids")]),
-    ("flux", [("encoder_hidden_states",), ("pooled_projections",)]),
-    ("sana", [("encoder_hidden_states",)]),
-    ("pixart_sigma", [("encoder_hidden_states",)]),
-    ("lumina2", [("encoder_hidden_states",)]),
-    ("auraflow", [("encoder_hidden_states",)]),
-    ("qwen_image", [("encoder_hidden_states",)]),
-])
+@pytest.mark.parametrize(
+    "family, keys",
+    [
+        ("sdxl", [("encoder_hidden_states",), ("added_cond_kwargs", "text_embeds"), ("added_cond_kwargs", "time_ids")]),
+        ("flux", [("encoder_hidden_states",), ("pooled_projections",)]),
+        ("sana", [("encoder_hidden_states",)]),
+        ("pixart_sigma", [("encoder_hidden_states",)]),
+        ("lumina2", [("encoder_hidden_states",)]),
+        ("auraflow", [("encoder_hidden_states",)]),
+        ("qwen_image", [("encoder_hidden_states",)]),
+    ],
+)
 def test_cads_anneals_every_condition_the_family_has(family, keys):
     before, after = Conditions(), Conditions()
     _run(family, 0, [before, CADS(noise_scale=0.5), after])
@@ -130,15 +146,19 @@ def test_nfe_counts_the_rows_the_stock_loop_spends():
     sdxl = steer(tiny.sdxl_pipeline())(prompt="a cat", num_inference_steps=4, guidance_scale=5.0, output_type="pt")
     unguided = steer(tiny.sdxl_pipeline())(prompt="a cat", num_inference_steps=4, guidance_scale=1.0, output_type="pt")
     flux = steer(tiny.flux_pipeline(guidance_embeds=True))(prompt="a cat", height=16, width=16, num_inference_steps=4, guidance_scale=3.5, output_type="pt")
-    true_cfg = steer(tiny.flux_pipeline())(prompt="a cat", negative_prompt="blue", true_cfg_scale=3.0, height=16, width=16, num_inference_steps=4, output_type="pt")
+    true_cfg = steer(tiny.flux_pipeline())(
+        prompt="a cat", negative_prompt="blue", true_cfg_scale=3.0, height=16, width=16, num_inference_steps=4, output_type="pt"
+    )
     assert (sdxl.nfe, unguided.nfe, flux.nfe, true_cfg.nfe) == (8, 4, 4, 8)
 
 
 def test_true_cfg_branches_are_two_calls_conditional_first():
     from gen.pipelines.families import flux
 
-    calls = [{"hidden_states": torch.zeros(2, 4, 4), "encoder_hidden_states": torch.ones(2, 3, 8)},
-             {"hidden_states": torch.zeros(2, 4, 4), "encoder_hidden_states": -torch.ones(1, 3, 8)}]
+    calls = [
+        {"hidden_states": torch.zeros(2, 4, 4), "encoder_hidden_states": torch.ones(2, 3, 8)},
+        {"hidden_states": torch.zeros(2, 4, 4), "encoder_hidden_states": -torch.ones(1, 3, 8)},
+    ]
     cond, uncond = branches(flux.FAMILY, calls, 2, Backbone(tiny.tiny_flux()).spec)
     assert cond["encoder_hidden_states"].sum() > 0 > uncond["encoder_hidden_states"].sum()
 

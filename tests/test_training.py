@@ -16,8 +16,16 @@ from gen.training.data import CorruptedConditions, digits
 from gen.training.train import TrainConfig, train
 
 TINY = dict(
-    data="digits", resolution=8, block_out_channels="8,16", attention_levels="1", layers_per_block=1,
-    train_batch_size=16, lr_warmup_steps=2, progress=False, checkpointing_steps=0, attention_head_dim=4,
+    data="digits",
+    resolution=8,
+    block_out_channels="8,16",
+    attention_levels="1",
+    layers_per_block=1,
+    train_batch_size=16,
+    lr_warmup_steps=2,
+    progress=False,
+    checkpointing_steps=0,
+    attention_head_dim=4,
 )
 
 
@@ -105,12 +113,39 @@ def test_resume_reaches_the_weights_of_an_uninterrupted_run(tmp_path):
 @pytest.mark.slow
 def test_two_process_run_completes_and_its_loss_falls(tmp_path):
     out = tmp_path / "ddp"
-    args = ["--data", "digits", "--resolution", "8", "--block-out-channels", "8,16", "--attention-levels", "1", "--layers-per-block", "1",
-            "--attention-head-dim", "4", "--train-batch-size", "16", "--max-train-steps", "40", "--learning-rate", "1e-3",
-            "--checkpointing-steps", "20", "--no-progress", "--output-dir", str(out)]
+    args = [
+        "--data",
+        "digits",
+        "--resolution",
+        "8",
+        "--block-out-channels",
+        "8,16",
+        "--attention-levels",
+        "1",
+        "--layers-per-block",
+        "1",
+        "--attention-head-dim",
+        "4",
+        "--train-batch-size",
+        "16",
+        "--max-train-steps",
+        "40",
+        "--learning-rate",
+        "1e-3",
+        "--checkpointing-steps",
+        "20",
+        "--no-progress",
+        "--output-dir",
+        str(out),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "gen.training.train", *args],
-                            capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "gen.training.train", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[:6000]
     losses = [row[1] for row in json.loads((out / "losses.json").read_text())["losses"]]
     assert len(losses) == 40
@@ -171,8 +206,16 @@ def test_zero_terminal_snr_schedule_is_trained_and_saved_with_the_model(tmp_path
     from gen.training.options import parse_config
 
     linear = dict(TINY, beta_schedule="linear")  # the cosine default is already close to zero SNR at its last step
-    zero = train(TrainConfig(output_dir=str(tmp_path / "zero"), max_train_steps=2, prediction_type="v_prediction", rescale_betas_zero_snr=True,
-                             timestep_spacing="trailing", **linear))
+    zero = train(
+        TrainConfig(
+            output_dir=str(tmp_path / "zero"),
+            max_train_steps=2,
+            prediction_type="v_prediction",
+            rescale_betas_zero_snr=True,
+            timestep_spacing="trailing",
+            **linear,
+        )
+    )
     scheduler = load_pipeline(zero).scheduler
     assert scheduler.config.rescale_betas_zero_snr and scheduler.config.timestep_spacing == "trailing"
     assert scheduler.config.prediction_type == "v_prediction"
@@ -188,8 +231,17 @@ def test_zero_terminal_snr_schedule_is_trained_and_saved_with_the_model(tmp_path
     with pytest.raises(ValueError, match=r"rescale_betas_zero_snr: the --init-from model predicts epsilon"):
         train(TrainConfig(output_dir=str(tmp_path / "refused"), max_train_steps=1, init_from=str(plain), rescale_betas_zero_snr=True, **linear))
     assert not (tmp_path / "refused").exists()
-    moved = train(TrainConfig(output_dir=str(tmp_path / "moved"), max_train_steps=1, init_from=str(plain), prediction_type="v_prediction",
-                              rescale_betas_zero_snr=True, timestep_spacing="trailing", **linear))
+    moved = train(
+        TrainConfig(
+            output_dir=str(tmp_path / "moved"),
+            max_train_steps=1,
+            init_from=str(plain),
+            prediction_type="v_prediction",
+            rescale_betas_zero_snr=True,
+            timestep_spacing="trailing",
+            **linear,
+        )
+    )
     saved = load_pipeline(moved).scheduler.config  # a fine-tune moved to zero SNR saves the sampler it was trained for
     assert saved.prediction_type == "v_prediction" and saved.rescale_betas_zero_snr and saved.timestep_spacing == "trailing"
 

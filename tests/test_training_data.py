@@ -65,7 +65,10 @@ def test_grayscale_training_reads_one_channel(tmp_path):
     [
         (["{not json"], r"data: .*metadata.jsonl line 1 is not a JSON object with a file_name"),
         ([json.dumps({"file_name": "0.png", "label": "three"}), json.dumps({"file_name": "1.png", "label": 1})], r"data: the label of 0.png is 'three'"),
-        ([json.dumps({"file_name": "0.png", "colour": "red"}), json.dumps({"file_name": "1.png", "colour": "blue"})], r"data: the metadata .* must give every image a 'label' or a 'text'"),
+        (
+            [json.dumps({"file_name": "0.png", "colour": "red"}), json.dumps({"file_name": "1.png", "colour": "blue"})],
+            r"data: the metadata .* must give every image a 'label' or a 'text'",
+        ),
     ],
 )
 def test_bad_metadata_is_refused_naming_the_line_or_file(tmp_path, rows, pattern):

@@ -89,8 +89,24 @@ def test_mixed_precision_reaches_the_trainers_models(tmp_path, name):
 def test_trainer_flags_take_both_spellings_booleans_and_a_config_file(tmp_path):
     config = tmp_path / "value.json"
     config.write_text(json.dumps({"num-samples": 16, "learning_rate": 0.5}))
-    parsed = parse_config(ValueConfig, ["--output_dir", "runs/x", "--max-train-steps", "7", "--no-progress", "--gradient_accumulation_steps", "2",
-                                        "--config", str(config), "--learning-rate", "0.25"], "prog", "doc")
+    parsed = parse_config(
+        ValueConfig,
+        [
+            "--output_dir",
+            "runs/x",
+            "--max-train-steps",
+            "7",
+            "--no-progress",
+            "--gradient_accumulation_steps",
+            "2",
+            "--config",
+            str(config),
+            "--learning-rate",
+            "0.25",
+        ],
+        "prog",
+        "doc",
+    )
     assert (parsed.output_dir, parsed.max_train_steps, parsed.progress, parsed.gradient_accumulation_steps) == ("runs/x", 7, False, 2)
     assert parsed.num_samples == 16 and parsed.learning_rate == 0.25  # the file sets, the command line wins
     assert parse_config(DistillConfig, ["--overwrite"], "prog", "doc").overwrite is True

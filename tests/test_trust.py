@@ -25,11 +25,41 @@ from gen.pipelines import steer
 from gen.training.data import ImageFolderDataset
 from gen.training.train import TrainConfig, main as train_main, train
 
-TINY = dict(data="digits", condition="class", resolution=8, block_out_channels="8,16", layers_per_block=1, attention_levels="1",
-            attention_head_dim=4, train_batch_size=8, lr_warmup_steps=0, progress=False)
-TINY_FLAGS = ["--data", "digits", "--resolution", "8", "--block-out-channels", "8,16", "--layers-per-block", "1", "--attention-levels", "1",
-              "--attention-head-dim", "4", "--train-batch-size", "8", "--lr-warmup-steps", "0", "--no-progress", "--max-train-steps", "1",
-              "--checkpointing-steps", "0"]
+TINY = dict(
+    data="digits",
+    condition="class",
+    resolution=8,
+    block_out_channels="8,16",
+    layers_per_block=1,
+    attention_levels="1",
+    attention_head_dim=4,
+    train_batch_size=8,
+    lr_warmup_steps=0,
+    progress=False,
+)
+TINY_FLAGS = [
+    "--data",
+    "digits",
+    "--resolution",
+    "8",
+    "--block-out-channels",
+    "8,16",
+    "--layers-per-block",
+    "1",
+    "--attention-levels",
+    "1",
+    "--attention-head-dim",
+    "4",
+    "--train-batch-size",
+    "8",
+    "--lr-warmup-steps",
+    "0",
+    "--no-progress",
+    "--max-train-steps",
+    "1",
+    "--checkpointing-steps",
+    "0",
+]
 
 
 def brightness(images):
@@ -64,10 +94,18 @@ def test_a_second_sample_into_the_same_name_is_refused_and_overwrite_replaces_bo
     assert (out / "samples.png").read_bytes() != image and json.loads((out / "samples.json").read_text())["seed"] == 1
 
 
-@pytest.mark.parametrize("key, value, named", [
-    ("overwrite", "false", "overwrite"), ("max_train_steps", 2.5, "max_train_steps"), ("learning_rate", None, "learning_rate"),
-    ("seed", 1e23, "seed"), ("progress", 0, "progress"), ("resolution", "8", "resolution"), ("learning_rate", "3e-4", "learning_rate"),
-])
+@pytest.mark.parametrize(
+    "key, value, named",
+    [
+        ("overwrite", "false", "overwrite"),
+        ("max_train_steps", 2.5, "max_train_steps"),
+        ("learning_rate", None, "learning_rate"),
+        ("seed", 1e23, "seed"),
+        ("progress", 0, "progress"),
+        ("resolution", "8", "resolution"),
+        ("learning_rate", "3e-4", "learning_rate"),
+    ],
+)
 def test_config_values_are_typed_strictly(tmp_path, capsys, key, value, named):
     config = tmp_path / "config.json"
     config.write_text(json.dumps({key: value}))
@@ -87,8 +125,11 @@ def test_a_config_file_can_carry_every_option_the_required_ones_included(tmp_pat
 def test_a_run_folder_held_by_another_run_is_refused_naming_the_holder(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", f"from gen.io import lock_output_dir; import time; lock_output_dir({str(run)!r}); print('held', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from gen.io import lock_output_dir; import time; lock_output_dir({str(run)!r}); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         status = train_main([*TINY_FLAGS, "--output-dir", str(run)])
@@ -104,13 +145,15 @@ def test_a_run_folder_held_by_another_run_is_refused_naming_the_holder(tmp_path,
 def test_a_finished_run_lets_go_of_its_folder(tmp_path):
     run = tmp_path / "run"
     train(TrainConfig(output_dir=str(run), max_train_steps=1, checkpointing_steps=0, **TINY))
-    other = subprocess.run([sys.executable, "-c", f"from gen.io import lock_output_dir; lock_output_dir({str(run)!r}); print('ok')"], capture_output=True, text=True)
+    other = subprocess.run(
+        [sys.executable, "-c", f"from gen.io import lock_output_dir; lock_output_dir({str(run)!r}); print('ok')"], capture_output=True, text=True
+    )
     assert other.stdout.strip() == "ok", other.stderr
 
 
 # -- what ran silently ------------------------------------------------------------------------------------------------
 def test_16_bit_images_in_a_training_folder_keep_their_values(tmp_path):
-    ramp = (np.linspace(0, 1, 16 * 16).reshape(16, 16) * 0.6 + 0.2)
+    ramp = np.linspace(0, 1, 16 * 16).reshape(16, 16) * 0.6 + 0.2
     Image.fromarray((ramp * 65535).astype(np.uint16)).save(tmp_path / "a.png")
     Image.fromarray((ramp * 255).round().astype(np.uint8)).save(tmp_path / "b.png")
     data = ImageFolderDataset(tmp_path, resolution=16)
@@ -127,11 +170,14 @@ def _folder(tmp_path, rows):
     return tmp_path
 
 
-@pytest.mark.parametrize("rows, match", [
-    ([{"file_name": "0.png", "text": None}, {"file_name": "1.png", "text": "b"}], r"'text' of 0.png is None"),
-    ([{"file_name": "0.png", "text": " "}, {"file_name": "1.png", "text": "b"}], r"'text' of 0.png is ' '"),
-    ([{"file_name": "0.png", "label": 0}, {"file_name": "1.png", "label": 1}, {"file_name": "0.png", "label": 1}], r"line 3 repeats file_name '0.png'"),
-])
+@pytest.mark.parametrize(
+    "rows, match",
+    [
+        ([{"file_name": "0.png", "text": None}, {"file_name": "1.png", "text": "b"}], r"'text' of 0.png is None"),
+        ([{"file_name": "0.png", "text": " "}, {"file_name": "1.png", "text": "b"}], r"'text' of 0.png is ' '"),
+        ([{"file_name": "0.png", "label": 0}, {"file_name": "1.png", "label": 1}, {"file_name": "0.png", "label": 1}], r"line 3 repeats file_name '0.png'"),
+    ],
+)
 def test_metadata_a_caption_or_row_that_would_train_wrongly_is_named(tmp_path, rows, match):
     with pytest.raises(ArgumentError, match=match):
         ImageFolderDataset(_folder(tmp_path, rows), resolution=8)
@@ -182,18 +228,21 @@ def test_gen_sample_writes_nothing_when_the_model_gives_non_finite_images(tmp_pa
     assert not any((tmp_path / "out").glob("*.png"))
 
 
-@pytest.mark.parametrize("argv, named", [
-    (["sample", "digits", "--reference", "x.png"], "reference"),
-    (["sample", "ihc-patches", "--class-labels", "1"], "class_labels"),
-    (["sample", "digits", "--scale", "0"], "scale"),
-    (["sample", "digits", "--num", "0"], "num"),
-    (["sample", "digits", "--seed", "1e23"], "seed"),
-    (["sample", "digits", "--seed", str(2**70)], "seed"),
-    (["sample", "digits", "--class-labels", "circle"], "class_labels"),
-    (["sample", "digits", "--stpes", "2"], "stpes"),
-    (["zoo", "build"], "name"),
-    (["zoo", "build", "imagenet"], "name"),
-])
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["sample", "digits", "--reference", "x.png"], "reference"),
+        (["sample", "ihc-patches", "--class-labels", "1"], "class_labels"),
+        (["sample", "digits", "--scale", "0"], "scale"),
+        (["sample", "digits", "--num", "0"], "num"),
+        (["sample", "digits", "--seed", "1e23"], "seed"),
+        (["sample", "digits", "--seed", str(2**70)], "seed"),
+        (["sample", "digits", "--class-labels", "circle"], "class_labels"),
+        (["sample", "digits", "--stpes", "2"], "stpes"),
+        (["zoo", "build"], "name"),
+        (["zoo", "build", "imagenet"], "name"),
+    ],
+)
 def test_a_flag_the_model_cannot_use_is_named_not_ignored(tmp_path, monkeypatch, capsys, argv, named):
     monkeypatch.chdir(tmp_path)
     import gen.zoo.recipes
@@ -289,15 +338,42 @@ class _TransitionForgets(SamplingHook):
         ctx.proceed(state)
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda u, x: sample(Denoiser(u, DDIMScheduler()), x, num_inference_steps=2, cond={"class_labels": torch.tensor([0.5, 1.0])}), ArgumentError, r"cond\['class_labels'\]: .* 1-D integer"),
-    (lambda u, x: sample(Denoiser(u, DDIMScheduler()), x, num_inference_steps=2, cond={"class_labels": torch.tensor([[1], [2]])}), ArgumentError, r"cond\['class_labels'\]: .* shape \(2, 1\)"),
-    (lambda u, x: Denoiser(u, "DDIMScheduler"), TypeError, r"scheduler: expected a diffusers scheduler object, got str"),
-    (lambda u, x: Denoiser(u, DDIMScheduler), TypeError, r"scheduler: expected a diffusers scheduler object, got the class DDIMScheduler"),
-    (lambda u, x: sample(Denoiser(u, DDIMScheduler()), x, num_inference_steps=2, cond={"class_labels": torch.tensor([1, 2])}, hooks=[CADS]), TypeError, r"hooks\[0\]: got the class CADS"),
-    (lambda u, x: sample(Denoiser(u, DDIMScheduler()), x, num_inference_steps=2, cond={"class_labels": torch.tensor([1, 2])}, hooks=[_ForgetsToReturn()]), TypeError, r"hooks: _ForgetsToReturn.condition\(\) returned NoneType"),
-    (lambda u, x: sample(Denoiser(u, DDIMScheduler()), x, num_inference_steps=2, cond={"class_labels": torch.tensor([1, 2])}, hooks=[_TransitionForgets()]), TypeError, r"hooks: _TransitionForgets.transition\(\) returned NoneType"),
-])
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (
+            lambda u, x: sample(Denoiser(u, DDIMScheduler()), x, num_inference_steps=2, cond={"class_labels": torch.tensor([0.5, 1.0])}),
+            ArgumentError,
+            r"cond\['class_labels'\]: .* 1-D integer",
+        ),
+        (
+            lambda u, x: sample(Denoiser(u, DDIMScheduler()), x, num_inference_steps=2, cond={"class_labels": torch.tensor([[1], [2]])}),
+            ArgumentError,
+            r"cond\['class_labels'\]: .* shape \(2, 1\)",
+        ),
+        (lambda u, x: Denoiser(u, "DDIMScheduler"), TypeError, r"scheduler: expected a diffusers scheduler object, got str"),
+        (lambda u, x: Denoiser(u, DDIMScheduler), TypeError, r"scheduler: expected a diffusers scheduler object, got the class DDIMScheduler"),
+        (
+            lambda u, x: sample(Denoiser(u, DDIMScheduler()), x, num_inference_steps=2, cond={"class_labels": torch.tensor([1, 2])}, hooks=[CADS]),
+            TypeError,
+            r"hooks\[0\]: got the class CADS",
+        ),
+        (
+            lambda u, x: sample(
+                Denoiser(u, DDIMScheduler()), x, num_inference_steps=2, cond={"class_labels": torch.tensor([1, 2])}, hooks=[_ForgetsToReturn()]
+            ),
+            TypeError,
+            r"hooks: _ForgetsToReturn.condition\(\) returned NoneType",
+        ),
+        (
+            lambda u, x: sample(
+                Denoiser(u, DDIMScheduler()), x, num_inference_steps=2, cond={"class_labels": torch.tensor([1, 2])}, hooks=[_TransitionForgets()]
+            ),
+            TypeError,
+            r"hooks: _TransitionForgets.transition\(\) returned NoneType",
+        ),
+    ],
+)
 def test_core_inputs_are_named(call, error, match):
     unet = tiny.tiny_unet(num_class_embeds=11)
     with pytest.raises(error, match=match):
@@ -314,11 +390,14 @@ def test_a_generator_of_hooks_is_taken_as_a_list():
     assert torch.equal(listed, generated)
 
 
-@pytest.mark.parametrize("kwargs, named", [
-    (dict(batch_size=0), "batch_size"),
-    (dict(num_images_per_prompt=0), "num_images_per_prompt"),
-    (dict(latents=torch.randn(1, 4, 8, 8, dtype=torch.float64)), "latents"),
-])
+@pytest.mark.parametrize(
+    "kwargs, named",
+    [
+        (dict(batch_size=0), "batch_size"),
+        (dict(num_images_per_prompt=0), "num_images_per_prompt"),
+        (dict(latents=torch.randn(1, 4, 8, 8, dtype=torch.float64)), "latents"),
+    ],
+)
 def test_steer_names_what_stock_fails_on_with_a_raw_error(kwargs, named):
     if "batch_size" in kwargs:
         pipe, call = steer(tiny.ddim_pipeline()), dict(num_inference_steps=2)

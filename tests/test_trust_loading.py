@@ -78,7 +78,9 @@ HOSTILE = [component_module, pipeline_module, edited_stub, library_shadow, forei
 
 def _routes(folder, tmp_path):
     def train():
-        status = train_main(["--data", "digits", "--init-from", str(folder), "--output-dir", str(tmp_path / "run"), "--max-train-steps", "1", "--resolution", "8"])
+        status = train_main(
+            ["--data", "digits", "--init-from", str(folder), "--output-dir", str(tmp_path / "run"), "--max-train-steps", "1", "--resolution", "8"]
+        )
         if status:
             raise ArgumentError(f"exit {status}")
 
@@ -96,7 +98,9 @@ def _routes(folder, tmp_path):
     }
 
 
-@pytest.mark.parametrize("route", ["load_pipeline", "GenPipeline.from_pretrained", "ClassConditionalPipeline.from_pretrained", "gen sample", "gen train --init-from"])
+@pytest.mark.parametrize(
+    "route", ["load_pipeline", "GenPipeline.from_pretrained", "ClassConditionalPipeline.from_pretrained", "gen sample", "gen train --init-from"]
+)
 @pytest.mark.parametrize("make", HOSTILE, ids=lambda f: f.__name__)
 def test_a_hostile_folder_is_refused_on_every_route_and_its_code_never_runs(saved, make, route, tmp_path, capsys):
     folder = tmp_path / "model"

@@ -13,8 +13,25 @@ import pytest
 from gen import cli
 from gen.training.train import main as train_main
 
-TINY = ["--data", "digits", "--resolution", "8", "--block-out-channels", "8,16", "--layers-per-block", "1", "--attention-levels", "1",
-        "--attention-head-dim", "4", "--train-batch-size", "8", "--lr-warmup-steps", "0", "--no-progress"]
+TINY = [
+    "--data",
+    "digits",
+    "--resolution",
+    "8",
+    "--block-out-channels",
+    "8,16",
+    "--layers-per-block",
+    "1",
+    "--attention-levels",
+    "1",
+    "--attention-head-dim",
+    "4",
+    "--train-batch-size",
+    "8",
+    "--lr-warmup-steps",
+    "0",
+    "--no-progress",
+]
 
 
 def test_a_checkpoint_names_the_command_that_exports_it_and_that_command_works(tmp_path, capsys):
@@ -39,13 +56,31 @@ def test_every_trainer_ends_with_one_line_saying_where_how_long_and_the_final_lo
     elif trainer == "value":
         from gen.training.value import main
 
-        status = main(["--output-dir", str(tmp_path / "run"), "--num-samples", "4", "--steps", "2", "--sample-batch-size", "4", "--train-batch-size", "4",
-                       "--max-train-steps", "2", "--width", "4"])
+        status = main(
+            [
+                "--output-dir",
+                str(tmp_path / "run"),
+                "--num-samples",
+                "4",
+                "--steps",
+                "2",
+                "--sample-batch-size",
+                "4",
+                "--train-batch-size",
+                "4",
+                "--max-train-steps",
+                "2",
+                "--width",
+                "4",
+            ]
+        )
         kind = "value network"
     else:
         from gen.training.distill import main
 
-        status = main(["--output-dir", str(tmp_path / "run"), "--original-inference-steps", "4", "--train-batch-size", "8", "--max-train-steps", "2", "--no-progress"])
+        status = main(
+            ["--output-dir", str(tmp_path / "run"), "--original-inference-steps", "4", "--train-batch-size", "8", "--max-train-steps", "2", "--no-progress"]
+        )
         kind = "distillation"
     out = capsys.readouterr().out
     assert status == 0
@@ -65,8 +100,22 @@ def test_help_shows_the_defaults(capsys):
 
 @pytest.mark.slow
 def test_accelerate_launch_shows_gens_one_line_and_no_traceback(tmp_path):
-    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "-q", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
-                  "--dynamo_backend", "no", "-m", "gen.training.train"]
+    accelerate = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "-q",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "gen.training.train",
+    ]
     done = subprocess.run([*accelerate, *TINY, "--output_dir", str(tmp_path / "run"), "--report_to", "nonsense"], capture_output=True, text=True, timeout=600)
     assert done.returncode != 0
     assert "Traceback" not in done.stderr and done.stderr.strip().splitlines()[-1].startswith("error: report_to: "), done.stderr[-2000:]

@@ -28,7 +28,9 @@ def test_hybrid_costs_k_base_steps_plus_the_distilled_steps(base, distilled):
     hybrid = HybridDistilledPipeline(base, distilled, base_steps=1, distilled_steps=4)
     out = hybrid(class_labels=[3] * 4, guidance_scale=2.0, generator=torch.Generator().manual_seed(0), output_type="pt")
     assert out.nfe == 2 * 1 + 3  # one guided base step from t=999, then the distilled grid's other three steps, unguided
-    fine = hybrid(class_labels=[3] * 4, guidance_scale=2.0, handover="noise-level", num_inference_steps=50, generator=torch.Generator().manual_seed(0), output_type="pt")
+    fine = hybrid(
+        class_labels=[3] * 4, guidance_scale=2.0, handover="noise-level", num_inference_steps=50, generator=torch.Generator().manual_seed(0), output_type="pt"
+    )
     assert fine.nfe <= 2 * 1 + 4
     assert out.images.shape == fine.images.shape == (4, 1, 16, 16)
 

@@ -56,13 +56,23 @@ def test_text_steers_the_grid_toward_the_named_source(patches, text):
 
     def retina_share(prompt):
         """Fraction of generated grid cells whose nearest real patch embedding is a retina patch."""
-        grids = text.grid_pipe(prompt, num_images_per_prompt=4, guidance_scale=2.0, num_inference_steps=20, height=8, width=8,
-                               generator=torch.Generator().manual_seed(1), output_type="latent").images
+        grids = text.grid_pipe(
+            prompt,
+            num_images_per_prompt=4,
+            guidance_scale=2.0,
+            num_inference_steps=20,
+            height=8,
+            width=8,
+            generator=torch.Generator().manual_seed(1),
+            output_type="latent",
+        ).images
         cells = grids.permute(0, 2, 3, 1).reshape(-1, grids.shape[1])
         return is_retina[torch.cdist(cells, reference).argmin(1)].mean().item()
 
     assert retina_share("retina fundus photograph") > retina_share("immunohistochemistry stained tissue") + 0.4
-    out = text("retina fundus photograph", grid_size=4, grid_steps=10, num_inference_steps=4, overlap=8, output_type="pt", generator=torch.Generator().manual_seed(2))
+    out = text(
+        "retina fundus photograph", grid_size=4, grid_steps=10, num_inference_steps=4, overlap=8, output_type="pt", generator=torch.Generator().manual_seed(2)
+    )
     assert out.images.shape == (1, 3, 128, 128) and out.grid.shape == (4, 4, 64)
 
 
@@ -70,8 +80,21 @@ def test_text_to_large_image_takes_the_named_sources_colour(text):
     """Retina photographs are red, IHC slides brown and blue: the final images must differ the same way."""
 
     def redness(prompt):
-        images = torch.cat([text(prompt, grid_size=4, grid_steps=10, num_inference_steps=10, guidance_scale=4.0, overlap=8, output_type="pt",
-                                 generator=torch.Generator().manual_seed(seed)).images for seed in (2, 3)])
+        images = torch.cat(
+            [
+                text(
+                    prompt,
+                    grid_size=4,
+                    grid_steps=10,
+                    num_inference_steps=10,
+                    guidance_scale=4.0,
+                    overlap=8,
+                    output_type="pt",
+                    generator=torch.Generator().manual_seed(seed),
+                ).images
+                for seed in (2, 3)
+            ]
+        )
         return (images[:, 0] - images[:, 2]).mean().item()
 
     assert redness("retina fundus photograph") > redness("immunohistochemistry stained tissue") + 0.08
@@ -111,15 +134,22 @@ def regenerated(patches):
         own = large(reference=reference, generator=torch.Generator().manual_seed(seed), **size).images
         shuffled = large(embedding_grid=shuffled_grid(per_tile, seed), grid_stride=24, generator=torch.Generator().manual_seed(seed), **size).images
         between_cells = large(reference=reference, grid_stride=32, generator=torch.Generator().manual_seed(seed), **size).images
-        rows.append({kind: {"cosine": fidelity.patch_cosine(large.embedder, out, cells).mean().item(), "background": fidelity.background_gap(reference, out)}
-                     for kind, out in (("own", own), ("shuffled", shuffled), ("between_cells", between_cells))})
+        rows.append(
+            {
+                kind: {"cosine": fidelity.patch_cosine(large.embedder, out, cells).mean().item(), "background": fidelity.background_gap(reference, out)}
+                for kind, out in (("own", own), ("shuffled", shuffled), ("between_cells", between_cells))
+            }
+        )
     return rows
 
 
-@pytest.mark.parametrize("measure, passes", [
-    ("cosine", lambda v: v >= PATCH_COSINE_MARGIN),
-    ("background", lambda v: v <= BACKGROUND_GAP_MARGIN),
-])
+@pytest.mark.parametrize(
+    "measure, passes",
+    [
+        ("cosine", lambda v: v >= PATCH_COSINE_MARGIN),
+        ("background", lambda v: v <= BACKGROUND_GAP_MARGIN),
+    ],
+)
 def test_a_regenerated_image_looks_like_its_reference_and_a_shuffled_grid_does_not(regenerated, measure, passes):
     own = [row["own"][measure] for row in regenerated]
     shuffled = [row["shuffled"][measure] for row in regenerated]
@@ -153,11 +183,18 @@ def attributed_to_retina(patches, source_index, images: torch.Tensor) -> torch.T
 
 def test_text_to_large_images_are_told_apart_by_their_source(patches, text, source_index):
     prompts = ["retina fundus photograph", "immunohistochemistry stained tissue"]
-    outs = [text(prompts, grid_size=4, grid_steps=20, num_inference_steps=STEPS, generator=torch.Generator().manual_seed(seed), output_type="pt") for seed in (3, 4)]
+    outs = [
+        text(prompts, grid_size=4, grid_steps=20, num_inference_steps=STEPS, generator=torch.Generator().manual_seed(seed), output_type="pt") for seed in (3, 4)
+    ]
 
     def accuracy(retina_images, ihc_images):
-        return ((attributed_to_retina(patches, source_index, retina_images).float().mean()
-                 + (~attributed_to_retina(patches, source_index, ihc_images)).float().mean()) / 2).item()
+        return (
+            (
+                attributed_to_retina(patches, source_index, retina_images).float().mean()
+                + (~attributed_to_retina(patches, source_index, ihc_images)).float().mean()
+            )
+            / 2
+        ).item()
 
     told_apart = accuracy(torch.cat([out.images[:1] for out in outs]), torch.cat([out.images[1:] for out in outs]))
     assert told_apart >= TEXT_ATTRIBUTION_MARGIN, told_apart
@@ -181,6 +218,8 @@ def test_the_quick_demo_writes_the_side_by_side_and_the_fidelity_figures(tmp_pat
     # every section states its claim with the evidence: a verdict over seeds with the paired interval
     claims = [line for line in report.splitlines() if line.startswith("Claim: ")]
     assert len(claims) >= 6, claims
-    assert all(re.search(r"\*\*(holds here|does not hold here|not shown here)", line) and "95% interval" in line for line in claims if "paired difference" in line)
+    assert all(
+        re.search(r"\*\*(holds here|does not hold here|not shown here)", line) and "95% interval" in line for line in claims if "paired difference" in line
+    )
     assert sum("paired difference over seeds [0, 1, 2]" in line for line in claims) >= 5
     assert re.search(r"\d\.\d{3} \(\d\.\d{3} to \d\.\d{3}\)", report), "numbers come with their intervals"

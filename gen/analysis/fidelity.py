@@ -87,6 +87,7 @@ def vesselness_correlation(reference: torch.Tensor, output: torch.Tensor, mask: 
 
 def patch_frechet(features, reference: torch.Tensor, output: torch.Tensor, patch: int = 32, stride: int = 16) -> float:
     """Fréchet distance between features(patches) of the two images (patches every `stride` pixels)."""
+
     def patches(image):
         crops = _check(image, "image")[0].unfold(1, patch, stride).unfold(2, patch, stride)
         return crops.permute(1, 2, 0, 3, 4).reshape(-1, 3, patch, patch)

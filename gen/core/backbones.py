@@ -303,10 +303,7 @@ class Backbone:
             raise ArgumentError(f"{name}: {self.name} takes {layout} latents, got {got}.")
         if x.shape[self.channel_dim] != self.in_channels:
             shape = f"(batch, N, {self.in_channels})" if tokens else f"(batch, {self.in_channels}, H, W)"
-            raise ArgumentError(
-                f"{name}: the backbone takes {self.in_channels} channels, got shape {tuple(x.shape)}; "
-                f"draw latents of shape {shape}."
-            )
+            raise ArgumentError(f"{name}: the backbone takes {self.in_channels} channels, got shape {tuple(x.shape)}; " f"draw latents of shape {shape}.")
         multiple = self.spec.spatial_multiple(self.config)
         if not tokens and (x.shape[2] % multiple or x.shape[3] % multiple):
             raise ArgumentError(f"{name}: height and width must be multiples of {multiple} for this backbone, got {tuple(x.shape[2:])}.")
@@ -338,9 +335,15 @@ class Backbone:
                 raise ArgumentError(f"{name}[{key!r}]: batch {value.shape[0]} does not match the latents' batch {batch}.")
             if value.is_floating_point() and not torch.isfinite(value).all():
                 raise ArgumentError(f"{name}[{key!r}]: contains NaN or infinite values.")
-            if key == "class_labels" and "num_classes" in widths and (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool or value.ndim != 1):
-                raise ArgumentError(f"{name}['class_labels']: {self.name} looks labels up in a table of {widths['num_classes']} classes, so they must be a 1-D "
-                                    f"integer tensor (one label per row), got {str(value.dtype).replace('torch.', '')} of shape {tuple(value.shape)}.")
+            if (
+                key == "class_labels"
+                and "num_classes" in widths
+                and (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool or value.ndim != 1)
+            ):
+                raise ArgumentError(
+                    f"{name}['class_labels']: {self.name} looks labels up in a table of {widths['num_classes']} classes, so they must be a 1-D "
+                    f"integer tensor (one label per row), got {str(value.dtype).replace('torch.', '')} of shape {tuple(value.shape)}."
+                )
             if key == "class_labels" and not value.is_floating_point() and "num_classes" in widths:
                 n = widths["num_classes"]
                 if value.numel() and (value.min() < 0 or value.max() >= n):

@@ -84,8 +84,9 @@ class Denoiser:
     def __init__(self, model, scheduler, prediction_type: str | None = None, separate_branches: bool = False, guidance_rule=None):
         if isinstance(scheduler, type) or not (hasattr(scheduler, "set_timesteps") and hasattr(scheduler, "step") and hasattr(scheduler, "config")):
             what = f"the class {scheduler.__name__}" if isinstance(scheduler, type) else f"{type(scheduler).__name__} {scheduler!r}"[:80]
-            raise ArgumentTypeError(f"scheduler: expected a diffusers scheduler object, got {what}; build one, e.g. "
-                                    "DDIMScheduler.from_config(pipe.scheduler.config).")
+            raise ArgumentTypeError(
+                f"scheduler: expected a diffusers scheduler object, got {what}; build one, e.g. " "DDIMScheduler.from_config(pipe.scheduler.config)."
+            )
         self.model = model
         self.separate_branches = separate_branches
         self.guidance_rule = guidance_rule

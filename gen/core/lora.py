@@ -29,8 +29,10 @@ def load_lora(model: torch.nn.Module, folder: str | Path, scale: float = 1.0) ->
     try:
         config = LoraConfig.from_pretrained(str(folder))
     except (ValueError, TypeError, KeyError, OSError) as err:
-        raise ArgumentError(f"lora: {folder / 'adapter_config.json'} is not a readable peft LoRA config ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
-                            "the folder is damaged: train or copy it again.") from None
+        raise ArgumentError(
+            f"lora: {folder / 'adapter_config.json'} is not a readable peft LoRA config ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+            "the folder is damaged: train or copy it again."
+        ) from None
     state = load_safetensors(folder / WEIGHTS, "lora")
     check_lora_fits(model, config, state, folder)
     inject_adapter_in_model(config, model)
@@ -55,12 +57,15 @@ def check_lora_fits(model: torch.nn.Module, config: LoraConfig, state: dict, fol
         name, _, part = key.rpartition(".lora_")
         module = modules.get(name)
         if module is None or part not in ("A.weight", "B.weight"):
-            raise ArgumentError(f"lora: {where} has weights for {name or key!r}, which is no module of this {type(model).__name__}; "
-                                "the LoRA was trained on another model.")
+            raise ArgumentError(
+                f"lora: {where} has weights for {name or key!r}, which is no module of this {type(model).__name__}; " "the LoRA was trained on another model."
+            )
         width_in = getattr(module, "in_features", getattr(module, "in_channels", None))
         width_out = getattr(module, "out_features", getattr(module, "out_channels", None))
         rank, expected = (value.shape[0], width_in) if part == "A.weight" else (value.shape[1], width_out)
         width = value.shape[1] if part == "A.weight" else value.shape[0]
         if rank != config.r or width != expected:
-            raise ArgumentError(f"lora: {key} in {where} is {tuple(value.shape)}, but rank {config.r} on {name} ({type(module).__name__} {width_in} -> {width_out}) "
-                                "needs another shape; the LoRA was trained on another model or its adapter_config.json was edited.")
+            raise ArgumentError(
+                f"lora: {key} in {where} is {tuple(value.shape)}, but rank {config.r} on {name} ({type(module).__name__} {width_in} -> {width_out}) "
+                "needs another shape; the LoRA was trained on another model or its adapter_config.json was edited."
+            )

@@ -290,8 +290,9 @@ class StepContext:
         step = self._run.step_at(self.step.index + 1) if not self.is_last else replace(self.step, index=self.step.index + 1)
         return SamplingState(step=step, x=x, prediction=prediction)
 
-    def update_guidance(self, cond: Condition | None = None, uncond: Condition | None = None, guidance_scale: float | None = None,
-                        drop_uncond: bool = False) -> None:
+    def update_guidance(
+        self, cond: Condition | None = None, uncond: Condition | None = None, guidance_scale: float | None = None, drop_uncond: bool = False
+    ) -> None:
         """Change the run's condition, unconditional branch or guidance scale for the steps after this one (what
         a stock `callback_on_step_end` may do: new prompt embeddings, a guidance cut-off)."""
         run = self._run
@@ -335,8 +336,10 @@ def returned(hook, point: str, value, kind: type):
     """A hook point's return value, refused naming the hook when it is not what the loop continues with
     (a hook that changes its argument in place and forgets to return it gives None)."""
     if not isinstance(value, kind):
-        raise ArgumentTypeError(f"hooks: {type(hook).__name__}.{point}() returned {type(value).__name__}, not a {kind.__name__}; "
-                                f"return the (possibly changed) value it was given.")
+        raise ArgumentTypeError(
+            f"hooks: {type(hook).__name__}.{point}() returned {type(value).__name__}, not a {kind.__name__}; "
+            f"return the (possibly changed) value it was given."
+        )
     return value
 
 
@@ -346,7 +349,9 @@ def check_eta(scheduler, eta) -> None:
         return
     name = type(scheduler).__name__
     if "eta" not in step_parameters(type(scheduler)):
-        raise ArgumentError(f"eta: {name}.step takes no eta, so eta={eta!r} would be ignored; leave eta unset, or use DDIMScheduler.from_config(scheduler.config) for a tunable eta.")
+        raise ArgumentError(
+            f"eta: {name}.step takes no eta, so eta={eta!r} would be ignored; leave eta unset, or use DDIMScheduler.from_config(scheduler.config) for a tunable eta."
+        )
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
         raise ArgumentError(f"eta: must be a number in [0, 1] (0 deterministic, 1 as stochastic as DDPM), got {eta!r}.")
 
@@ -362,8 +367,10 @@ def check_eta_at_zero_snr(scheduler, eta, plan) -> None:
     at_zero = [int(t) for t in plan if 0 <= int(t) < len(alphas) and alphas[int(t)] == 0]
     if at_zero:
         name = type(scheduler).__name__
-        raise ArgumentError(f"eta: {name} with eta={eta!r} steps from t={at_zero[0]}, where this zero-terminal-SNR schedule has no signal left, "
-                            f"and diffusers' {name}.step returns NaN there; use eta=0, or DDPMScheduler.from_config(scheduler.config) for stochastic sampling.")
+        raise ArgumentError(
+            f"eta: {name} with eta={eta!r} steps from t={at_zero[0]}, where this zero-terminal-SNR schedule has no signal left, "
+            f"and diffusers' {name}.step returns NaN there; use eta=0, or DDPMScheduler.from_config(scheduler.config) for stochastic sampling."
+        )
 
 
 def check_generator(generator, batch: int) -> None:
@@ -397,8 +404,10 @@ def set_custom_timesteps(scheduler, timesteps, device) -> list:
         return list(timesteps)
     name = type(scheduler).__name__
     if "timesteps" not in inspect.signature(scheduler.set_timesteps).parameters:
-        raise ArgumentError(f"timesteps: {name} is not set to these timesteps and takes no custom ones; pass num_inference_steps instead, "
-                            "or a scheduler that takes custom timesteps (DDPM, LCM, Euler, DPM-Solver).")
+        raise ArgumentError(
+            f"timesteps: {name} is not set to these timesteps and takes no custom ones; pass num_inference_steps instead, "
+            "or a scheduler that takes custom timesteps (DDPM, LCM, Euler, DPM-Solver)."
+        )
     try:
         scheduler.set_timesteps(timesteps=[int(t) for t in given], device=device)
     except (ValueError, TypeError) as err:
@@ -420,9 +429,7 @@ def _slice_start(current, given: list[float]) -> int | None:
 def check_steps(num_inference_steps, timesteps) -> None:
     if timesteps is None:
         if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps <= 0:
-            raise ArgumentError(
-                f"num_inference_steps: must be a positive integer, got {num_inference_steps!r}."
-            )
+            raise ArgumentError(f"num_inference_steps: must be a positive integer, got {num_inference_steps!r}.")
     elif len(timesteps) == 0:
         raise ArgumentError("timesteps: got an empty schedule; pass at least one timestep.")
 
@@ -483,7 +490,9 @@ def sample(
     check_steps(num_inference_steps, timesteps)
     check_guidance_scale(guidance_scale)
     if guidance_scale > 1 and uncond is None:
-        raise ArgumentError(f"guidance_scale: {guidance_scale} asks for classifier-free guidance but no uncond was given, so none would run; pass uncond={{...}} (the null condition) or guidance_scale=1.")
+        raise ArgumentError(
+            f"guidance_scale: {guidance_scale} asks for classifier-free guidance but no uncond was given, so none would run; pass uncond={{...}} (the null condition) or guidance_scale=1."
+        )
     if not isinstance(guidance_rescale, (int, float)) or not 0 <= guidance_rescale <= 1:
         raise ArgumentError(f"guidance_rescale: must be a number in [0, 1], got {guidance_rescale!r}.")
     check_generator(generator, batch)

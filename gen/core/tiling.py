@@ -146,8 +146,16 @@ class TiledDenoiser(Denoiser):
         interpolation: how embeddings mix between grid cells: "slerp" (default) or "bilinear".
     """
 
-    def __init__(self, inner: Denoiser, tile: int, overlap: int, tile_batch_size: int | None = None,
-                 cell_centres: tuple[torch.Tensor, torch.Tensor] | None = None, blend: str = "cosine", interpolation: str = "slerp"):
+    def __init__(
+        self,
+        inner: Denoiser,
+        tile: int,
+        overlap: int,
+        tile_batch_size: int | None = None,
+        cell_centres: tuple[torch.Tensor, torch.Tensor] | None = None,
+        blend: str = "cosine",
+        interpolation: str = "slerp",
+    ):
         if not 0 <= overlap < tile:
             raise ArgumentError(f"overlap: must satisfy 0 <= overlap < tile ({tile}), got {overlap}; reduce the overlap.")
         if tile_batch_size is not None and (isinstance(tile_batch_size, bool) or not isinstance(tile_batch_size, int) or tile_batch_size < 1):
@@ -233,7 +241,13 @@ class TiledDenoiser(Denoiser):
         """Rows of tiles start..stop of a per-tile condition."""
         if cond is None:
             return None
-        rows = lambda v: self._rows(v, start, stop, batch) if isinstance(v, dict) else v[start * batch : stop * batch] if isinstance(v, torch.Tensor) and v.ndim > 0 else v
+        rows = (
+            lambda v: self._rows(v, start, stop, batch)
+            if isinstance(v, dict)
+            else v[start * batch : stop * batch]
+            if isinstance(v, torch.Tensor) and v.ndim > 0
+            else v
+        )
         return {k: rows(v) for k, v in cond.items()}
 
     def pick_tile_batch(self, batch: int, cond: Condition | None, guided: bool) -> int:
@@ -261,9 +275,12 @@ class TiledDenoiser(Denoiser):
             tiles = flat[:, :, pixels].reshape(batch, channels, stop - start, self.tile, self.tile)
             tiles = tiles.permute(2, 0, 1, 3, 4).reshape((stop - start) * batch, channels, self.tile, self.tile).to(self.inner.dtype)
             out = self.inner(
-                tiles, t,
-                cond=self._rows(tile_cond, start, stop, batch), uncond=self._rows(tile_uncond, start, stop, batch),
-                guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
+                tiles,
+                t,
+                cond=self._rows(tile_cond, start, stop, batch),
+                uncond=self._rows(tile_uncond, start, stop, batch),
+                guidance_scale=guidance_scale,
+                guidance_rescale=guidance_rescale,
             )
             evaluations += out.evaluations
             values = out.output[:, : self.in_channels].float().reshape(stop - start, batch, self.in_channels, -1) * window

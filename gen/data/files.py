@@ -26,7 +26,8 @@ def image_files(root: Path) -> list[Path]:
     folders and those starting with "__", as its data-file resolution does."""
     suffixes = image_suffixes()
     return sorted(
-        p for p in root.rglob("*")
+        p
+        for p in root.rglob("*")
         if p.is_file() and p.suffix.lower() in suffixes and not any(part.startswith((".", "__")) for part in p.relative_to(root).parts)
     )
 
@@ -42,11 +43,14 @@ def decode(path: Path, name: str = "data") -> PIL.Image.Image:
             image = PIL.Image.open(path)
             image.load()
     except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning):
-        raise ArgumentError(f"{name}: {path} has more than {PIL.Image.MAX_IMAGE_PIXELS:,} pixels, more than PIL decodes without a decompression-bomb "
-                            "warning; shrink it first (training resizes every image to --resolution anyway).") from None
+        raise ArgumentError(
+            f"{name}: {path} has more than {PIL.Image.MAX_IMAGE_PIXELS:,} pixels, more than PIL decodes without a decompression-bomb "
+            "warning; shrink it first (training resizes every image to --resolution anyway)."
+        ) from None
     except Exception as err:  # noqa: BLE001  (PIL raises many types for a damaged file; each is the file's fault)
-        raise ArgumentError(f"{name}: {path} is not a readable image ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'damaged'}); "
-                            "remove or fix it.") from None
+        raise ArgumentError(
+            f"{name}: {path} is not a readable image ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'damaged'}); " "remove or fix it."
+        ) from None
     if image.getexif().get(PIL.Image.ExifTags.Base.Orientation) is not None:
         image = PIL.ImageOps.exif_transpose(image)
     return image

@@ -67,8 +67,9 @@ def tissue_mask(patches: torch.Tensor) -> torch.Tensor:
     return patches.mean(dim=(1, 2, 3)) > 0.08
 
 
-def random_patches(name: str, count: int, size: int = PATCH, generator: torch.Generator | None = None, side: int | None = None,
-                   tissue_only: bool = True) -> torch.Tensor:
+def random_patches(
+    name: str, count: int, size: int = PATCH, generator: torch.Generator | None = None, side: int | None = None, tissue_only: bool = True
+) -> torch.Tensor:
     """`count` random size x size crops of a reference image (at `side`), by default only ones that show
     tissue: (count, 3, size, size) in [0, 1]."""
     image = reference_image(name, side)

@@ -1,8 +1,8 @@
 """Value-based guidance without gradients: rewards, values, and search strategies as transition hooks.
 
-    >>> from gen.guidance import SVDD, PosteriorMeanValue, classifier_log_prob
-    >>> hook = SVDD(PosteriorMeanValue(classifier_log_prob(classifier, target=3)), num_candidates=4)
-    >>> out = pipe(batch_size=8, eta=1.0, hooks=[hook]); out.nfe, out.reward_calls
+>>> from gen.guidance import SVDD, PosteriorMeanValue, classifier_log_prob
+>>> hook = SVDD(PosteriorMeanValue(classifier_log_prob(classifier, target=3)), num_candidates=4)
+>>> out = pipe(batch_size=8, eta=1.0, hooks=[hook]); out.nfe, out.reward_calls
 """
 
 from gen.guidance.particles import BestOfN, FKSteering

@@ -117,9 +117,19 @@ class FKSteering(_Particles):
             reference's adaptive resampling); None resamples at every resampling step.
     """
 
-    def __init__(self, reward, num_particles: int = 4, potential: str = "max", lmbda: float = 10.0, resample_every: int | None = None,
-                 resample_window: tuple[float, float] = (0.2, 0.8), ess_threshold: float | None = 0.5, max_batch: int | None = None, seed: int = 0,
-                 latent_reward: bool = False):
+    def __init__(
+        self,
+        reward,
+        num_particles: int = 4,
+        potential: str = "max",
+        lmbda: float = 10.0,
+        resample_every: int | None = None,
+        resample_window: tuple[float, float] = (0.2, 0.8),
+        ess_threshold: float | None = 0.5,
+        max_batch: int | None = None,
+        seed: int = 0,
+        latent_reward: bool = False,
+    ):
         super().__init__(reward, num_particles, max_batch, seed, latent_reward)
         require_choice(potential, "potential", POTENTIALS)
         if require_number(lmbda, "lmbda", minimum=0) == 0:
@@ -189,5 +199,7 @@ class FKSteering(_Particles):
         return x[rows], prediction.select(rows)
 
     def __repr__(self) -> str:
-        return (f"FKSteering(num_particles={self.num_particles}, potential={self.potential!r}, lmbda={self.lmbda}, "
-                f"resample_every={self.resample_every}, resample_window={self.resample_window}, ess_threshold={self.ess_threshold})")
+        return (
+            f"FKSteering(num_particles={self.num_particles}, potential={self.potential!r}, lmbda={self.lmbda}, "
+            f"resample_every={self.resample_every}, resample_window={self.resample_window}, ess_threshold={self.ess_threshold})"
+        )

@@ -68,7 +68,9 @@ class SVDD(SamplingHook):
 
     def __init__(self, value, num_candidates: int = 4, alpha: float = 0.0, max_batch: int | None = None, seed: int = 0):
         if not hasattr(value, "score"):
-            raise ArgumentTypeError(f"value: expected a PosteriorMeanValue or LearnedValue, got {type(value).__name__}; wrap a reward as PosteriorMeanValue(reward).")
+            raise ArgumentTypeError(
+                f"value: expected a PosteriorMeanValue or LearnedValue, got {type(value).__name__}; wrap a reward as PosteriorMeanValue(reward)."
+            )
         require_int(num_candidates, "num_candidates", minimum=1)
         require_number(alpha, "alpha", minimum=0)
         require_int(max_batch, "max_batch", minimum=1, optional=True)
@@ -80,7 +82,9 @@ class SVDD(SamplingHook):
         check_stochastic(run, "SVDD")
         check_candidate_memory(run, self.num_candidates, self.max_batch)
         if getattr(self.value, "needs_prediction", False) and not getattr(self.value, "latent_reward", False) and not run.has_decoder:
-            raise ArgumentError("value: PosteriorMeanValue decodes x0 estimates but the run has no decoder; sample through a gen pipeline or steer(), or pass decode= to sample().")
+            raise ArgumentError(
+                "value: PosteriorMeanValue decodes x0 estimates but the run has no decoder; sample through a gen pipeline or steer(), or pass decode= to sample()."
+            )
 
     def setup(self, run) -> None:
         self.generator = run.hook_generator(self.seed)
@@ -125,5 +129,7 @@ def check_candidate_memory(run, num_candidates: int, max_batch: int | None) -> N
     free = free_memory(torch.device(device))
     if need > free // 2:
         fit = max(1, int(free // 2 // (4 * per_row * run.latent_shape[0])))
-        raise ArgumentError(f"num_candidates: {num_candidates} candidates of {tuple(run.latent_shape)} latents need about {need / 2**30:.1f} GiB, more than half "
-                            f"the {free / 2**30:.1f} GiB free; use at most about {fit} (max_batch only chunks the model calls, not the candidates).")
+        raise ArgumentError(
+            f"num_candidates: {num_candidates} candidates of {tuple(run.latent_shape)} latents need about {need / 2**30:.1f} GiB, more than half "
+            f"the {free / 2**30:.1f} GiB free; use at most about {fit} (max_batch only chunks the model calls, not the candidates)."
+        )

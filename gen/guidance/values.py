@@ -106,7 +106,11 @@ class ValueNetwork(ModelMixin, ConfigMixin):
         self.time_embed = TimestepEmbedding(width, 2 * width)
         self.conv_in = nn.Conv2d(in_channels, width, 3, padding=1)
         self.blocks = nn.ModuleList(
-            [nn.Conv2d(width, width, 3, padding=1), nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1)]
+            [
+                nn.Conv2d(width, width, 3, padding=1),
+                nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+                nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1),
+            ]
         )
         self.film = nn.Linear(2 * width, 2 * width)
         self.head = nn.Sequential(nn.SiLU(), nn.Linear(2 * width, 2 * width), nn.SiLU(), nn.Linear(2 * width, 1))

@@ -310,5 +310,7 @@ def check_memory(shape: tuple, dtype: torch.dtype, device, buffers: int = 8) -> 
         need *= size
     free = free_memory(torch.device(device))
     if need > free // 2:
-        raise ArgumentError(f"batch_size, height, width: {tuple(shape)} latents need about {need / 2**30:.1f} GiB of buffers, more than half the "
-                            f"{free / 2**30:.1f} GiB free; ask for fewer or smaller images.")
+        raise ArgumentError(
+            f"batch_size, height, width: {tuple(shape)} latents need about {need / 2**30:.1f} GiB of buffers, more than half the "
+            f"{free / 2**30:.1f} GiB free; ask for fewer or smaller images."
+        )

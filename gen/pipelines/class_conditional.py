@@ -98,5 +98,8 @@ class ClassConditionalPipeline(GenPipeline):
             trace=trace,
             output_type=output_type,
             return_dict=return_dict,
-            timesteps=timesteps, sigmas=sigmas, callback_on_step_end=callback_on_step_end, callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            timesteps=timesteps,
+            sigmas=sigmas,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
         )

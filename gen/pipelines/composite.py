@@ -78,8 +78,11 @@ class CompositePipeline(DiffusionPipeline):
         saved = index.get("_class_name")
         if saved != [STUB_MODULE, cls.__name__]:
             raise ArgumentError(f"pretrained_model_name_or_path: {folder} holds a {saved!r}, not a {cls.__name__}.")
-        parts = {name: load_pipeline(folder / name, name=name, dtype=dtype, device=device, torch_dtype=torch_dtype)
-                 for name, value in index.items() if isinstance(value, list) and not name.startswith("_")}
+        parts = {
+            name: load_pipeline(folder / name, name=name, dtype=dtype, device=device, torch_dtype=torch_dtype)
+            for name, value in index.items()
+            if isinstance(value, list) and not name.startswith("_")
+        }
         settings = {k: v for k, v in index.items() if not k.startswith("_") and k not in parts}
         return cls(**parts, **settings, **kwargs)
 

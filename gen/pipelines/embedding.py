@@ -37,12 +37,25 @@ class EmbeddingToImagePipeline(GenPipeline):
     model_cpu_offload_seq = "image_encoder->unet->transformer->vae"
     _optional_components = [*GenPipeline._optional_components, "image_encoder", "feature_extractor"]
 
-    def __init__(self, scheduler, unet=None, transformer=None, vae=None, image_encoder=None, feature_extractor=None,
-                 embedder: str = "zoo:patch-encoder", embedder_pooling: str = "cls", guidance_scale: float = 1.0, num_inference_steps: int = 50):
+    def __init__(
+        self,
+        scheduler,
+        unet=None,
+        transformer=None,
+        vae=None,
+        image_encoder=None,
+        feature_extractor=None,
+        embedder: str = "zoo:patch-encoder",
+        embedder_pooling: str = "cls",
+        guidance_scale: float = 1.0,
+        num_inference_steps: int = 50,
+    ):
         super().__init__()
         if (unet is None) == (transformer is None):
             raise ArgumentError("unet, transformer: pass exactly one backbone.")
-        self.register_modules(unet=unet, transformer=transformer, vae=vae, scheduler=scheduler, image_encoder=image_encoder, feature_extractor=feature_extractor)
+        self.register_modules(
+            unet=unet, transformer=transformer, vae=vae, scheduler=scheduler, image_encoder=image_encoder, feature_extractor=feature_extractor
+        )
         # the sampling defaults saved with the model (the zoo's chose them by measurement)
         self.register_to_config(embedder=embedder, embedder_pooling=embedder_pooling, guidance_scale=guidance_scale, num_inference_steps=num_inference_steps)
         self._callable_embedder = None
@@ -57,8 +70,10 @@ class EmbeddingToImagePipeline(GenPipeline):
 
     def sampling_defaults(self, guidance_scale, num_inference_steps) -> tuple:
         """The call's values, or the ones saved with the model where the call gives None."""
-        return (self.config.get("guidance_scale", 1.0) if guidance_scale is None else guidance_scale,
-                self.config.get("num_inference_steps", 50) if num_inference_steps is None else num_inference_steps)
+        return (
+            self.config.get("guidance_scale", 1.0) if guidance_scale is None else guidance_scale,
+            self.config.get("num_inference_steps", 50) if num_inference_steps is None else num_inference_steps,
+        )
 
     @property
     def embedding_width(self) -> int:
@@ -98,7 +113,9 @@ class EmbeddingToImagePipeline(GenPipeline):
 
         embedder = load_embedder(embedder)
         if embedder.width != self.embedding_width:
-            raise ArgumentError(f"embedder: produces width {embedder.width} but the model was trained on width {self.embedding_width}; use the embedder it was trained with.")
+            raise ArgumentError(
+                f"embedder: produces width {embedder.width} but the model was trained on width {self.embedding_width}; use the embedder it was trained with."
+            )
         if isinstance(embedder, torch.nn.Module) or hasattr(embedder, "processor"):
             self._callable_embedder = None
             self._register_embedder(embedder)
@@ -116,9 +133,13 @@ class EmbeddingToImagePipeline(GenPipeline):
 
     def check_embeddings(self, embeddings, name: str = "embeddings") -> torch.Tensor:
         if not isinstance(embeddings, torch.Tensor) or embeddings.ndim != 2:
-            raise ArgumentError(f"{name}: expected a (batch, {self.embedding_width}) tensor, got {tuple(getattr(embeddings, 'shape', ())) or type(embeddings).__name__}.")
+            raise ArgumentError(
+                f"{name}: expected a (batch, {self.embedding_width}) tensor, got {tuple(getattr(embeddings, 'shape', ())) or type(embeddings).__name__}."
+            )
         if embeddings.shape[1] != self.embedding_width:
-            raise ArgumentError(f"{name}: width {embeddings.shape[1]} does not match the model's {self.embedding_width}; embed with the encoder the model was trained on.")
+            raise ArgumentError(
+                f"{name}: width {embeddings.shape[1]} does not match the model's {self.embedding_width}; embed with the encoder the model was trained on."
+            )
         if not torch.isfinite(embeddings).all():
             raise ArgumentError(f"{name}: contains NaN or infinite values.")
         return embeddings.float()
@@ -161,8 +182,10 @@ class EmbeddingToImagePipeline(GenPipeline):
                 raise ArgumentError(f"embedder: width {self.embedder.width} does not match the model's {self.embedding_width}.")
             embeddings = self.embedder.embed_images(images)
             if not isinstance(embeddings, torch.Tensor) or embeddings.ndim != 2 or embeddings.shape[0] != images.shape[0]:
-                raise ArgumentError(f"embedder: returned {tuple(getattr(embeddings, 'shape', ())) or type(embeddings).__name__} for {images.shape[0]} images; "
-                                    "an embedder must return one (batch, width) row per image.")
+                raise ArgumentError(
+                    f"embedder: returned {tuple(getattr(embeddings, 'shape', ())) or type(embeddings).__name__} for {images.shape[0]} images; "
+                    "an embedder must return one (batch, width) row per image."
+                )
         embeddings = self.check_embeddings(embeddings).repeat_interleave(num_images_per_embedding, dim=0)
         embeddings = embeddings.to(self._execution_device, self.backbone.dtype)
         latents = self.prepare_latents(len(embeddings), None, None, generator, latents)
@@ -171,7 +194,16 @@ class EmbeddingToImagePipeline(GenPipeline):
             latents,
             backbone.embedding_condition(embeddings),
             backbone.embedding_condition(torch.zeros_like(embeddings)),
-            guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, generator=generator, eta=eta,
-            hooks=hooks, trace=trace, output_type=output_type, return_dict=return_dict,
-            timesteps=timesteps, sigmas=sigmas, callback_on_step_end=callback_on_step_end, callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            guidance_scale=guidance_scale,
+            num_inference_steps=num_inference_steps,
+            generator=generator,
+            eta=eta,
+            hooks=hooks,
+            trace=trace,
+            output_type=output_type,
+            return_dict=return_dict,
+            timesteps=timesteps,
+            sigmas=sigmas,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
         )

@@ -66,7 +66,9 @@ class BaseFirstHook(SamplingHook):
     def validate(self, run) -> None:
         denoiser = Denoiser(self.base, run.scheduler)
         if denoiser.in_channels != run.denoiser.in_channels:
-            raise ArgumentError(f"base: latent channels differ (base {denoiser.in_channels}, distilled {run.denoiser.in_channels}); the two models must share a latent space.")
+            raise ArgumentError(
+                f"base: latent channels differ (base {denoiser.in_channels}, distilled {run.denoiser.in_channels}); the two models must share a latent space."
+            )
         if self.base_steps >= len(run.timesteps):
             raise ArgumentError(f"base_steps: {self.base_steps} must be smaller than the run's {len(run.timesteps)} steps, or the distilled model never runs.")
         self._base_denoiser = denoiser
@@ -205,7 +207,9 @@ class _UnguidedAfterHandover(HybridHook):
 def _check_pair(base, distilled) -> None:
     for name, pipe in (("base", base), ("distilled", distilled)):
         if not hasattr(pipe, "backbone") or not hasattr(pipe, "scheduler"):
-            raise ArgumentTypeError(f"{name}: expected a gen pipeline (with a backbone and a scheduler), got {type(pipe).__name__}; for stock diffusers pipelines use steer(base)(..., hooks=[HybridHook(...)]).")
+            raise ArgumentTypeError(
+                f"{name}: expected a gen pipeline (with a backbone and a scheduler), got {type(pipe).__name__}; for stock diffusers pipelines use steer(base)(..., hooks=[HybridHook(...)])."
+            )
     a, b = base.backbone.config, distilled.backbone.config
     if a.in_channels != b.in_channels or a.sample_size != b.sample_size:
         raise ArgumentError(

@@ -51,7 +51,9 @@ def to_unit_tensor(images, name: str = "images") -> torch.Tensor:
             if values.numel() == 0 or not torch.isfinite(values).all():
                 raise ArgumentError(f"{name}: images must be non-empty and finite (no NaN or infinity).")
             if values.max() > 1.0 + 1e-6:
-                raise ArgumentError(f"{name}: float images must lie in [0, 1] (or [-1, 1]), got values up to {float(values.max()):.4g}; pass uint8 data or divide by 255.")
+                raise ArgumentError(
+                    f"{name}: float images must lie in [0, 1] (or [-1, 1]), got values up to {float(values.max()):.4g}; pass uint8 data or divide by 255."
+                )
     if isinstance(items[0], np.ndarray) and items[0].ndim == 3 and items[0].shape[-1] not in (1, 3, 4) and items[0].shape[0] in (1, 3, 4):
         raise ArgumentError(f"{name}: numpy images are (H, W, C) or (B, H, W, C), got shape {items[0].shape}; move the channel axis last.")
     processor = VaeImageProcessor(do_resize=False, do_normalize=False)

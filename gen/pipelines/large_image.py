@@ -60,9 +60,13 @@ class LargeImagePipeline(EmbeddingToImagePipeline):
 
     def check_grid(self, grid) -> torch.Tensor:
         if not isinstance(grid, torch.Tensor) or grid.ndim not in (3, 4):
-            raise ArgumentError(f"embedding_grid: expected an (h, w, D={self.embedding_width}) or (B, h, w, D) tensor, got {tuple(getattr(grid, 'shape', ())) or type(grid).__name__}.")
+            raise ArgumentError(
+                f"embedding_grid: expected an (h, w, D={self.embedding_width}) or (B, h, w, D) tensor, got {tuple(getattr(grid, 'shape', ())) or type(grid).__name__}."
+            )
         if grid.shape[-1] != self.embedding_width:
-            raise ArgumentError(f"embedding_grid: width {grid.shape[-1]} does not match the model's {self.embedding_width}; embed with the encoder the model was trained on.")
+            raise ArgumentError(
+                f"embedding_grid: width {grid.shape[-1]} does not match the model's {self.embedding_width}; embed with the encoder the model was trained on."
+            )
         if not torch.isfinite(grid).all():
             raise ArgumentError("embedding_grid: contains NaN or infinite values.")
         return grid.float()
@@ -119,7 +123,9 @@ class LargeImagePipeline(EmbeddingToImagePipeline):
         overlap = tile // 4 if overlap is None else require_int(overlap, "overlap", minimum=0, maximum=tile - 1)
         if overlap % factor:
             raise ArgumentError(f"overlap: must be a multiple of the VAE factor {factor}, got {overlap}.")
-        stride = require_int(grid_stride, "grid_stride", minimum=1, maximum=patch, optional=True) or (min(tile - overlap, patch) if reference is not None else patch)
+        stride = require_int(grid_stride, "grid_stride", minimum=1, maximum=patch, optional=True) or (
+            min(tile - overlap, patch) if reference is not None else patch
+        )
         require_choice(blend, "blend", BLENDS)
         require_choice(interpolation, "interpolation", INTERPOLATIONS)
         require_int(num_images, "num_images", minimum=1)
@@ -129,7 +135,9 @@ class LargeImagePipeline(EmbeddingToImagePipeline):
         if reference is not None:
             reference = images_to_tensor(reference, "reference")
             if min(reference.shape[2:]) < tile:
-                raise ArgumentError(f"reference: {tuple(reference.shape[2:])} is smaller than one tile ({tile}); give an image at least {tile} pixels on each side.")
+                raise ArgumentError(
+                    f"reference: {tuple(reference.shape[2:])} is smaller than one tile ({tile}); give an image at least {tile} pixels on each side."
+                )
         grid = self.embed_grid(reference, patch, stride) if reference is not None else self.check_grid(embedding_grid)
         grids = grid if grid.ndim == 4 else grid[None]
         if reference is not None:  # the reference's own size, up to the VAE factor; cells where they were cut
@@ -146,8 +154,15 @@ class LargeImagePipeline(EmbeddingToImagePipeline):
                 raise ArgumentError(f"{name}: {size} is smaller than one tile ({tile}).")
             if size % factor:
                 raise ArgumentError(f"{name}: must be a multiple of the VAE factor {factor}, got {size}.")
-        denoiser = TiledDenoiser(Denoiser(self.backbone, self.scheduler), tile // factor, overlap // factor, tile_batch_size, cell_centres=cell_centres,
-                                 blend=blend, interpolation=interpolation)
+        denoiser = TiledDenoiser(
+            Denoiser(self.backbone, self.scheduler),
+            tile // factor,
+            overlap // factor,
+            tile_batch_size,
+            cell_centres=cell_centres,
+            blend=blend,
+            interpolation=interpolation,
+        )
         device, dtype = self._execution_device, self.backbone.dtype
         grid_batch = grids.permute(0, 3, 1, 2).repeat_interleave(num_images, dim=0).to(device, dtype)
         # The canvas stays float32 whatever the model's dtype (tiles are cast on the way in): the scheduler draws
@@ -159,8 +174,20 @@ class LargeImagePipeline(EmbeddingToImagePipeline):
             latents,
             {"embedding_grid": grid_batch},
             {"embedding_grid": torch.zeros_like(grid_batch)},
-            guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, generator=generator, eta=eta,
-            hooks=hooks, trace=trace, output_type=output_type, return_dict=return_dict,
-            denoiser=denoiser, output_class=LargeImagePipelineOutput, grid=grid, tiles=tiles,
-            timesteps=timesteps, sigmas=sigmas, callback_on_step_end=callback_on_step_end, callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            guidance_scale=guidance_scale,
+            num_inference_steps=num_inference_steps,
+            generator=generator,
+            eta=eta,
+            hooks=hooks,
+            trace=trace,
+            output_type=output_type,
+            return_dict=return_dict,
+            denoiser=denoiser,
+            output_class=LargeImagePipelineOutput,
+            grid=grid,
+            tiles=tiles,
+            timesteps=timesteps,
+            sigmas=sigmas,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
         )

@@ -122,15 +122,19 @@ def pipeline_class(index: dict, folder: Path, name: str = "path") -> type:
         stub = folder / f"{STUB_MODULE}.py"
         if cls is not None and stub.is_file():
             if stub.read_text(errors="replace") != stub_source(cls.__name__):
-                raise ArgumentError(f"{name}: {stub} is not the file gen writes and may run other code; gen never imports it. "
-                                    "Delete it (gen does not need it) or, if you trust the folder, load with DiffusionPipeline.from_pretrained(folder, trust_remote_code=True).")
+                raise ArgumentError(
+                    f"{name}: {stub} is not the file gen writes and may run other code; gen never imports it. "
+                    "Delete it (gen does not need it) or, if you trust the folder, load with DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)."
+                )
     elif isinstance(entry, str):
         cls = getattr(gen.pipelines, entry, None) or getattr(diffusers, entry, None)
     else:
         cls = None
     if not (isinstance(cls, type) and issubclass(cls, DiffusionPipeline)):
-        raise ArgumentError(f"{name}: {where} entry _class_name = {entry!r} is not a pipeline of gen or diffusers; gen never imports a folder's own code. "
-                            "If you trust the folder, load it with DiffusionPipeline.from_pretrained(folder, trust_remote_code=True).")
+        raise ArgumentError(
+            f"{name}: {where} entry _class_name = {entry!r} is not a pipeline of gen or diffusers; gen never imports a folder's own code. "
+            "If you trust the folder, load it with DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)."
+        )
     return cls
 
 
@@ -144,20 +148,26 @@ def check_folder(folder: Path, index: dict, name: str = "path") -> type:
         if key.startswith("_") or not isinstance(value, list):
             continue
         if not _COMPONENT_NAME.match(key):
-            raise ArgumentError(f"{name}: {where} names a component {key!r}, which is not a plain name (it could point outside the folder); the folder is damaged or hostile.")
+            raise ArgumentError(
+                f"{name}: {where} names a component {key!r}, which is not a plain name (it could point outside the folder); the folder is damaged or hostile."
+            )
         if len(value) != 2 or value == [None, None]:
             continue
         library, class_name = value
         if library_class(library, class_name) is None:
-            raise ArgumentError(f"{name}: {where} entry {key!r} = {value!r} is not a class of gen or of a library diffusers loads from; gen never imports a folder's own code. "
-                                "If you trust the folder, load it with DiffusionPipeline.from_pretrained(folder, trust_remote_code=True).")
+            raise ArgumentError(
+                f"{name}: {where} entry {key!r} = {value!r} is not a class of gen or of a library diffusers loads from; gen never imports a folder's own code. "
+                "If you trust the folder, load it with DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)."
+            )
         component = folder / key
         if not component.is_dir():
             raise MissingFileError(f"{name}: {where} lists the component {key!r} but {component} is missing; copy the whole folder that save_pretrained wrote.")
         code = component / f"{library}.py"
         if code.exists():
-            raise ArgumentError(f"{name}: {code} is code that diffusers would import for {key!r}; gen never runs a folder's code. Remove it, or load with "
-                                "DiffusionPipeline.from_pretrained(folder, trust_remote_code=True) if you trust it.")
+            raise ArgumentError(
+                f"{name}: {code} is code that diffusers would import for {key!r}; gen never runs a folder's code. Remove it, or load with "
+                "DiffusionPipeline.from_pretrained(folder, trust_remote_code=True) if you trust it."
+            )
         check_weights(component, name)
     return cls
 
@@ -173,8 +183,10 @@ def check_weights(component: Path, name: str = "path") -> None:
             with safe_open(str(path), framework="pt") as handle:
                 handle.keys()
         except (SafetensorError, OSError, ValueError) as err:
-            raise ArgumentError(f"{name}: {path} is not a readable safetensors file ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
-                                "it is truncated, corrupt or another format. Copy it again from its source.") from None
+            raise ArgumentError(
+                f"{name}: {path} is not a readable safetensors file ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+                "it is truncated, corrupt or another format. Copy it again from its source."
+            ) from None
 
 
 def refuse_pickled_components(folder: Path, index: dict, name: str = "path") -> None:

@@ -106,8 +106,13 @@ def _unconditional(pipe, a: dict) -> _Prepared:
     if "eta" in a and not 0.0 <= a["eta"] <= 1.0:
         raise ArgumentError(f"`eta` should be between 0 and 1 (inclusive), but received {a['eta']}. ")
     latents = randn_tensor((batch, unet.config.in_channels, *size), generator=a["generator"], device=pipe._execution_device, dtype=unet.dtype)
-    loop = dict(num_inference_steps=a["num_inference_steps"], generator=a["generator"], eta=_stock_eta(pipe.scheduler, a.get("eta")), decode=pixel_images,
-                step_kwargs={"use_clipped_model_output": a["use_clipped_model_output"]} if a.get("use_clipped_model_output") is not None else None)
+    loop = dict(
+        num_inference_steps=a["num_inference_steps"],
+        generator=a["generator"],
+        eta=_stock_eta(pipe.scheduler, a.get("eta")),
+        decode=pixel_images,
+        step_kwargs={"use_clipped_model_output": a["use_clipped_model_output"]} if a.get("use_clipped_model_output") is not None else None,
+    )
 
     def finish(x):
         images = _numpy_images(pipe, pixel_images(x), a["output_type"])
@@ -211,7 +216,9 @@ def _run(pipe, adapter, args, kwargs, hooks, trace):
     generator, rows = prepared.loop.get("generator"), prepared.latents.shape[0]
     if isinstance(generator, list) and len(generator) > rows:  # stock draws with the first `rows` of a longer list
         prepared.loop["generator"] = generator[:rows]
-    result: SampleOutput = sample(prepared.denoiser, prepared.latents, hooks=prepared.hooks + hooks, trace=trace, progress_bar=pipe.progress_bar, **prepared.loop)
+    result: SampleOutput = sample(
+        prepared.denoiser, prepared.latents, hooks=prepared.hooks + hooks, trace=trace, progress_bar=pipe.progress_bar, **prepared.loop
+    )
     stock = prepared.finish(result.samples)
     counts = {"nfe": result.nfe, "reward_calls": result.reward_calls, "decodes": result.decodes, "trace": result.trace}
     return _with_counts_of(pipe, stock, counts)
@@ -238,8 +245,10 @@ def _check_common_arguments(pipe, a: dict) -> None:
     if isinstance(latents, torch.Tensor):
         backbone = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
         if backbone is not None and latents.is_floating_point() and latents.dtype != backbone.dtype and latents.dtype == torch.float64:
-            raise ArgumentError(f"latents: float64 latents for a {str(backbone.dtype).replace('torch.', '')} {type(backbone).__name__}; "
-                                f"pass latents.to({str(backbone.dtype)}).")
+            raise ArgumentError(
+                f"latents: float64 latents for a {str(backbone.dtype).replace('torch.', '')} {type(backbone).__name__}; "
+                f"pass latents.to({str(backbone.dtype)})."
+            )
     callback = a.get("callback_on_step_end")
     if callback is not None and getattr(callback, "tensor_inputs", None) is not None and "callback_on_step_end_tensor_inputs" in a:
         a["callback_on_step_end_tensor_inputs"] = callback.tensor_inputs
@@ -253,8 +262,10 @@ def _call_signature(cls: type) -> inspect.Signature:
     """The stock __call__'s signature with keyword-only `hooks` and `trace` before any **kwargs."""
     signature = inspect.signature(cls.__call__)
     params = list(signature.parameters.values())
-    extra = [inspect.Parameter("hooks", inspect.Parameter.KEYWORD_ONLY, default=(), annotation="Sequence[SamplingHook]"),
-             inspect.Parameter("trace", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=bool)]
+    extra = [
+        inspect.Parameter("hooks", inspect.Parameter.KEYWORD_ONLY, default=(), annotation="Sequence[SamplingHook]"),
+        inspect.Parameter("trace", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=bool),
+    ]
     at = next((i for i, p in enumerate(params) if p.kind is p.VAR_KEYWORD), len(params))
     return signature.replace(parameters=params[:at] + extra + params[at:])
 
@@ -269,7 +280,9 @@ def steered_class(cls: type) -> type:
             return _run(self, adapter, args, kwargs, hooks, trace)
 
     __call__.__signature__ = _call_signature(cls)
-    __call__.__doc__ = f"{cls.__name__}'s call, run through gen's loop: the stock arguments, plus `hooks` (gen.SamplingHook list) and `trace`.\n\n{cls.__call__.__doc__ or ''}"
+    __call__.__doc__ = (
+        f"{cls.__name__}'s call, run through gen's loop: the stock arguments, plus `hooks` (gen.SamplingHook list) and `trace`.\n\n{cls.__call__.__doc__ or ''}"
+    )
     return type(cls.__name__, (SteeredPipeline, cls), {"__call__": __call__, "__module__": cls.__module__, "__qualname__": cls.__qualname__})
 
 

@@ -154,8 +154,10 @@ def _halves(value, rows: int, name: str = "condition"):
         return type(value)(p[0] for p in pairs), type(value)(p[1] for p in pairs)
     if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] != rows:
         if name in _TEXT_CONDITIONS:
-            raise ArgumentError(f"{name}: the pipeline prepared it for {value.shape[0]} rows but the latents have {rows // 2} (x2 for guidance); "
-                                "pass matching batches (as many prompts or embeddings as images, or one for all).")
+            raise ArgumentError(
+                f"{name}: the pipeline prepared it for {value.shape[0]} rows but the latents have {rows // 2} (x2 for guidance); "
+                "pass matching batches (as many prompts or embeddings as images, or one for all)."
+            )
         return value, value
     if isinstance(value, torch.Tensor) and value.ndim > 0:
         return tuple(value.chunk(2))

@@ -98,16 +98,30 @@ class TextToImagePipeline(GenPipeline):
         uncond = {"encoder_hidden_states": uncond_states.repeat_interleave(num_images_per_prompt, dim=0)} if uncond_states is not None else None
         latents = self.prepare_latents(batch * num_images_per_prompt, height, width, generator, latents)
         return self.generate(
-            latents, cond, uncond, guidance_scale=guidance_scale, num_inference_steps=num_inference_steps,
-            generator=generator, eta=eta, hooks=hooks, trace=trace, output_type=output_type, return_dict=return_dict,
-            timesteps=timesteps, sigmas=sigmas, callback_on_step_end=callback_on_step_end, callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            latents,
+            cond,
+            uncond,
+            guidance_scale=guidance_scale,
+            num_inference_steps=num_inference_steps,
+            generator=generator,
+            eta=eta,
+            hooks=hooks,
+            trace=trace,
+            output_type=output_type,
+            return_dict=return_dict,
+            timesteps=timesteps,
+            sigmas=sigmas,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
         )
 
     def check_embeds(self, embeds, name: str) -> torch.Tensor:
         """Precomputed text-encoder states (batch, tokens, width), placed on the pipeline's device and dtype."""
         width = self.text_encoder.config.hidden_size if self.text_encoder is not None else None
         if not isinstance(embeds, torch.Tensor) or embeds.ndim != 3 or (width is not None and embeds.shape[-1] != width):
-            raise ArgumentError(f"{name}: expected a (batch, tokens, {width or 'width'}) tensor from the text encoder, got {tuple(getattr(embeds, 'shape', ())) or type(embeds).__name__}.")
+            raise ArgumentError(
+                f"{name}: expected a (batch, tokens, {width or 'width'}) tensor from the text encoder, got {tuple(getattr(embeds, 'shape', ())) or type(embeds).__name__}."
+            )
         if not torch.isfinite(embeds).all():
             raise ArgumentError(f"{name}: contains NaN or infinite values.")
         return embeds.to(self._execution_device, self.backbone.dtype)

@@ -42,8 +42,15 @@ class TextToLargeImagePipeline(CompositePipeline):
             raise ArgumentError(f"prompt: expected a non-empty string or a list of them, got {prompt!r}.")
         if not isinstance(grid_size, int) or grid_size < 1:
             raise ArgumentError(f"grid_size: must be an integer >= 1, got {grid_size!r}.")
-        grid_out = self.grid_pipe(prompts, guidance_scale=grid_guidance_scale, num_inference_steps=grid_steps, height=grid_size, width=grid_size,
-                                  generator=generator, output_type="latent")
+        grid_out = self.grid_pipe(
+            prompts,
+            guidance_scale=grid_guidance_scale,
+            num_inference_steps=grid_steps,
+            height=grid_size,
+            width=grid_size,
+            generator=generator,
+            output_type="latent",
+        )
         grids = grid_out.images.permute(0, 2, 3, 1).float().cpu()
         out = self.image_pipe(embedding_grid=grids[0] if len(grids) == 1 else grids, generator=generator, **image_kwargs)
         if isinstance(out, tuple):  # return_dict=False: the stock tuple; the counts are on the pipelines

@@ -146,8 +146,10 @@ def save(accelerator, checkpoints_dir: Path, step: int, epoch: int, keep: int | 
 
         if is_write_failure(err):
             shutil.rmtree(tmp, ignore_errors=True)
-            raise WriteError(f"{final}: could not be written ({str(err).splitlines()[0]}); the earlier checkpoints are kept. "
-                             "Free space on that disk (or lower --checkpoints-total-limit) and resume with --resume latest.") from None
+            raise WriteError(
+                f"{final}: could not be written ({str(err).splitlines()[0]}); the earlier checkpoints are kept. "
+                "Free space on that disk (or lower --checkpoints-total-limit) and resume with --resume latest."
+            ) from None
         raise
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:

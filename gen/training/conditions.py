@@ -12,6 +12,7 @@ import torch
 from gen.conditioning import ConditionEmbeddingPerturbation, drop_mask
 from gen.core.backbones import Backbone
 
+
 class NoCondition:
     kind = "none"
     width = None

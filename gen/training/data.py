@@ -28,6 +28,7 @@ from gen.data.dataset import to_unit_range
 from gen.data.files import decode, image_files, is_high_depth, to_unit_array
 from gen.data.tissue import GRID
 
+
 # -- bundled sources ------------------------------------------------------------------------------------------------
 def ihc_grids(resolution: int = GRID, embedder: str = "zoo:patch-encoder", count: int = 4000, seed: int = 0) -> TensorImageDataset:
     """Embedding grids as (D, grid, grid) "images"; patch-encoder elements are O(1), so train with --no-clip-sample."""
@@ -79,8 +80,10 @@ class ImageFolderDataset(Dataset):
             if row and "label" in row:
                 _label(row["label"], row, name)
             if row and caption_column in row and (not isinstance(row[caption_column], str) or not row[caption_column].strip()):
-                raise ArgumentError(f"{name}: the {caption_column!r} of {row.get('file_name')} is {row[caption_column]!r}; every caption must be non-empty text "
-                                    "(an empty caption trains the unconditional row: use --condition-dropout for that).")
+                raise ArgumentError(
+                    f"{name}: the {caption_column!r} of {row.get('file_name')} is {row[caption_column]!r}; every caption must be non-empty text "
+                    "(an empty caption trains the unconditional row: use --condition-dropout for that)."
+                )
         self.resolution, self.channels = resolution, channels
         self.images = _imagefolder(root, name)
         columns = self.images.column_names
@@ -228,4 +231,3 @@ class CorruptedConditions(Dataset):
                 if key in donor:
                     item[key] = donor[key]
         return item
-

@@ -146,7 +146,9 @@ def distill(config: DistillConfig) -> Path:
     if accelerator.is_main_process:
         student_model = accelerator.unwrap_model(student).eval()
         check_final_weights(student_model)
-        pipe = ClassConditionalPipeline(scheduler=lcm, unet=student_model, num_classes=teacher_pipe.config.num_classes, class_names=teacher_pipe.config.class_names)
+        pipe = ClassConditionalPipeline(
+            scheduler=lcm, unet=student_model, num_classes=teacher_pipe.config.num_classes, class_names=teacher_pipe.config.class_names
+        )
         save_pipeline(pipe, output)
         write_json(output / "distill.json", {"config": vars(config), "losses": losses})
     accelerator.end_training()

@@ -128,8 +128,11 @@ def data_loader(dataset, batch_size: int, num_workers: int = 0) -> tuple[torch.u
     """A shuffling loader whose order `optimise` reseeds every epoch (the returned generator)."""
     order = torch.Generator()
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=torch.utils.data.RandomSampler(dataset, generator=order),
-        drop_last=len(dataset) >= batch_size, num_workers=num_workers,
+        dataset,
+        batch_size=batch_size,
+        sampler=torch.utils.data.RandomSampler(dataset, generator=order),
+        drop_last=len(dataset) >= batch_size,
+        num_workers=num_workers,
     )
     return loader, order
 
@@ -154,7 +157,9 @@ def resume_point(accelerator, options: LoopOptions, output_dir: Path) -> tuple[i
     try:
         accelerator.load_state(str(resume_from))
     except (RuntimeError, KeyError, ValueError) as err:
-        raise ArgumentError(f"resume: {resume_from} does not fit this run's model and optimizer (another architecture or option?): {str(err).splitlines()[0][:300]}") from None
+        raise ArgumentError(
+            f"resume: {resume_from} does not fit this run's model and optimizer (another architecture or option?): {str(err).splitlines()[0][:300]}"
+        ) from None
     step = manifest["step"]
     log = resume_from / LOSSES if (resume_from / LOSSES).is_file() else output_dir / LOSSES  # checkpoints before this version kept none
     losses = [row for row in json.loads(log.read_text())["losses"] if row[0] <= step] if log.exists() else []
@@ -235,8 +240,10 @@ def optimise(
                 on_step(global_step)
             if options.checkpointing_steps and global_step % options.checkpointing_steps == 0:
                 if not all(torch.isfinite(p).all() for p in accelerator.unwrap_model(model).parameters()):
-                    raise TrainingDiverged(f"learning_rate: the weights became non-finite by step {global_step}; the earlier checkpoints are kept. "
-                                           "Lower --learning-rate or --max-grad-norm and resume.")
+                    raise TrainingDiverged(
+                        f"learning_rate: the weights became non-finite by step {global_step}; the earlier checkpoints are kept. "
+                        "Lower --learning-rate or --max-grad-norm and resume."
+                    )
                 checkpoints.save(accelerator, checkpoints_dir, global_step, epoch, options.checkpoints_total_limit, files={LOSSES: {"losses": losses}})
                 if accelerator.is_main_process:
                     write_json(output_dir / LOSSES, {"losses": losses})

@@ -75,16 +75,31 @@ def build_backbone(
             raise ArgumentError("backbone: DiT needs a condition; use --backbone unet for unconditional models.")
         if condition == "class":
             return DiTTransformer2DModel(
-                num_attention_heads=arch.dit_heads, attention_head_dim=arch.dit_head_dim, in_channels=channels,
-                out_channels=out_channels, num_layers=arch.dit_layers, sample_size=sample_size,
-                patch_size=arch.patch_size, num_embeds_ada_norm=num_classes,
+                num_attention_heads=arch.dit_heads,
+                attention_head_dim=arch.dit_head_dim,
+                in_channels=channels,
+                out_channels=out_channels,
+                num_layers=arch.dit_layers,
+                sample_size=sample_size,
+                patch_size=arch.patch_size,
+                num_embeds_ada_norm=num_classes,
             )
         return PixArtTransformer2DModel(
-            num_attention_heads=arch.dit_heads, attention_head_dim=arch.dit_head_dim, in_channels=channels,
-            out_channels=out_channels, num_layers=arch.dit_layers, sample_size=sample_size, patch_size=arch.patch_size,
-            caption_channels=condition_width, cross_attention_dim=arch.dit_heads * arch.dit_head_dim,
-            norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6, num_embeds_ada_norm=1000,
-            activation_fn="gelu-approximate", attention_bias=True,
+            num_attention_heads=arch.dit_heads,
+            attention_head_dim=arch.dit_head_dim,
+            in_channels=channels,
+            out_channels=out_channels,
+            num_layers=arch.dit_layers,
+            sample_size=sample_size,
+            patch_size=arch.patch_size,
+            caption_channels=condition_width,
+            cross_attention_dim=arch.dit_heads * arch.dit_head_dim,
+            norm_type="ada_norm_single",
+            norm_elementwise_affine=False,
+            norm_eps=1e-6,
+            num_embeds_ada_norm=1000,
+            activation_fn="gelu-approximate",
+            attention_bias=True,
         )
     levels = len(arch.block_out_channels)
     attend = set(arch.attention_levels)
@@ -92,9 +107,13 @@ def build_backbone(
     if bad:
         raise ArgumentError(f"attention_levels: {bad} outside 0..{levels - 1} for {levels} levels.")
     common = dict(
-        sample_size=sample_size, in_channels=channels, out_channels=out_channels,
-        block_out_channels=tuple(arch.block_out_channels), layers_per_block=arch.layers_per_block,
-        norm_num_groups=arch.norm_num_groups or _groups(tuple(arch.block_out_channels)), attention_head_dim=arch.attention_head_dim,
+        sample_size=sample_size,
+        in_channels=channels,
+        out_channels=out_channels,
+        block_out_channels=tuple(arch.block_out_channels),
+        layers_per_block=arch.layers_per_block,
+        norm_num_groups=arch.norm_num_groups or _groups(tuple(arch.block_out_channels)),
+        attention_head_dim=arch.attention_head_dim,
     )
     if condition in ("none", "class"):
         down = tuple("AttnDownBlock2D" if i in attend else "DownBlock2D" for i in range(levels))
@@ -104,8 +123,11 @@ def build_backbone(
     up = tuple("CrossAttnUpBlock2D" if levels - 1 - i in attend else "UpBlock2D" for i in range(levels))
     extra = {}
     if condition == "embedding":
-        extra = dict(encoder_hid_dim=condition_width, encoder_hid_dim_type="image_proj" if arch.embedding_tokens else "text_proj",
-                     cross_attention_dim=arch.cross_attention_dim)
+        extra = dict(
+            encoder_hid_dim=condition_width,
+            encoder_hid_dim_type="image_proj" if arch.embedding_tokens else "text_proj",
+            cross_attention_dim=arch.cross_attention_dim,
+        )
         if arch.embedding_in_time:
             extra.update(class_embed_type="projection", projection_class_embeddings_input_dim=condition_width)
     else:

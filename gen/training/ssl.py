@@ -45,9 +45,19 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tenso
     return F.cross_entropy(logits, targets)
 
 
-def train_simclr(encoder, sample_crops: Callable[[int, torch.Generator], torch.Tensor], steps: int = 600, batch_size: int = 256,
-                 view_size: int = 32, temperature: float = 0.2, learning_rate: float = 2e-3, seed: int = 0, progress: bool = True,
-                 turns: bool = True, jitter: float = 1.0) -> list:
+def train_simclr(
+    encoder,
+    sample_crops: Callable[[int, torch.Generator], torch.Tensor],
+    steps: int = 600,
+    batch_size: int = 256,
+    view_size: int = 32,
+    temperature: float = 0.2,
+    learning_rate: float = 2e-3,
+    seed: int = 0,
+    progress: bool = True,
+    turns: bool = True,
+    jitter: float = 1.0,
+) -> list:
     """Train `encoder` (with `represent()` and a `projection` head) on crops from sample_crops(n, g)."""
     from tqdm.auto import tqdm
 

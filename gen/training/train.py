@@ -60,7 +60,9 @@ class TrainConfig(LoopOptions):
     num_train_timesteps: int = option(1000, "diffusion steps of the training schedule")
     clip_sample: bool = option(True, "clip x0 to [-1, 1] when sampling pixel models (off for latents and embedding grids)")
     beta_schedule: str = option("squaredcos_cap_v2", "DDPMScheduler beta schedule")
-    rescale_betas_zero_snr: bool | None = option(None, "zero terminal SNR (Lin et al. 2024; needs v_prediction or sample); default: the --init-from model's, else off")
+    rescale_betas_zero_snr: bool | None = option(
+        None, "zero terminal SNR (Lin et al. 2024; needs v_prediction or sample); default: the --init-from model's, else off"
+    )
     timestep_spacing: str | None = option(None, f"sampler step spacing, one of {TIMESTEP_SPACINGS}; default: the --init-from model's, else leading")
     train_batch_size: int = option(64, "examples per process per micro-batch")
     learning_rate: float = option(3e-4, "peak learning rate")
@@ -81,7 +83,9 @@ class TrainConfig(LoopOptions):
     allow_tf32: bool = option(False, "allow TF32 matmuls on Ampere+ GPUs (faster, slightly less precise)")
     use_8bit_adam: bool = option(False, "bitsandbytes' 8-bit AdamW (needs bitsandbytes)")
     dataloader_num_workers: int = option(0, "data loading processes (0: in the main process)")
-    validation_prompts: str | None = option(None, "samples to log to the trackers while training: prompts, class labels or (embedding models) image paths, separated by |")
+    validation_prompts: str | None = option(
+        None, "samples to log to the trackers while training: prompts, class labels or (embedding models) image paths, separated by |"
+    )
     validation_steps: int = option(0, "log validation samples every N steps (0: only at the end, when --validation-prompts is given)")
     block_out_channels: str = option("32,64,64", "UNet channels per level")
     layers_per_block: int = option(2, "UNet resnets per level")
@@ -105,17 +109,28 @@ class TrainConfig(LoopOptions):
             raise ArgumentError("block_out_channels: give at least one level, e.g. 32,64,64.")
         levels = [level for level in _ints(self.attention_levels, "attention_levels", minimum=0) if level < len(channels)]  # levels past the last are unused
         if any(channels[level] % self.attention_head_dim for level in levels):
-            raise ArgumentError(f"attention_head_dim: {self.attention_head_dim} must divide the width of every attention level "
-                                f"({[channels[level] for level in levels]}); e.g. 4 or 8.")
+            raise ArgumentError(
+                f"attention_head_dim: {self.attention_head_dim} must divide the width of every attention level "
+                f"({[channels[level] for level in levels]}); e.g. 4 or 8."
+            )
         if self.norm_num_groups < 0 or (self.norm_num_groups and any(c % self.norm_num_groups for c in channels)):
-            raise ArgumentError(f"norm_num_groups: must be 0 (automatic) or divide every width in --block-out-channels {self.block_out_channels}, "
-                                f"got {self.norm_num_groups}.")
+            raise ArgumentError(
+                f"norm_num_groups: must be 0 (automatic) or divide every width in --block-out-channels {self.block_out_channels}, "
+                f"got {self.norm_num_groups}."
+            )
         return Architecture(
-            block_out_channels=channels, layers_per_block=self.layers_per_block,
-            attention_levels=_ints(self.attention_levels, "attention_levels", minimum=0), attention_head_dim=self.attention_head_dim,
-            cross_attention_dim=self.cross_attention_dim, dit_layers=self.dit_layers, dit_heads=self.dit_heads,
-            dit_head_dim=self.dit_head_dim, patch_size=self.patch_size, norm_num_groups=self.norm_num_groups,
-            embedding_in_time=self.embedding_in_time, embedding_tokens=self.embedding_tokens,
+            block_out_channels=channels,
+            layers_per_block=self.layers_per_block,
+            attention_levels=_ints(self.attention_levels, "attention_levels", minimum=0),
+            attention_head_dim=self.attention_head_dim,
+            cross_attention_dim=self.cross_attention_dim,
+            dit_layers=self.dit_layers,
+            dit_heads=self.dit_heads,
+            dit_head_dim=self.dit_head_dim,
+            patch_size=self.patch_size,
+            norm_num_groups=self.norm_num_groups,
+            embedding_in_time=self.embedding_in_time,
+            embedding_tokens=self.embedding_tokens,
         )
 
 
@@ -197,8 +212,9 @@ def check_config(config: TrainConfig) -> None:
     if config.timestep_spacing is not None and config.timestep_spacing not in TIMESTEP_SPACINGS:
         raise ArgumentError(f"timestep_spacing: one of {TIMESTEP_SPACINGS}, got {config.timestep_spacing!r}.")
     if config.rescale_betas_zero_snr and (config.prediction_type == "epsilon" or (config.prediction_type is None and not config.init_from)):
-        raise ArgumentError("rescale_betas_zero_snr: at zero terminal SNR an epsilon model cannot say what the image is; "
-                            "add --prediction-type v_prediction (or sample).")
+        raise ArgumentError(
+            "rescale_betas_zero_snr: at zero terminal SNR an epsilon model cannot say what the image is; " "add --prediction-type v_prediction (or sample)."
+        )
     if config.lr_scheduler not in {s.value for s in SchedulerType}:
         raise ArgumentError(f"lr_scheduler: unknown {config.lr_scheduler!r}; one of {sorted(s.value for s in SchedulerType)}.")
     if config.lora_rank < 0 or (config.lora_rank and not config.init_from):
@@ -212,7 +228,9 @@ def check_config(config: TrainConfig) -> None:
         raise ArgumentError(f"beta_schedule: one of {BETA_SCHEDULES}, got {config.beta_schedule!r}.")
     multiple = arch.patch_size if config.backbone == "dit" else 2 ** (len(arch.block_out_channels) - 1)
     if not config.init_from and not config.vae and config.resolution % multiple:
-        raise ArgumentError(f"resolution: {config.resolution} is not a multiple of {multiple} (the {config.backbone}'s downsampling); use e.g. {max(multiple, config.resolution // multiple * multiple)}.")
+        raise ArgumentError(
+            f"resolution: {config.resolution} is not a multiple of {multiple} (the {config.backbone}'s downsampling); use e.g. {max(multiple, config.resolution // multiple * multiple)}."
+        )
     if config.data not in SOURCES:
         data = Path(config.data)
         if not data.is_dir():
@@ -283,7 +301,9 @@ def build_conditioner(config: TrainConfig, dataset, init=None):
         model_classes = init_num_classes(init)
         if model_classes is not None:
             if num_classes > model_classes:
-                raise ArgumentError(f"data: labels run to {num_classes - 1} but the --init-from model has {model_classes} classes; relabel the data within [0, {model_classes}).")
+                raise ArgumentError(
+                    f"data: labels run to {num_classes - 1} but the --init-from model has {model_classes} classes; relabel the data within [0, {model_classes})."
+                )
             num_classes = model_classes
         return conditions.ClassCondition(num_classes)
     if config.condition == "text":
@@ -300,8 +320,10 @@ def build_conditioner(config: TrainConfig, dataset, init=None):
             tokenizer = AutoTokenizer.from_pretrained(path, model_max_length=config.text_max_length)
             encoder = AutoModel.from_pretrained(path, use_safetensors=True)
         except (OSError, ValueError) as err:
-            raise MissingFileError(f"text_encoder: cannot load a transformers text encoder from {config.text_encoder!r} ({str(err).splitlines()[0]}); "
-                                    "pass a local folder with its tokenizer, or 'minilm'.") from None
+            raise MissingFileError(
+                f"text_encoder: cannot load a transformers text encoder from {config.text_encoder!r} ({str(err).splitlines()[0]}); "
+                "pass a local folder with its tokenizer, or 'minilm'."
+            ) from None
         return conditions.TextCondition(tokenizer, encoder)
     from gen.embedders import load_embedder
 
@@ -357,12 +379,16 @@ def schedule_changes(config, scheduler=None) -> dict:
     changes = {name: getattr(config, name) for name in ("prediction_type", "rescale_betas_zero_snr", "timestep_spacing") if getattr(config, name) is not None}
     if scheduler is not None:
         if changes.get("rescale_betas_zero_snr") and "rescale_betas_zero_snr" not in inspect.signature(type(scheduler).__init__).parameters:
-            raise ArgumentError(f"rescale_betas_zero_snr: the --init-from model's {type(scheduler).__name__} has no zero-SNR schedule; "
-                                "swap its scheduler for DDPM, DDIM, Euler or DPM-Solver first.")
+            raise ArgumentError(
+                f"rescale_betas_zero_snr: the --init-from model's {type(scheduler).__name__} has no zero-SNR schedule; "
+                "swap its scheduler for DDPM, DDIM, Euler or DPM-Solver first."
+            )
         zero_snr = changes.get("rescale_betas_zero_snr", scheduler.config.get("rescale_betas_zero_snr", False))
         if zero_snr and changes.get("prediction_type", scheduler.config.get("prediction_type")) == "epsilon":
-            raise ArgumentError("rescale_betas_zero_snr: the --init-from model predicts epsilon, which says nothing at zero terminal SNR; "
-                                "add --prediction-type v_prediction (or sample).")
+            raise ArgumentError(
+                "rescale_betas_zero_snr: the --init-from model predicts epsilon, which says nothing at zero terminal SNR; "
+                "add --prediction-type v_prediction (or sample)."
+            )
     return changes
 
 
@@ -385,7 +411,9 @@ def build_pipeline(config, model, noise_scheduler, vae, conditioner, dataset, in
             raise ArgumentError("condition: unconditional latent models are not supported; use --condition class or drop --vae.")
         return DDPMPipeline(unet=model, scheduler=noise_scheduler)
     if config.condition == "class":
-        return ClassConditionalPipeline(scheduler=noise_scheduler, vae=vae, num_classes=conditioner.num_classes, class_names=getattr(dataset, "class_names", None), **backbone)
+        return ClassConditionalPipeline(
+            scheduler=noise_scheduler, vae=vae, num_classes=conditioner.num_classes, class_names=getattr(dataset, "class_names", None), **backbone
+        )
     if config.condition == "text":
         return TextToImagePipeline(tokenizer=conditioner.tokenizer, text_encoder=conditioner.encoder, scheduler=noise_scheduler, vae=vae, **backbone)
     from gen.pipelines.embedding import EmbeddingToImagePipeline
@@ -423,7 +451,10 @@ def log_validation(config, accelerator, pipe, step: int, output_dir: Path) -> Pa
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     images = pipe(**kwargs).images
     images = images if isinstance(images, torch.Tensor) else torch.stack([torch.as_tensor(np.asarray(i)).permute(2, 0, 1) / 255.0 for i in images])
-    path = save_image(output_dir / "validation" / f"step-{step}.png", VaeImageProcessor.numpy_to_pil(torch.cat(list(images.float().cpu()), dim=2)[None].permute(0, 2, 3, 1).numpy())[0])
+    path = save_image(
+        output_dir / "validation" / f"step-{step}.png",
+        VaeImageProcessor.numpy_to_pil(torch.cat(list(images.float().cpu()), dim=2)[None].permute(0, 2, 3, 1).numpy())[0],
+    )
     for tracker in accelerator.trackers:
         if tracker.name == "tensorboard":
             tracker.writer.add_images("validation", images.float().cpu(), step)
@@ -496,8 +527,13 @@ def train(config: TrainConfig) -> Path:
         model = init.unet if getattr(init, "unet", None) is not None else init.transformer
     else:
         model = build_backbone(
-            config.backbone, config.condition, sample_size=latent_size, channels=latent_channels, arch=config.architecture(),
-            num_classes=getattr(conditioner, "num_classes", None), condition_width=conditioner.width,
+            config.backbone,
+            config.condition,
+            sample_size=latent_size,
+            channels=latent_channels,
+            arch=config.architecture(),
+            num_classes=getattr(conditioner, "num_classes", None),
+            condition_width=conditioner.width,
         )
     model.train()
     if config.condition == "class":
@@ -509,7 +545,9 @@ def train(config: TrainConfig) -> Path:
         noise_scheduler = DDPMScheduler.from_config(init.scheduler.config)
     else:
         noise_scheduler = DDPMScheduler(
-            num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule, clip_sample=config.clip_sample and vae is None,
+            num_train_timesteps=config.num_train_timesteps,
+            beta_schedule=config.beta_schedule,
+            clip_sample=config.clip_sample and vae is None,
             **{"prediction_type": "epsilon", **schedule},
         )
     cep = ConditionEmbeddingPerturbation(config.cep, config.cep_gamma) if config.cep else None
@@ -524,7 +562,8 @@ def train(config: TrainConfig) -> Path:
         torch.backends.cuda.matmul.allow_tf32 = True
     optimizer = make_optimizer(config, trainable)
     lr_scheduler = get_scheduler(
-        config.lr_scheduler, optimizer=optimizer,
+        config.lr_scheduler,
+        optimizer=optimizer,
         num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=config.max_train_steps * accelerator.num_processes,
     )
@@ -572,15 +611,30 @@ def train(config: TrainConfig) -> Path:
         cep_g = where.generator(stream=1)
         cond = _to_device(conditioner(batch, g, config.condition_dropout, cep, cep_g), accelerator.device)
         with conditioner.cep_context(accelerator.unwrap_model(model), cep, cep_g):
-            return diffusion_loss(model, noise_scheduler, x0, cond, g, noise_scheduler.config.prediction_type, config.snr_gamma, latent_channels, config.noise_offset)
+            return diffusion_loss(
+                model, noise_scheduler, x0, cond, g, noise_scheduler.config.prediction_type, config.snr_gamma, latent_channels, config.noise_offset
+            )
 
     def validate(step: int) -> None:
         if config.validation_prompts and config.validation_steps and step % config.validation_steps == 0 and accelerator.is_main_process:
-            log_validation(config, accelerator, build_pipeline(config, accelerator.unwrap_model(model), noise_scheduler, vae, conditioner, dataset, init), step, output_dir)
+            log_validation(
+                config, accelerator, build_pipeline(config, accelerator.unwrap_model(model), noise_scheduler, vae, conditioner, dataset, init), step, output_dir
+            )
             model.train()
 
-    optimise(accelerator, config, output_dir, model, optimizer, lr_scheduler, loader, order, compute_loss,
-             after_step=(lambda: ema.step(model.parameters())) if ema is not None else None, on_step=validate)
+    optimise(
+        accelerator,
+        config,
+        output_dir,
+        model,
+        optimizer,
+        lr_scheduler,
+        loader,
+        order,
+        compute_loss,
+        after_step=(lambda: ema.step(model.parameters())) if ema is not None else None,
+        on_step=validate,
+    )
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -589,12 +643,16 @@ def train(config: TrainConfig) -> Path:
             ema.copy_to(final.parameters())
         check_final_weights(final)
         if lora_config is not None:
-            save_lora(final, lora_config, output_dir / "lora", base=config.init_from, component="unet" if getattr(init, "unet", None) is not None else "transformer")
+            save_lora(
+                final, lora_config, output_dir / "lora", base=config.init_from, component="unet" if getattr(init, "unet", None) is not None else "transformer"
+            )
         else:
             save_pipeline(build_pipeline(config, final, noise_scheduler, vae, conditioner, dataset, init), output_dir)
         write_json(output_dir / "train_config.json", dataclasses.asdict(config))
         if config.validation_prompts and lora_config is None:
-            log_validation(config, accelerator, build_pipeline(config, final, noise_scheduler, vae, conditioner, dataset, init), config.max_train_steps, output_dir)
+            log_validation(
+                config, accelerator, build_pipeline(config, final, noise_scheduler, vae, conditioner, dataset, init), config.max_train_steps, output_dir
+            )
     accelerator.end_training()
     return output_dir
 

@@ -107,8 +107,10 @@ def train_value(config: ValueConfig):
         if getattr(config, name) < 1:
             raise ArgumentError(f"{name}: must be >= 1, got {getattr(config, name)}.")
     if config.num_samples * (config.steps + 1) < config.train_batch_size:
-        raise ArgumentError(f"train_batch_size: {config.train_batch_size} is more than the {config.num_samples * (config.steps + 1)} states sampled; "
-                         "lower it or raise num_samples.")
+        raise ArgumentError(
+            f"train_batch_size: {config.train_batch_size} is more than the {config.num_samples * (config.steps + 1)} states sampled; "
+            "lower it or raise num_samples."
+        )
     output_dir = Path(config.output_dir)
     check_output_dir(output_dir, "value", resume=config.resume is not None, overwrite=config.overwrite)
     reward = build_reward(config.reward, config.classifier)
@@ -138,7 +140,10 @@ def train_value(config: ValueConfig):
 
         def save(tmp):
             final.save_pretrained(str(tmp), safe_serialization=True)
-            write_json(Path(tmp) / "training.json", {"config": vars(config), "losses": losses, "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std())})
+            write_json(
+                Path(tmp) / "training.json",
+                {"config": vars(config), "losses": losses, "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std())},
+            )
 
         save_into(output_dir, save, last="config.json")
     accelerator.end_training()

@@ -21,12 +21,19 @@ class DigitClassifier(ModelMixin, ConfigMixin):
         super().__init__()
         w = width
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, w, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(w, w, 3, padding=1), nn.SiLU(), nn.AvgPool2d(2),
-            nn.Conv2d(w, 2 * w, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.SiLU(), nn.AvgPool2d(2),
+            nn.Conv2d(in_channels, w, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(w, w, 3, padding=1),
+            nn.SiLU(),
+            nn.AvgPool2d(2),
+            nn.Conv2d(w, 2 * w, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(2 * w, 2 * w, 3, padding=1),
+            nn.SiLU(),
+            nn.AvgPool2d(2),
             nn.Flatten(),
-            nn.Linear(2 * w * (resolution // 4) ** 2, feature_dim), nn.SiLU(),
+            nn.Linear(2 * w * (resolution // 4) ** 2, feature_dim),
+            nn.SiLU(),
         )
         self.head = nn.Linear(feature_dim, num_classes)
 

@@ -117,7 +117,10 @@ def patch_encoder(folder: Path, steps: int = 600, spatial_pool: int = 2) -> None
     encoder = PatchEncoder(width=48, spatial_pool=spatial_pool, colour_statistics=True)
     history = train_simclr(encoder, lambda n, g: multiscale_patches(n, 36, g)[0], steps=steps, batch_size=128, turns=False, jitter=0.3)
     encoder.save_pretrained(str(folder), safe_serialization=True)
-    write_json(folder / "training.json", {"method": "SimCLR", "steps": steps, "spatial_pool": spatial_pool, "batch_size": 128, "crop": 36, "turns": False, "jitter": 0.3, "losses": history})
+    write_json(
+        folder / "training.json",
+        {"method": "SimCLR", "steps": steps, "spatial_pool": spatial_pool, "batch_size": 128, "crop": 36, "turns": False, "jitter": 0.3, "losses": history},
+    )
 
 
 # Sampling defaults saved with ihc-patches, chosen by measurement (`python -m benchmarks.patch_sampling`: DDPM at
@@ -173,10 +176,22 @@ def digits_bold_lora(folder: Path, steps: int = 300) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         from gen.training.train import TrainConfig, train
 
-        out = train(TrainConfig(
-            data="digits-bold", output_dir=str(Path(scratch) / "run"), init_from="zoo:digits", lora_rank=4, resolution=DIGITS_RESOLUTION,
-            max_train_steps=steps, learning_rate=1e-3, lr_warmup_steps=20, train_batch_size=64, condition_dropout=0.1, checkpointing_steps=0, seed=0,
-        ))
+        out = train(
+            TrainConfig(
+                data="digits-bold",
+                output_dir=str(Path(scratch) / "run"),
+                init_from="zoo:digits",
+                lora_rank=4,
+                resolution=DIGITS_RESOLUTION,
+                max_train_steps=steps,
+                learning_rate=1e-3,
+                lr_warmup_steps=20,
+                train_batch_size=64,
+                condition_dropout=0.1,
+                checkpointing_steps=0,
+                seed=0,
+            )
+        )
         for entry in (out / "lora").iterdir():
             shutil.move(str(entry), folder / entry.name)
         shutil.move(str(out / "losses.json"), folder / "losses.json")
