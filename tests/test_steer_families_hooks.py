@@ -205,3 +205,21 @@ def test_a_condition_changed_in_place_reaches_the_backbone():
     in_place = _run("sdxl", 0, [SilenceText(in_place=True)])[1]
     replaced = _run("sdxl", 0, [SilenceText(in_place=False)])[1]
     assert torch.equal(in_place, replaced) and not torch.equal(in_place, plain)
+
+
+@pytest.mark.parametrize("family", ["sdxl", "flux"])
+def test_fk_steering_raises_the_reward(family):
+    from gen.guidance import FKSteering
+
+    gains, _ = _gains(family, [FKSteering(brightness, num_particles=4, resample_every=2)])
+    assert gains.mean() > 0, f"{family}: FK gains {gains.tolist()}"
+
+
+def test_dt_visualization_decodes_packed_latents_with_the_runs_decoder():
+    from gen.analysis.dt import DTVisualizer
+
+    viz = DTVisualizer()
+    steer(tiny.flux_pipeline())(prompt="a cat", height=16, width=16, num_inference_steps=3, output_type="pt", hooks=[viz])
+    frames = viz.images()
+    assert frames.shape == (3, 1, 3, 16, 16) and 0 <= float(frames.min()) and float(frames.max()) <= 1
+    assert len(viz.change_per_step()) == 2

@@ -29,20 +29,26 @@ class DTVisualizer(SamplingHook):
     """An observe hook that keeps the x0 estimate (on the CPU) at every step.
 
     Args:
-        decode: latents -> images in [0, 1]; the default maps pixel models' [-1, 1] to [0, 1]. Pass
-            ``pipe.decode`` for latent pipelines.
+        decode: latents -> images in [0, 1]; by default the run's own decoder (a steered or gen pipeline's
+            VAE, Flux's unpacking included), else the pixel models' [-1, 1] -> [0, 1].
         max_samples: how many samples (rows) to keep.
     """
 
     def __init__(self, decode: Callable[[torch.Tensor], torch.Tensor] | None = None, max_samples: int = 8):
+        self.given_decode = decode
         self.decode = decode or _pixels
         self.max_samples = max_samples
         self.frames: list[torch.Tensor] = []
         self.timesteps: list[float] = []
+        self.device = torch.device("cpu")
+
+    def setup(self, run) -> None:
+        self.decode = self.given_decode or run.decode or _pixels
 
     def observe(self, state) -> None:
         if state.step.index == 0:
             self.frames, self.timesteps = [], []
+        self.device = state.x0.device
         self.frames.append(state.x0[: self.max_samples].detach().float().cpu())
         self.timesteps.append(float(state.step.timestep))
 
@@ -51,7 +57,7 @@ class DTVisualizer(SamplingHook):
         if not self.frames:
             raise ArgumentError("DTVisualizer: nothing recorded yet; pass it in hooks=[...] of a sampling call first.")
         with torch.no_grad():
-            return torch.stack([self.decode(frame).float().cpu() for frame in self.frames])
+            return torch.stack([self.decode(frame.to(self.device)).float().cpu() for frame in self.frames])
 
     def strip(self, scale: int = 1, gap: int = 1) -> Image.Image:
         """A grid image: one row per sample, one column per step."""
@@ -71,4 +77,4 @@ class DTVisualizer(SamplingHook):
     def change_per_step(self) -> list[float]:
         """Mean absolute change of the x0 estimate between consecutive steps: where the image is decided."""
         frames = torch.stack(self.frames)
-        return (frames[1:] - frames[:-1]).abs().mean(dim=(1, 2, 3, 4)).tolist()
+        return (frames[1:] - frames[:-1]).abs().flatten(1).mean(dim=1).tolist()

@@ -567,6 +567,7 @@ class RunInfo:
     cond: dict | None = None
     latent_shape: tuple = ()
     latent_dtype: torch.dtype = torch.float32
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None  # the run's decoder (not counted; for observers)
 
     def hook_generator(self, salt: int = 0) -> torch.Generator:
         """A CPU generator for a hook's own draws in this run, seeded from the run's generator (its initial
@@ -597,4 +598,5 @@ def run_info(run: _Run) -> RunInfo:
         cond=run.cond,
         latent_shape=run.latent_shape,
         latent_dtype=run.latent_dtype,
+        decode=run.decode_fn,
     )

@@ -10,10 +10,12 @@ offload), so every stock argument keeps its stock effect without gen re-deriving
    `cond`/`uncond` (the two halves of a [uncond; cond] batch, or one call per branch), and `sample()` runs
    the whole denoising with the hooks, calling the real backbone with those arguments.
 3. That step returns gen's final latents; the pipeline's interrupt flag makes the stock loop skip its other
-   iterations (a pipeline without one runs them on zero tensors), and the stock code decodes them.
+   iterations (a pipeline without one runs them on 1x1 placeholders and gets the final latents at its last
+   step), and the stock code decodes them.
 
 A family (`gen/pipelines/families/`) says only what the recorded calls cannot: how the branches are laid out,
-the guidance scale, how to decode latents for a reward, and which callback tensors map to which condition.
+the guidance scale and rule, how to decode latents for a reward, which callback tensors are which conditions,
+and hooks for the stock loop's own logic (a guidance window, SD3's skip-layer guidance).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerOutput
 from gen.core.denoiser import Denoiser
 from gen.errors import ArgumentError
 from gen.core.sampling import SampleOutput, sample
-from gen.core.backbones import Backbone, PerSample, condition_at
+from gen.core.backbones import Backbone, PerSample, condition_at, unwrap
 from gen.pipelines.callbacks import LegacyCallback, StockCallback, guided_embeds_read_back
 
 Path = tuple[str, ...]
@@ -99,7 +101,7 @@ class _Probe:
     shaped like the model's output for its input."""
 
     def __init__(self, model):
-        signature = method_signature(type(model).forward)
+        signature = method_signature(type(unwrap(model)).forward)  # a torch.compile'd model: its module's
         object.__setattr__(self, "_signature", signature)
         object.__setattr__(self, "_first", next(iter(signature.parameters)))
         object.__setattr__(self, "_model", model)
