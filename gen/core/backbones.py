@@ -60,6 +60,9 @@ class BackboneSpec:
     timestep_argument: str = "timestep"
     # (model, input, timestep, condition) -> output, for a model not called as model(x, timestep=..., **cond)
     call: Callable[[Any, torch.Tensor, torch.Tensor, Condition], torch.Tensor] | None = None
+    # packed layouts that a tiler can cut: (rows, token rows, token columns, device) -> the condition entries
+    # that place a tile's tokens (Flux's img_ids, Qwen-Image's img_shapes); 2x2 patches per token
+    tile_condition: Callable[[int, int, int, Any], Condition] | None = None
 
 
 def _scalar_timestep(t, x, config, scheduler):
@@ -92,6 +95,30 @@ def _z_image_call(model, x, timestep, cond):
     samples = list(x.to(model.dtype).unsqueeze(2).unbind(dim=0))
     out = model(samples, timestep, list(cond.pop("cap_feats")), **cond, return_dict=False)[0]
     return torch.stack([o.float() for o in out], dim=0).squeeze(2)
+
+
+def pack(latents: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H/2 * W/2, 4C): 2x2 patches as tokens, as FluxPipeline._pack_latents."""
+    b, c, h, w = latents.shape
+    return latents.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), c * 4)
+
+
+def unpack(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The inverse of `pack` for a (height, width) latent, as FluxPipeline._unpack_latents."""
+    b, _, channels = tokens.shape
+    return tokens.view(b, height // 2, width // 2, channels // 4, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, channels // 4, height, width)
+
+
+def _flux_tile(rows, token_rows, token_columns, device):
+    """A tile's token positions (FluxPipeline._prepare_latent_image_ids: 0, row, column), shared by all rows."""
+    ids = torch.zeros(token_rows, token_columns, 3, device=device)
+    ids[..., 1] += torch.arange(token_rows, device=device)[:, None]
+    ids[..., 2] += torch.arange(token_columns, device=device)[None, :]
+    return {"img_ids": ids.reshape(token_rows * token_columns, 3)}
+
+
+def _qwen_tile(rows, token_rows, token_columns, device):
+    return {"img_shapes": PerSample([[(1, token_rows, token_columns)]] * rows)}
 
 
 def _flux_condition(config, cond, rows):
@@ -191,6 +218,7 @@ _SPECS: dict[str, BackboneSpec] = {
         shared=("txt_ids", "img_ids"),
         broadcasts_one=True,
         adapt=_flux_condition,
+        tile_condition=_flux_tile,
     ),
     "Lumina2Transformer2DModel": BackboneSpec(
         accepts=("encoder_hidden_states", "encoder_attention_mask", "attention_kwargs"),
@@ -215,6 +243,7 @@ _SPECS: dict[str, BackboneSpec] = {
         timestep=_flux_timestep,  # QwenImagePipeline: t.expand(batch).to(latents.dtype) / 1000, as Flux
         layout="tokens",
         per_sample=("img_shapes",),
+        tile_condition=_qwen_tile,
     ),
     "ZImageTransformer2DModel": BackboneSpec(
         accepts=("cap_feats", "joint_attention_kwargs", "patch_size", "f_patch_size"),

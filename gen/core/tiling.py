@@ -8,6 +8,10 @@ re-fuses the overlaps and no seam survives. Activation memory is bounded by the 
 free memory unless given); only the canvas and its accumulators grow with the output. Tiles are cast to
 the inner denoiser's dtype and fused in float32, so the canvas may be float32 under a half-precision model.
 
+Packed backbones (Flux, Qwen-Image: 2x2 patches as tokens) tile the same spatial canvas, (B, C, H, W) with C
+a quarter of the model's channels: each tile is packed for the model, given its tokens' positions, and its
+output unpacked before it is fused.
+
 Conditions: ``{"embedding_grid": (B, D, h, w)}`` gives each tile the embedding interpolated at its centre
 from the cells' centres on the canvas (`cell_centres`; by default cell (i, j) is centred on the i-th, j-th
 tile-sized patch), by default on the sphere (slerp, as the reference implementation does: linear mixing
@@ -25,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from gen.errors import ArgumentError
-from gen.core.backbones import Condition
+from gen.core.backbones import Condition, pack, unpack
 from gen.core.denoiser import Denoiser, DenoiserOutput
 
 BLENDS = ("uniform", "cosine")
@@ -123,7 +127,12 @@ def activation_bytes_per_row(inner: Denoiser, tile: int, cond: Condition | None)
 
     handles = [m.register_forward_hook(count) for m in inner.model.modules() if not list(m.children())]
     try:
-        x = torch.zeros(1, inner.in_channels, tile, tile, device=inner.device, dtype=inner.dtype)
+        spec = inner.backbone.spec
+        if spec.layout == "tokens":  # one packed tile, placed as the tiler places it
+            x = torch.zeros(1, (tile // 2) ** 2, inner.in_channels, device=inner.device, dtype=inner.dtype)
+            cond = {**(cond or {}), **spec.tile_condition(1, tile // 2, tile // 2, inner.device)}
+        else:
+            x = torch.zeros(1, inner.in_channels, tile, tile, device=inner.device, dtype=inner.dtype)
         inner.forward(x, torch.tensor(500), cond)
     finally:
         for handle in handles:
@@ -164,8 +173,17 @@ class TiledDenoiser(Denoiser):
             raise ArgumentError(f"blend: one of {BLENDS}, got {blend!r}.")
         if interpolation not in INTERPOLATIONS:
             raise ArgumentError(f"interpolation: one of {INTERPOLATIONS}, got {interpolation!r}.")
+        spec = inner.backbone.spec
+        self.packed = spec.layout == "tokens"
+        if self.packed and (spec.tile_condition is None or tile % 2):
+            raise ArgumentError(
+                f"tile: {inner.backbone.name} takes packed tokens; it can be tiled only in an even tile where its spec says how tiles are placed"
+                f"{'' if spec.tile_condition is None else f' (got tile={tile})'}."
+            )
         self.__dict__.update(inner.__dict__)
         self.inner, self.tile, self.overlap = inner, tile, overlap
+        # the canvas's channels: a packed model's tokens carry 2x2 patches
+        self.canvas_channels = inner.in_channels // 4 if self.packed else inner.in_channels
         self.stride, self.tile_batch_size = tile - overlap, tile_batch_size
         self.cell_centres = None if cell_centres is None else tuple(torch.as_tensor(c, dtype=torch.float32) for c in cell_centres)
         self.blend, self.interpolation = blend, interpolation
@@ -175,6 +193,13 @@ class TiledDenoiser(Denoiser):
     def check_latents(self, x, name: str = "latents") -> None:
         if isinstance(x, torch.Tensor) and x.ndim == 4 and min(x.shape[2:]) < self.tile:
             raise ArgumentError(f"{name}: the canvas {tuple(x.shape[2:])} is smaller than one tile ({self.tile}); make the output at least one tile large.")
+        if self.packed:
+            if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != self.canvas_channels:
+                raise ArgumentError(
+                    f"{name}: a tiled {self.inner.backbone.name} takes a (batch, {self.canvas_channels}, H, W) canvas (its tiles are packed), "
+                    f"got {tuple(getattr(x, 'shape', ()))}."
+                )
+            x = pack(x[..., : self.tile, : self.tile])
         self.inner.check_latents(x[..., : self.tile, : self.tile] if isinstance(x, torch.Tensor) and x.ndim == 4 else x, name)
 
     def check_condition(self, cond: Condition | None, batch: int, name: str = "cond") -> None:
@@ -191,7 +216,15 @@ class TiledDenoiser(Denoiser):
             if self.cell_centres is not None and tuple(grid.shape[2:]) != tuple(map(len, self.cell_centres)):
                 raise ArgumentError(f"{name}['embedding_grid']: {tuple(grid.shape[2:])} cells, but cell_centres places {tuple(map(len, self.cell_centres))}.")
             cond.update(self.inner.backbone.embedding_condition(torch.zeros(batch, grid.shape[1])))
+        if self.packed:
+            cond.update(self._placement(batch, torch.device("cpu")))
         self.inner.check_condition(cond, batch, name)
+
+    def _placement(self, rows: int, device) -> Condition:
+        return self.inner.backbone.spec.tile_condition(rows, self.tile // 2, self.tile // 2, device)
+
+    def prediction_of(self, output: torch.Tensor) -> torch.Tensor:
+        return output  # the fused canvas holds the prediction channels only
 
     def positions(self, height: int, width: int) -> list[tuple[int, int]]:
         return [(y, x) for y in tile_starts(height, self.tile, self.stride) for x in tile_starts(width, self.tile, self.stride)]
@@ -237,24 +270,26 @@ class TiledDenoiser(Denoiser):
         self._tile_conditions = dict(list(self._tile_conditions.items())[-1:]) | {key: (cond, out)}
         return out
 
-    def _rows(self, cond: Condition | None, start: int, stop: int, batch: int) -> Condition | None:
-        """Rows of tiles start..stop of a per-tile condition."""
+    def _rows(self, cond: Condition | None, first: int, last: int, total: int) -> Condition | None:
+        """Rows first..last of a per-tile condition (tensors of `total` rows; shared ones, such as Flux's text
+        positions, whole)."""
         if cond is None:
             return None
         rows = (
-            lambda v: self._rows(v, start, stop, batch)
+            lambda v: self._rows(v, first, last, total)
             if isinstance(v, dict)
-            else v[start * batch : stop * batch]
-            if isinstance(v, torch.Tensor) and v.ndim > 0
+            else v[first:last]
+            if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == total
             else v
         )
         return {k: rows(v) for k, v in cond.items()}
 
-    def pick_tile_batch(self, batch: int, cond: Condition | None, guided: bool) -> int:
-        """Tiles per backbone call: tile_batch_size rows, or what a quarter of free memory holds."""
+    def pick_tile_batch(self, batch: int, cond: Condition | None, guided: bool, tiles: int = 1) -> int:
+        """Tiles per backbone call: tile_batch_size rows, or what a quarter of free memory holds (`cond`: the
+        per-tile condition of `tiles` tiles)."""
         rows = self.tile_batch_size
         if rows is None:
-            one = self._rows(cond, 0, 1, 1) if cond is not None else None
+            one = self._rows(cond, 0, 1, tiles * batch) if cond is not None else None
             per_row = activation_bytes_per_row(self.inner, self.tile, one)
             cap = GPU_TILE_BATCH_CAP if self.inner.device.type == "cuda" else CPU_TILE_BATCH_CAP
             rows = self.tile_batch_size = int(max(1, min(cap, free_memory(self.inner.device) // 4 // per_row)))
@@ -265,25 +300,25 @@ class TiledDenoiser(Denoiser):
         corners, index, window, weight = self._layout(height, width, x.device)
         n = len(corners)
         tile_cond, tile_uncond = self._per_tile(cond, corners, batch), self._per_tile(uncond, corners, batch)
-        per_call = self.pick_tile_batch(batch, tile_cond, uncond is not None and guidance_scale > 1)
+        per_call = self.pick_tile_batch(batch, tile_cond, uncond is not None and guidance_scale > 1, n)
         flat = x.reshape(batch, channels, height * width)
-        fused = torch.zeros(batch, self.in_channels, height * width, dtype=torch.float32, device=x.device)
+        fused = torch.zeros(batch, self.canvas_channels, height * width, dtype=torch.float32, device=x.device)
         evaluations = 0
         for start in range(0, n, per_call):
             stop = min(start + per_call, n)
             pixels = index[start:stop].reshape(-1)
             tiles = flat[:, :, pixels].reshape(batch, channels, stop - start, self.tile, self.tile)
             tiles = tiles.permute(2, 0, 1, 3, 4).reshape((stop - start) * batch, channels, self.tile, self.tile).to(self.inner.dtype)
-            out = self.inner(
-                tiles,
-                t,
-                cond=self._rows(tile_cond, start, stop, batch),
-                uncond=self._rows(tile_uncond, start, stop, batch),
-                guidance_scale=guidance_scale,
-                guidance_rescale=guidance_rescale,
-            )
+            tile_rows = self._rows(tile_cond, start * batch, stop * batch, n * batch)
+            tile_rows_uncond = self._rows(tile_uncond, start * batch, stop * batch, n * batch)
+            if self.packed:  # each tile as the model's tokens, placed as a tile of its own
+                tiles, placement = pack(tiles), self._placement(len(tiles), x.device)
+                tile_rows = {**(tile_rows or {}), **placement}
+                tile_rows_uncond = None if tile_rows_uncond is None else {**tile_rows_uncond, **placement}
+            out = self.inner(tiles, t, cond=tile_rows, uncond=tile_rows_uncond, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale)
             evaluations += out.evaluations
-            values = out.output[:, : self.in_channels].float().reshape(stop - start, batch, self.in_channels, -1) * window
-            fused.index_add_(2, pixels, values.permute(1, 2, 0, 3).reshape(batch, self.in_channels, -1))
-        output = (fused / weight).reshape(batch, self.in_channels, height, width).to(x.dtype)
+            prediction = unpack(out.output, self.tile, self.tile) if self.packed else out.output[:, : self.in_channels]
+            values = prediction.float().reshape(stop - start, batch, self.canvas_channels, -1) * window
+            fused.index_add_(2, pixels, values.permute(1, 2, 0, 3).reshape(batch, self.canvas_channels, -1))
+        output = (fused / weight).reshape(batch, self.canvas_channels, height, width).to(x.dtype)
         return DenoiserOutput(output=output, evaluations=evaluations, x0_fn=lambda: self.x0(x, output, t))
