@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.cep --out $(OUT)
 	$(BIN)/python -m benchmarks.hybrid --out $(OUT)
 	$(BIN)/python -m benchmarks.scale --out $(OUT)
+	$(BIN)/python -m benchmarks.generate --out $(OUT)
 
 clean:
 	rm -rf $(VENV) out

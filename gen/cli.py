@@ -18,7 +18,8 @@ import math
 import sys
 from pathlib import Path
 
-from gen.errors import ArgumentError, HelpFormatter, OneLineParser, exit_status, report
+from gen.errors import ArgumentError, HelpFormatter, OneLineParser, UsageError, exit_status, report
+from gen.generate import apply_lora, class_labels, load_for_sampling
 
 EXAMPLES = {
     "demo": "example: gen demo --out out/demo",
@@ -30,14 +31,16 @@ EXAMPLES = {
         "  gen sample runs/my-model --class-labels 0 1 2 --lora runs/my-lora/lora\n"
         "  gen sample digits --class-labels 3 --lora digits-bold-lora"
     ),
+    "generate": (
+        "examples:\n"
+        "  gen generate digits --class-labels 0 1 2 3 4 5 6 7 8 9 --num-per-item 20 --out data/digits-synth\n"
+        "  accelerate launch --num_processes 2 -m gen generate digits --count 400 --out data/digits-uncond\n"
+        "  gen generate digits --class-labels 3 --num-per-item 16 --guidance svdd.json --keep-top 4 --out data/threes"
+    ),
     "zoo": "examples:\n  gen zoo list\n  gen zoo build digits",
     "train": "example: gen train --data digits --condition class --resolution 16 --output-dir runs/digits",
     "bench": "example: gen bench value_guidance --samples 16 --steps 20",
 }
-
-
-class UsageError(ArgumentError):
-    """A mistake in how the command was called (exit status 2)."""
 
 
 def _zoo(args) -> int:
@@ -64,58 +67,6 @@ def _zoo(args) -> int:
         path = build(name)
         print(f"built {name} -> {path}")
     return 0
-
-
-def _load_for_sampling(model: str):
-    """A pipeline to sample from a zoo name or a folder; non-generative zoo entries are refused by purpose."""
-    import gen.zoo as zoo
-    from gen.pipelines.loading import load_pipeline
-
-    if model in zoo.available():
-        item = zoo.entry(model)
-        if item.purpose != "generate":
-            raise UsageError(f"model: {model!r} is {item.purpose}, not a generator: {item.what}.")
-        if item.rendered_by:  # its samples are embedding grids: text -> grid -> large image
-            from gen.pipelines import LargeImagePipeline, TextToLargeImagePipeline
-
-            return TextToLargeImagePipeline(zoo.load(model), LargeImagePipeline.from_pipe(zoo.load(item.rendered_by)))
-        return zoo.load(model)
-    _refuse_checkpoint(Path(model))
-    return load_pipeline(model, name="model")
-
-
-def _refuse_checkpoint(folder: Path) -> None:
-    """A training checkpoint is not a pipeline: name the command that turns it into one."""
-    import json
-
-    manifest = folder / "manifest.json"
-    if not folder.is_dir() or (folder / "model_index.json").exists() or not manifest.is_file():
-        return
-    try:
-        step = int(json.loads(manifest.read_text())["step"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return
-    run = folder.resolve().parent.parent
-    config = run / "train_config.json"
-    command = (
-        f"gen train --config {config} --resume {folder} --max-train-steps {step}"
-        if config.is_file()
-        else f"gen train <the run's flags> --output-dir {run} --resume {folder} --max-train-steps {step}"
-    )
-    raise UsageError(
-        f"model: {folder} is a training checkpoint (step {step}), not a pipeline; turn it into one in {run} with: {command} "
-        f"(or finish the run: the same with --max-train-steps of the full run)."
-    )
-
-
-def _apply_lora(pipe, lora: str) -> None:
-    import gen.zoo as zoo
-
-    folder = zoo.load(lora) if lora in zoo.available() else lora
-    backbone = pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer
-    from gen.core.lora import load_lora
-
-    load_lora(backbone, folder)
 
 
 SEED_RANGE = (0, 2**63 - 1)  # what torch.Generator.manual_seed takes without wrapping
@@ -147,23 +98,6 @@ def _check_sample_args(args):
     return target
 
 
-def _class_labels(pipe, labels: list[str] | None):
-    """--class-labels as the model's indices: integers, or the class names saved with the model."""
-    if labels is None:
-        return None
-    names = list(getattr(getattr(pipe, "config", None), "class_names", None) or [])
-    result = []
-    for label in labels:
-        if label in names:
-            result.append(names.index(label))
-        elif label.lstrip("-").isdigit():
-            result.append(int(label))
-        else:
-            known = f"one of {names} or an index" if names else "integers (the model saved no class names)"
-            raise UsageError(f"class_labels: {label!r} is not a class of this model; give {known}.")
-    return result
-
-
 def _refuse_unused(args, kind: str, takes_text: bool) -> None:
     """A flag the model cannot use is a mistake to name, not to ignore."""
     embedding = kind in ("EmbeddingToImagePipeline", "LargeImagePipeline")
@@ -185,9 +119,9 @@ def _sample(args) -> int:
     from gen.io import save_image, write_text
 
     target = _check_sample_args(args)
-    pipe = _load_for_sampling(args.model)
+    pipe = load_for_sampling(args.model)
     if args.lora:
-        _apply_lora(pipe, args.lora)
+        apply_lora(pipe, args.lora)
     if not type(pipe).__module__.startswith("gen."):  # a stock diffusers pipeline: run through gen's loop so the counts come out
         from gen.pipelines.steer import steer
 
@@ -200,7 +134,7 @@ def _sample(args) -> int:
     kind = type(pipe).__name__
     takes_text = "prompt" in inspect.signature(pipe.__call__).parameters
     _refuse_unused(args, kind, takes_text)
-    labels = _class_labels(pipe, args.class_labels)
+    labels = class_labels(pipe, args.class_labels)
     if kind == "TextToLargeImagePipeline":
         if args.prompt is None:
             raise UsageError(f"prompt: {args.model!r} makes large images from text; pass --prompt 'TEXT'.")
@@ -238,7 +172,20 @@ def _sample(args) -> int:
     return 0
 
 
-BENCHMARKS = ("overhead", "value_guidance", "large_image", "large_image_fidelity", "tiling_overhead", "gpu_overhead", "cep", "hybrid", "scale", "demo_regimes")
+BENCHMARKS = (
+    "overhead",
+    "value_guidance",
+    "large_image",
+    "large_image_fidelity",
+    "tiling_overhead",
+    "gpu_overhead",
+    "gpu_families",
+    "cep",
+    "hybrid",
+    "scale",
+    "demo_regimes",
+    "generate",
+)
 
 
 def _bench(argv: list[str]) -> int:
@@ -302,6 +249,33 @@ def parser() -> argparse.ArgumentParser:
     )
     zoo.add_argument("action", choices=["list", "build"])
     zoo.add_argument("name", nargs="?", default=None, help="build: the model to retrain, or 'all'")
+    generate = sub.add_parser(
+        "generate",
+        help="a data set of samples: many items, any number of processes, resumable (see --help)",
+        description=(
+            "Draw --num-per-item samples of every item into an image folder with metadata.jsonl (the Hugging Face layout), "
+            "on one process or under `accelerate launch -m gen generate`; the same command again finishes a killed run."
+        ),
+        epilog=EXAMPLES["generate"],
+        formatter_class=fmt,
+    )
+    generate.add_argument("model", help="a zoo name or a saved pipeline folder")
+    generate.add_argument("--out", required=True, help="the output folder (new, empty, or this same run's)")
+    items = generate.add_argument_group("items (exactly one)")
+    items.add_argument("--prompts", default=None, help="text-to-image models: a text file (one prompt per line), or JSONL/CSV with a 'prompt' column")
+    items.add_argument("--class-labels", nargs="+", default=None, help="class-conditional models: labels (indices or the model's class names)")
+    items.add_argument("--references", default=None, help="embedding-conditioned models: a folder of reference images")
+    items.add_argument("--count", type=int, default=None, help="unconditional models: how many items")
+    generate.add_argument("--num-per-item", type=int, default=1, help="samples of each item (>= 1)")
+    generate.add_argument("--batch-size", type=int, default=8, help="samples per pipeline call (>= 1)")
+    generate.add_argument("--seed", type=int, default=0, help="the run's seed: sample j of item i draws from a seed mixed from it, i and j")
+    generate.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's own)")
+    generate.add_argument(
+        "--guidance", default=None, help="a classifier-free guidance scale, or a JSON file of hooks (SVDD, BestOfN, FKSteering, CADS) with a named reward"
+    )
+    generate.add_argument("--keep-top", type=int, default=None, help="keep the K best samples of each item by the --guidance config's reward")
+    generate.add_argument("--min-reward", type=float, default=None, help="keep samples whose reward is at least this")
+    generate.add_argument("--lora", default=None, help="a LoRA folder (or zoo LoRA name) to load first")
     sub.add_parser(
         "train",
         help="train a model (gen train --help lists every option)",
@@ -338,6 +312,14 @@ def main(argv=None) -> int:
             return _zoo(args)
         if args.command == "sample":
             return _sample(args)
+        if args.command == "generate":
+            from gen.generate import run
+
+            if args.steps is not None and args.steps < 1:
+                raise UsageError(f"steps: must be >= 1, got {args.steps}.")
+            if not SEED_RANGE[0] <= args.seed <= SEED_RANGE[1]:
+                raise UsageError(f"seed: must be an integer in [{SEED_RANGE[0]}, 2**63 - 1], got {args.seed}.")
+            return run(args)
         from gen.demo import run_demo
 
         run_demo(args.out, quick=args.quick)

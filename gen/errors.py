@@ -26,6 +26,10 @@ class ArgumentTypeError(ArgumentError, TypeError):
     """An argument has the wrong type."""
 
 
+class UsageError(ArgumentError):
+    """A mistake in how a command was called (exit status 2)."""
+
+
 class MissingFileError(GenError, FileNotFoundError):
     """A file or folder an argument names does not exist (or is not what it should be)."""
 

@@ -12,3 +12,5 @@ fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-} HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 timeout 120 python3 -m pytest tests/test_gpu_families.py -m gpu -q -rfE -p no:cacheprovider 2>&1 | tee "$OUT/gpu-families-test.log"
 timeout 420 python3 -m benchmarks.gpu_families --out "$OUT" 2>&1 | tee "$OUT/gpu_families.log"
+# issue 28 on one GPU: gen generate's images per second on the digits zoo model (larger batches than on a CPU)
+timeout 120 python3 -m benchmarks.generate --items 1024 --batch-size 256 --steps 20 --repeats 2 --out "$OUT/generate" 2>&1 | grep -v "generate:" | tee "$OUT/generate.log"
