@@ -485,8 +485,7 @@ def _draw(pipe, batch, args, scale, hook_specs, device):
     elif kind == "reference":
         from gen.data.files import read_image
 
-        references = torch.cat([read_image(item.extra["reference_path"], "references") for item, _ in batch])
-        out = pipe(images=references, **call)
+        out = pipe(images=[read_image(item.extra["reference_path"], "references") for item, _ in batch], **call)
     elif "batch_size" in parameters:
         out = pipe(batch_size=len(batch), **call)
     else:

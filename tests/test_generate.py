@@ -204,3 +204,39 @@ def test_the_folder_is_a_data_set_and_the_best_samples_are_kept(tmp_path):
         )
         == 0
     )
+
+
+def test_prompts_with_kept_columns_on_a_saved_text_model(tmp_path):
+    from gen import testing as tiny
+
+    tiny.text_pipeline().save_pretrained(tmp_path / "model")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "a red cat", "style": "ink"}\n{"prompt": "a blue dog", "style": "oil"}\n')
+    out = tmp_path / "out"
+    assert (
+        main(["generate", str(tmp_path / "model"), "--prompts", str(prompts), "--num-per-item", "2", "--steps", "3", "--guidance", "2.0", "--out", str(out)])
+        == 0
+    )
+    rows = _metadata(out)
+    assert [(r["prompt"], r["style"], r["draw"]) for r in rows] == [
+        ("a red cat", "ink", 0),
+        ("a red cat", "ink", 1),
+        ("a blue dog", "oil", 0),
+        ("a blue dog", "oil", 1),
+    ]
+    assert all(r["guidance"] == 2.0 and r["nfe"] == 6 for r in rows) and len(_images(out)) == 4
+
+
+@pytest.mark.slow
+def test_references_on_an_embedding_model(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    references = tmp_path / "refs"
+    references.mkdir()
+    for name, seed in (("a.png", 0), ("b.png", 1)):
+        Image.fromarray((np.random.RandomState(seed).rand(32, 32, 3) * 255).astype("uint8")).save(references / name)
+    out = tmp_path / "out"
+    assert main(["generate", "ihc-patches", "--references", str(references), "--num-per-item", "2", "--steps", "4", "--out", str(out)]) == 0
+    rows = _metadata(out)
+    assert [r["reference"] for r in rows] == ["a.png", "a.png", "b.png", "b.png"] and len(_images(out)) == 4
