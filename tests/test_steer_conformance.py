@@ -267,8 +267,7 @@ def stock_parameters(cls) -> set[str]:
 
 @pytest.mark.parametrize("cls", list(CASES), ids=lambda c: c.__name__)
 def test_every_stock_parameter_has_a_case(cls):
-    missing = stock_parameters(cls) - set(CASES[cls][2])
-    assert not missing, f"{cls.__name__}.__call__ gained {sorted(missing)}: add conformance cases for them"
+    assert_every_parameter_has_a_case(CASES, cls)
 
 
 def _flat(output):
@@ -303,24 +302,33 @@ def _outcome(call, kwargs):
     return "returned", result, list(seen_legacy)
 
 
-ALL_CASES = [
-    pytest.param(cls, name, case, id=f"{cls.__name__}-{name}-{case[0]}")
-    for cls, (_, _, table) in CASES.items()
-    for name, cases in table.items()
-    for case in cases
-]
+def parametrized(cases: dict) -> list:
+    """One pytest case per (pipeline, parameter, case) of a table like CASES."""
+    return [
+        pytest.param(cls, name, case, id=f"{cls.__name__}-{name}-{case[0]}")
+        for cls, (_, _, table) in cases.items()
+        for name, table_cases in table.items()
+        for case in table_cases
+    ]
 
 
-@pytest.mark.parametrize("cls, parameter, case", ALL_CASES)
-def test_stock_and_steered_agree(cls, parameter, case):
-    build, base, _ = CASES[cls]
+def assert_every_parameter_has_a_case(cases: dict, cls) -> None:
+    missing = stock_parameters(cls) - set(cases[cls][2])
+    assert not missing, f"{cls.__name__}.__call__ gained {sorted(missing)}: add conformance cases for them"
+
+
+def assert_stock_and_steered_agree(cases: dict, cls, case) -> None:
+    """The case run stock and steered with the same generator: the same output, or the same exception type; a
+    case with a fourth element is a deliberate departure (stock crashes or returns non-finite images, steer
+    names the argument with a ValueError)."""
+    build, base, _ = cases[cls]
     _, extra, rebuild, *departure = case
     kwargs = {k: v for k, v in {**base, **extra}.items() if v is not None or k != "num_inference_steps"}
     pipe = (rebuild or build)()
     pipe.set_progress_bar_config(disable=True)
     stock = _outcome(pipe, kwargs)
     ours = _outcome(steer(pipe), kwargs)
-    if departure:  # stock crashes or returns non-finite images; steer names the argument instead
+    if departure:
         assert ours[0] == "raised" and issubclass(ours[1], ValueError), ours
         assert stock[0] == "raised" or not all(torch.isfinite(torch.as_tensor(x)).all() for x in _flat(stock[1]) if isinstance(x, torch.Tensor))
         return
@@ -332,6 +340,11 @@ def test_stock_and_steered_agree(cls, parameter, case):
     assert type(ours[1]) is type(stock[1]) or isinstance(ours[1], type(stock[1]))
     a, b = _flat(stock[1]), _flat(ours[1])
     assert len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("cls, parameter, case", parametrized(CASES))
+def test_stock_and_steered_agree(cls, parameter, case):
+    assert_stock_and_steered_agree(CASES, cls, case)
 
 
 # -- the steered object -----------------------------------------------------------------------------------------------

@@ -21,10 +21,19 @@ from diffusers import (
     ZImagePipeline,
 )
 from diffusers.callbacks import SDXLCFGCutoffCallback
-from test_steer_conformance import PIL_IMAGE, _flat, _outcome, _same, gens, interrupt_at, legacy_callback, stock_parameters, swap_prompt_at, zero_latents_at
+from test_steer_conformance import (
+    PIL_IMAGE,
+    assert_every_parameter_has_a_case,
+    assert_stock_and_steered_agree,
+    gens,
+    interrupt_at,
+    legacy_callback,
+    parametrized,
+    swap_prompt_at,
+    zero_latents_at,
+)
 
 from gen import testing as tiny
-from gen.pipelines import steer
 
 g = torch.Generator().manual_seed(11)
 XL_EMBEDS, XL_POOLED = torch.randn(2, 16, 2 * tiny.TEXT_WIDTH, generator=g), torch.randn(2, tiny.TEXT_WIDTH, generator=g)
@@ -435,34 +444,9 @@ CASES[ZImagePipeline] = (
 
 @pytest.mark.parametrize("cls", list(CASES), ids=lambda c: c.__name__)
 def test_every_stock_parameter_has_a_case(cls):
-    missing = stock_parameters(cls) - set(CASES[cls][2])
-    assert not missing, f"{cls.__name__}.__call__ gained {sorted(missing)}: add conformance cases for them"
+    assert_every_parameter_has_a_case(CASES, cls)
 
 
-ALL_CASES = [
-    pytest.param(cls, name, case, id=f"{cls.__name__}-{name}-{case[0]}")
-    for cls, (_, _, table) in CASES.items()
-    for name, cases in table.items()
-    for case in cases
-]
-
-
-@pytest.mark.parametrize("cls, parameter, case", ALL_CASES)
+@pytest.mark.parametrize("cls, parameter, case", parametrized(CASES))
 def test_stock_and_steered_agree(cls, parameter, case):
-    build, base, _ = CASES[cls]
-    _, extra, rebuild, *departure = case
-    kwargs = {k: v for k, v in {**base, **extra}.items() if v is not None or k != "num_inference_steps"}
-    pipe = (rebuild or build)()
-    stock = _outcome(pipe, kwargs)
-    ours = _outcome(steer(pipe), kwargs)
-    if departure:  # stock crashes inside the backbone; steer names the argument instead
-        assert stock[0] == "raised" and ours[0] == "raised" and issubclass(ours[1], ValueError), (stock, ours)
-        return
-    assert stock[0] == ours[0], f"stock {stock[0]} {stock[1]}, steered {ours[0]} {ours[1]}"
-    assert stock[2] == ours[2], "legacy callbacks called at other steps"
-    if stock[0] == "raised":
-        assert issubclass(ours[1], stock[1]), f"stock raised {stock[1].__name__}, steered {ours[1].__name__}"
-        return
-    assert type(ours[1]) is type(stock[1]) or isinstance(ours[1], type(stock[1]))
-    a, b = _flat(stock[1]), _flat(ours[1])
-    assert len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    assert_stock_and_steered_agree(CASES, cls, case)

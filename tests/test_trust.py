@@ -274,7 +274,7 @@ def test_an_unusable_out_folder_is_named_before_any_model_is_loaded(tmp_path, mo
         out.chmod(0o500)
         if os.access(out, os.W_OK):
             pytest.skip("running as a user who can write anywhere")
-    monkeypatch.setattr(cli, "_load_for_sampling", lambda model: pytest.fail("loaded a model before checking --out"))
+    monkeypatch.setattr(cli, "load_for_sampling", lambda model: pytest.fail("loaded a model before checking --out"))
     assert cli.main(["sample", "digits", "--out", str(out)]) == 2
     assert capsys.readouterr().err.startswith("error: out: ")
 

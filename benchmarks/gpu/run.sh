@@ -4,14 +4,7 @@
 # name it in what travels with the checkout, e.g. the device tool's carry):
 #   bash benchmarks/gpu/run.sh            (OUT defaults to out/gpu)
 # then copy $OUT/* into benchmarks/results/gpu/.
-set -uo pipefail
-OUT=${OUT:-out/gpu}
-mkdir -p "$OUT"
-if ! python3 -c "import diffusers" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-fi
-export PYTHONPATH=$PWD:${PYTHONPATH:-} HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+source "$(dirname "$0")/setup.sh"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/device.txt"
 python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/device.txt"
 # each part has its own time limit, so one that hangs leaves the others their share of the 10-minute call
