@@ -13,6 +13,7 @@ from diffusers import (
     AuraFlowPipeline,
     FluxPipeline,
     Lumina2Pipeline,
+    PixArtAlphaPipeline,
     PixArtSigmaPipeline,
     QwenImagePipeline,
     SanaPipeline,
@@ -21,6 +22,7 @@ from diffusers import (
     ZImagePipeline,
 )
 from diffusers.callbacks import SDXLCFGCutoffCallback
+from test_steer_conformance import CASES as CONFORMANCE_CASES
 from test_steer_conformance import (
     PIL_IMAGE,
     assert_every_parameter_has_a_case,
@@ -35,6 +37,7 @@ from test_steer_conformance import (
 
 from gen import testing as tiny
 
+PIXART_ALPHA_CASES = CONFORMANCE_CASES[PixArtAlphaPipeline][2]
 g = torch.Generator().manual_seed(11)
 XL_EMBEDS, XL_POOLED = torch.randn(2, 16, 2 * tiny.TEXT_WIDTH, generator=g), torch.randn(2, tiny.TEXT_WIDTH, generator=g)
 XL_NEGATIVE, XL_NEGATIVE_POOLED = torch.randn(2, 16, 2 * tiny.TEXT_WIDTH, generator=g), torch.randn(2, tiny.TEXT_WIDTH, generator=g)
@@ -272,34 +275,18 @@ CASES = {
             "complex_human_instruction": [("none", dict(complex_human_instruction=None), None)],
         },
     ),
+    # PixArt-Σ takes PixArt-α's parameters: α's cases, on Σ's default DPM-Solver, and a few of its own
     PixArtSigmaPipeline: (
         tiny.pixart_sigma_pipeline,
         dict(num_inference_steps=3, guidance_scale=4.0, use_resolution_binning=False, output_type="pt", **tiny.pixart_prompt(2)),
         {
-            "prompt": [("string without a text encoder", dict(prompt="a cat"), None)],
-            "negative_prompt": [("with embeddings", dict(negative_prompt="blue"), None)],
-            "num_inference_steps": [("one", dict(num_inference_steps=1), None), ("five", dict(num_inference_steps=5), None)],
-            "timesteps": [("custom on DPM-Solver", dict(timesteps=[90, 50, 10], num_inference_steps=None), None)],
-            "sigmas": [("custom on DPM-Solver (refused by stock)", dict(sigmas=[3.0, 1.0]), None)],
-            "guidance_scale": [("unguided", dict(guidance_scale=1.0), None)],
-            "num_images_per_prompt": [("two", dict(num_images_per_prompt=2), None)],
-            "height": [("24", dict(height=24), None)],
-            "width": [("32", dict(width=32), None)],
-            "eta": [("on DDIM", dict(eta=0.6), lambda: tiny.pixart_sigma_pipeline(DDIMScheduler(num_train_timesteps=100, clip_sample=False)))],
-            "generator": [("list", dict(generator=gens(2)), None)],
-            "latents": [("given", dict(latents=torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3))), None)],
-            "prompt_embeds": [("other embeddings", dict(prompt_embeds=tiny.pixart_prompt(2, seed=4)["prompt_embeds"]), None)],
-            "prompt_attention_mask": [("masked tail", dict(prompt_attention_mask=torch.tensor([[1, 1, 1, 1, 0, 0]] * 2)), None)],
-            "negative_prompt_embeds": [("other embeddings", dict(negative_prompt_embeds=tiny.pixart_prompt(2, seed=5)["negative_prompt_embeds"]), None)],
-            "negative_prompt_attention_mask": [("masked tail", dict(negative_prompt_attention_mask=torch.tensor([[1, 1, 0, 0, 0, 0]] * 2)), None)],
-            "output_type": [("np", dict(output_type="np"), None), ("latent", dict(output_type="latent"), None)],
-            "return_dict": [("tuple", dict(return_dict=False), None)],
-            "callback": [("every step", dict(callback=legacy_callback), None)],
-            "callback_steps": [("every second step", dict(callback=legacy_callback, callback_steps=2), None)],
-            "clean_caption": [("off", dict(clean_caption=False), None)],
-            "use_resolution_binning": [("on, no bins for this size", dict(use_resolution_binning=True), None)],
-            "max_sequence_length": [("60", dict(max_sequence_length=60), None)],
-            "kwargs": [("unknown keyword", dict(not_an_argument=3), None)],
+            name: cases
+            + {
+                "num_inference_steps": [("five", dict(num_inference_steps=5), None)],
+                "timesteps": [("custom on DPM-Solver", dict(timesteps=[90, 50, 10], num_inference_steps=None), None)],
+                "eta": [("on DDIM", dict(eta=0.6), lambda: tiny.pixart_sigma_pipeline(DDIMScheduler(num_train_timesteps=100, clip_sample=False)))],
+            }.get(name, [])
+            for name, cases in PIXART_ALPHA_CASES.items()
         },
     ),
 }
