@@ -205,7 +205,7 @@ def _run(pipe, adapter, args, kwargs, hooks, trace):
     var_keyword = next((p.name for p in method_signature(stock_call.__func__).parameters.values() if p.kind is p.VAR_KEYWORD), None)
     if var_keyword is not None:
         arguments["kwargs"] = arguments.pop(var_keyword, {})
-    _check_common_arguments(pipe, arguments)
+    _check_common_arguments(pipe, arguments, stock_checks_callbacks=isinstance(adapter, Family))
     if isinstance(adapter, Family):
         for name in ("callback_on_step_end_tensor_inputs",):  # as resolved from a PipelineCallback
             if name in bound.arguments:
@@ -232,10 +232,11 @@ def _with_counts_of(pipe, stock, counts: dict):
     return _with_counts(type(stock))(**fields, **counts)
 
 
-def _check_common_arguments(pipe, a: dict) -> None:
+def _check_common_arguments(pipe, a: dict, stock_checks_callbacks: bool = False) -> None:
     """Arguments every stock loop fails on with a raw torch error (or none): named here, before any work.
     Only inputs stock cannot run are refused; a `PipelineCallback`'s tensor names are taken as stock takes
-    them (they replace `callback_on_step_end_tensor_inputs`) and checked as stock checks them."""
+    them (they replace `callback_on_step_end_tensor_inputs`) and checked as stock checks them, unless the
+    stock call that runs next checks them itself."""
     from gen.errors import require_int
 
     for name in ("batch_size", "num_images_per_prompt"):
@@ -254,6 +255,8 @@ def _check_common_arguments(pipe, a: dict) -> None:
         a["callback_on_step_end_tensor_inputs"] = callback.tensor_inputs
     names = a.get("callback_on_step_end_tensor_inputs")
     allowed = getattr(pipe, "_callback_tensor_inputs", None)
+    if stock_checks_callbacks:
+        return
     if callback is not None and names is not None and allowed is not None and not all(k in allowed for k in names):
         raise ArgumentError(f"`callback_on_step_end_tensor_inputs` has to be in {allowed}, but found {[k for k in names if k not in allowed]}")
 
