@@ -240,3 +240,16 @@ def test_references_on_an_embedding_model(tmp_path):
     assert main(["generate", "ihc-patches", "--references", str(references), "--num-per-item", "2", "--steps", "4", "--out", str(out)]) == 0
     rows = _metadata(out)
     assert [r["reference"] for r in rows] == ["a.png", "a.png", "b.png", "b.png"] and len(_images(out)) == 4
+
+
+def test_a_saved_stock_sdxl_folder_through_sample_and_generate(tmp_path):
+    """Stock folders are steered on the way in: gen sample and gen generate take a saved SDXL pipeline."""
+    from gen import testing as tiny
+
+    tiny.sdxl_pipeline().save_pretrained(tmp_path / "sdxl")
+    assert main(["sample", str(tmp_path / "sdxl"), "--prompt", "a cat", "--num", "2", "--steps", "3", "--out", str(tmp_path / "samples")]) == 0
+    assert json.loads((tmp_path / "samples" / "samples.json").read_text())["nfe"] == 6  # 3 guided steps
+    (tmp_path / "p.txt").write_text("a cat\na red dog\n")
+    out = tmp_path / "out"
+    assert main(["generate", str(tmp_path / "sdxl"), "--prompts", str(tmp_path / "p.txt"), "--num-per-item", "2", "--steps", "3", "--out", str(out)]) == 0
+    assert [r["prompt"] for r in _metadata(out)] == ["a cat", "a cat", "a red dog", "a red dog"] and len(_images(out)) == 4
