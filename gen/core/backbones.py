@@ -452,11 +452,12 @@ def _stack(a, b, batch: int):
     return b
 
 
-def repeat_condition(cond: Condition | None, times: int, batch: int) -> Condition | None:
-    """Tile per-sample condition tensors `times` over the batch (candidate-major: row m*batch + b)."""
+def repeat_condition(cond: Condition | None, times: int, batch: int, shared: tuple[str, ...] = ()) -> Condition | None:
+    """Tile per-sample condition tensors `times` over the batch (candidate-major: row m*batch + b); `shared`
+    keys (a spec's token positions) stay whole even where their length happens to equal the batch."""
     if cond is None or times == 1:
         return cond
-    return {key: _repeat(value, times, batch) for key, value in cond.items()}
+    return {key: value if key in shared else _repeat(value, times, batch) for key, value in cond.items()}
 
 
 def _repeat(value, times: int, batch: int):

@@ -131,8 +131,8 @@ class _Run:
             out = denoiser(
                 part,
                 t,
-                cond=repeat_condition(cond, times, batch),
-                uncond=repeat_condition(self.uncond, times, batch),
+                cond=repeat_condition(cond, times, batch, denoiser.backbone.spec.shared),
+                uncond=repeat_condition(self.uncond, times, batch, denoiser.backbone.spec.shared),
                 guidance_scale=self.guidance_scale,
                 guidance_rescale=self.guidance_rescale,
             )
