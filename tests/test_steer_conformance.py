@@ -364,7 +364,7 @@ def test_the_signature_is_stocks_plus_hooks_and_trace():
     steered = steer(tiny.stable_diffusion_pipeline())
     params = inspect.signature(steered.__call__).parameters
     stock = inspect.signature(StableDiffusionPipeline.__call__).parameters
-    assert [p for p in params if p not in ("hooks", "trace")] == [p for p in stock if p != "self"]
+    assert [p for p in params if p not in ("hooks", "trace", "guider")] == [p for p in stock if p != "self"]
     assert params["hooks"].kind is inspect.Parameter.KEYWORD_ONLY and params["trace"].default is False
 
 

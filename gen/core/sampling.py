@@ -453,6 +453,7 @@ def sample(
     progress_bar: Callable | None = None,
     interrupt: Callable[[], bool] | None = None,
     step_kwargs: dict | None = None,
+    guider=None,
 ) -> SampleOutput:
     """Denoise `latents` (x_T, already scaled by the scheduler's init_noise_sigma) to samples.
 
@@ -471,6 +472,8 @@ def sample(
         interrupt: asked before every step; True stops the loop there (a stock callback's ``pipe._interrupt``).
         step_kwargs: further keyword arguments for ``scheduler.step`` where it takes them (DDIM's
             ``use_clipped_model_output``).
+        guider: a diffusers guider (``diffusers.guiders``) in place of the run's classifier-free guidance: its
+            branches and its combination at every step (see `gen.core.guiders`).
 
     Returns:
         `SampleOutput` with samples, nfe, reward_calls, decodes and the optional trace.
@@ -497,6 +500,10 @@ def sample(
         raise ArgumentError(f"guidance_rescale: must be a number in [0, 1], got {guidance_rescale!r}.")
     check_generator(generator, batch)
     hooks = check_hooks(hooks)
+    if guider is not None:
+        from gen.core.guiders import UseGuider
+
+        hooks = [*hooks, UseGuider(guider)]
     check_eta(denoiser.scheduler, eta)
 
     run = _Run(denoiser, cond, uncond, guidance_scale, guidance_rescale, generator, eta, hooks, decode, batch, step_kwargs)
@@ -565,6 +572,7 @@ class RunInfo:
     hooks: list = field(default_factory=list)
     generator: object = None
     cond: dict | None = None
+    uncond: dict | None = None
     latent_shape: tuple = ()
     latent_dtype: torch.dtype = torch.float32
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None  # the run's decoder (not counted; for observers)
@@ -596,6 +604,7 @@ def run_info(run: _Run) -> RunInfo:
         hooks=list(run.hooks),
         generator=run.generator,
         cond=run.cond,
+        uncond=run.uncond,
         latent_shape=run.latent_shape,
         latent_dtype=run.latent_dtype,
         decode=run.decode_fn,

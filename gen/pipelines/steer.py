@@ -268,6 +268,7 @@ def _call_signature(cls: type) -> inspect.Signature:
     extra = [
         inspect.Parameter("hooks", inspect.Parameter.KEYWORD_ONLY, default=(), annotation="Sequence[SamplingHook]"),
         inspect.Parameter("trace", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=bool),
+        inspect.Parameter("guider", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="diffusers.guiders.BaseGuidance | None"),
     ]
     at = next((i for i, p in enumerate(params) if p.kind is p.VAR_KEYWORD), len(params))
     return signature.replace(parameters=params[:at] + extra + params[at:])
@@ -278,14 +279,16 @@ def steered_class(cls: type) -> type:
     """The steered subclass of a stock pipeline class (same name, so save_pretrained writes the stock name)."""
     adapter = _adapter_for(cls)
 
-    def __call__(self, *args, hooks=(), trace: bool = False, **kwargs):
+    def __call__(self, *args, hooks=(), trace: bool = False, guider=None, **kwargs):
+        if guider is not None:  # a diffusers guider evaluates and combines the branches (gen.core.guiders)
+            from gen.core.guiders import UseGuider
+
+            hooks = [*check_hooks(hooks), UseGuider(guider)]
         with torch.no_grad():
             return _run(self, adapter, args, kwargs, hooks, trace)
 
     __call__.__signature__ = _call_signature(cls)
-    __call__.__doc__ = (
-        f"{cls.__name__}'s call, run through gen's loop: the stock arguments, plus `hooks` (gen.SamplingHook list) and `trace`.\n\n{cls.__call__.__doc__ or ''}"
-    )
+    __call__.__doc__ = f"{cls.__name__}'s call, run through gen's loop: the stock arguments, plus `hooks` (gen.SamplingHook list), `trace` and `guider` (a diffusers guider).\n\n{cls.__call__.__doc__ or ''}"
     return type(cls.__name__, (SteeredPipeline, cls), {"__call__": __call__, "__module__": cls.__module__, "__qualname__": cls.__qualname__})
 
 

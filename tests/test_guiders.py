@@ -1,0 +1,55 @@
+"""diffusers' guiders as gen's guidance rule (`guider=` on `sample()` and on steered pipelines): each step run as
+the modular pipelines run it, one backbone call per branch the guider prepares, combined by its forward."""
+
+import pytest
+import torch
+from diffusers.guiders import AdaptiveProjectedGuidance, ClassifierFreeGuidance, ClassifierFreeZeroStarGuidance
+
+from gen import Denoiser, sample
+from gen import testing as tiny
+from gen.pipelines import steer
+
+
+def _run(separate_branches=False, **kwargs):
+    pipe = tiny.class_pipeline()
+    labels = torch.tensor([1, 3, 7])
+    den = Denoiser(pipe.unet, pipe.scheduler, separate_branches=separate_branches)
+    x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    return sample(den, x, num_inference_steps=6, cond={"class_labels": labels}, uncond={"class_labels": torch.full_like(labels, 10)}, **kwargs)
+
+
+def test_the_cfg_guider_is_gens_cfg_with_one_call_per_branch():
+    """The modular pipelines evaluate each branch in its own call: bit for bit gen's CFG with separate branches."""
+    ours = _run(guider=ClassifierFreeGuidance(guidance_scale=4.0))
+    reference = _run(separate_branches=True, guidance_scale=4.0)
+    assert torch.equal(ours.samples, reference.samples) and ours.nfe == reference.nfe == 12
+    batched = _run(guidance_scale=4.0)  # gen's own CFG stacks the branches in one call, as the stock pipelines do
+    assert torch.allclose(ours.samples, batched.samples, atol=1e-5)
+
+
+def test_a_guiders_window_and_its_rule_take_effect():
+    full = _run(guider=ClassifierFreeGuidance(guidance_scale=4.0))
+    late = _run(guider=ClassifierFreeGuidance(guidance_scale=4.0, start=0.5))
+    assert late.nfe == 3 * 1 + 3 * 2 and not torch.allclose(full.samples, late.samples)
+    for guider in (AdaptiveProjectedGuidance(guidance_scale=4.0, eta=0.0), ClassifierFreeZeroStarGuidance(guidance_scale=4.0)):
+        other = _run(guider=guider)
+        assert other.nfe == 12 and (other.samples - full.samples).abs().max() > 1e-3, type(guider).__name__
+
+
+def test_through_steer_on_sdxl():
+    pipe = steer(tiny.sdxl_pipeline())
+    args = dict(prompt=["a cat", "a red dog"], num_inference_steps=4, guidance_scale=5.0, output_type="pt")
+    stock = pipe(**args, generator=torch.Generator().manual_seed(0))
+    guided = pipe(**args, generator=torch.Generator().manual_seed(0), guider=ClassifierFreeGuidance(guidance_scale=5.0))
+    assert torch.allclose(stock.images, guided.images, atol=1e-5) and guided.nfe == 8
+    projected = pipe(**args, generator=torch.Generator().manual_seed(0), guider=AdaptiveProjectedGuidance(guidance_scale=5.0, eta=0.0))
+    assert (projected.images - stock.images).abs().max() > 1e-3
+
+
+def test_a_guider_needing_the_unconditional_branch_is_refused_without_one():
+    pipe = tiny.class_pipeline()
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.raises(ValueError, match="guider: ClassifierFreeGuidance needs the unconditional branch"):
+        sample(Denoiser(pipe.unet, pipe.scheduler), x, num_inference_steps=2, cond={"class_labels": torch.tensor([1])}, guider=ClassifierFreeGuidance())
+    with pytest.raises(TypeError, match="guider: expected a diffusers guider"):
+        sample(Denoiser(pipe.unet, pipe.scheduler), x, num_inference_steps=2, cond={"class_labels": torch.tensor([1])}, guider=4.0)
