@@ -53,3 +53,36 @@ def test_a_guider_needing_the_unconditional_branch_is_refused_without_one():
         sample(Denoiser(pipe.unet, pipe.scheduler), x, num_inference_steps=2, cond={"class_labels": torch.tensor([1])}, guider=ClassifierFreeGuidance())
     with pytest.raises(TypeError, match="guider: expected a diffusers guider"):
         sample(Denoiser(pipe.unet, pipe.scheduler), x, num_inference_steps=2, cond={"class_labels": torch.tensor([1])}, guider=4.0)
+
+
+def _modular(blocks, stock, **components):
+    pipe = blocks.init_pipeline()
+    pipe.update_components(**{k: v for k, v in stock.components.items() if v is not None}, **components)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_the_same_guider_gives_the_modular_pipelines_image():
+    """diffusers' modular SDXL pipeline with a guider, and steer(stock SDXL) with the same guider: bit for bit.
+    Flux (guidance embedded, no CFG guider): within 1e-6, the two loops' own rounding (no guider involved)."""
+    from diffusers.modular_pipelines.flux.modular_blocks_flux import FluxAutoBlocks
+    from diffusers.modular_pipelines.stable_diffusion_xl.modular_blocks_stable_diffusion_xl import StableDiffusionXLAutoBlocks
+
+    for guider in (ClassifierFreeGuidance(guidance_scale=5.0), AdaptiveProjectedGuidance(guidance_scale=5.0, eta=0.0)):
+        stock = tiny.sdxl_pipeline()
+        args = dict(prompt=["a cat", "a red dog"], num_inference_steps=4, output_type="pt")
+        modular = _modular(StableDiffusionXLAutoBlocks(), stock, guider=guider)(**args, generator=torch.Generator().manual_seed(0), output="images")
+        ours = steer(stock)(**args, guidance_scale=5.0, generator=torch.Generator().manual_seed(0), guider=guider)
+        assert torch.equal(modular, ours.images), type(guider).__name__
+    stock = tiny.flux_pipeline(guidance_embeds=True)
+    args = dict(prompt=["a cat", "a red dog"], height=16, width=16, max_sequence_length=8, num_inference_steps=4, output_type="pt")
+    modular = _modular(FluxAutoBlocks(), stock)(**args, generator=torch.Generator().manual_seed(0), output="images")
+    assert torch.allclose(modular, steer(stock)(**args, generator=torch.Generator().manual_seed(0)).images, atol=1e-6)
+
+
+def test_gens_own_pipelines_take_a_guider():
+    pipe = tiny.class_pipeline()
+    args = dict(class_labels=[1, 3], num_inference_steps=5, output_type="pt")
+    ours = pipe(**args, guider=ClassifierFreeGuidance(guidance_scale=3.0), generator=torch.Generator().manual_seed(0))
+    plain = pipe(**args, guidance_scale=3.0, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(ours.images, plain.images, atol=1e-5) and ours.nfe == plain.nfe == 10

@@ -229,6 +229,7 @@ class GenPipeline(DiffusionPipeline):
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs=("latents",),
         callback_tensors: dict | None = None,
+        guider=None,
         **extra_output,
     ):
         """Run the loop and finish: decode, post-process, the output with its counts. Stock conventions:
@@ -264,6 +265,7 @@ class GenPipeline(DiffusionPipeline):
             generator=generator,
             eta=eta,
             hooks=callbacks + list(hooks),
+            guider=guider,
             decode=self.decode,
             trace=trace,
             progress_bar=self.progress_bar,
