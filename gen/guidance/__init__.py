@@ -5,12 +5,15 @@
 >>> out = pipe(batch_size=8, eta=1.0, hooks=[hook]); out.nfe, out.reward_calls
 """
 
+from gen.guidance.gradient import ClassifierGuidance, RewardGradientGuidance
 from gen.guidance.particles import BestOfN, FKSteering
 from gen.guidance.rewards import classifier_log_prob, embedding_similarity, jpeg_compressibility
 from gen.guidance.svdd import SVDD
 from gen.guidance.values import LearnedValue, PosteriorMeanValue, RewardError, ValueNetwork
 
 __all__ = [
+    "ClassifierGuidance",
+    "RewardGradientGuidance",
     "SVDD",
     "BestOfN",
     "FKSteering",
