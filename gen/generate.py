@@ -243,7 +243,7 @@ def read_guidance(value: str | None) -> tuple[float | None, list[dict]]:
         raise ArgumentError(f"guidance: {path} is not JSON ({err}).") from None
     specs = config if isinstance(config, list) else [config]
     for spec in specs:
-        build_hook(spec, check_only=True)
+        build_hook(spec)
     return None, specs
 
 
@@ -284,7 +284,7 @@ def _reward(key: str):
         raise ArgumentError(f"guidance: reward {name}: {err}.") from None
 
 
-def build_hook(spec, check_only: bool = False):
+def build_hook(spec):
     """A hook from its config {"hook": NAME, "reward": ..., arguments}; unknown names and arguments are refused."""
     import inspect
 
@@ -306,8 +306,6 @@ def build_hook(spec, check_only: bool = False):
     reward_spec = spec.pop("reward", None)
     if name != "CADS" and reward_spec is None:
         raise ArgumentError(f'guidance: {name} needs a "reward" (one of {REWARDS}).')
-    if check_only and name == "CADS":
-        return cls(**spec)
     reward = build_reward(reward_spec) if reward_spec is not None else None
     if name == "SVDD":
         return SVDD(PosteriorMeanValue(reward), **spec), reward
@@ -449,7 +447,7 @@ def run(args) -> int:
         bar.update()
     state.wait_for_everyone()
     if state.is_main_process:
-        kept = _merge(out, items, args)
+        kept = _merge(out, args)
         bar.close()
         release_output_dir(out)
         print(f"wrote {kept} images and metadata.jsonl to {out}")
@@ -506,7 +504,7 @@ def _to_pil(image):
     return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
 
 
-def _merge(out: Path, items: list[Item], args) -> int:
+def _merge(out: Path, args) -> int:
     """Main process, after every process: metadata.jsonl (atomically) from the shards, each image once, in
     item order; --keep-top / --min-reward move the others to .gen-generate/dropped/ (once)."""
     from gen.io import write_text

@@ -64,6 +64,13 @@ def guidance_combine(uncond: torch.Tensor, cond: torch.Tensor, scale: float, res
     return rescale_noise_cfg(guided, cond, guidance_rescale=rescale)
 
 
+def renormalised_combine(uncond: torch.Tensor, cond: torch.Tensor, scale: float, rescale: float) -> torch.Tensor:
+    """CFG rescaled, along the last dimension, to the conditional prediction's norm (Lumina 2's cfg_normalization,
+    Qwen-Image's true CFG): the rule as those stock loops apply it."""
+    guided = uncond + scale * (cond - uncond)
+    return guided * (torch.norm(cond, dim=-1, keepdim=True) / torch.norm(guided, dim=-1, keepdim=True))
+
+
 class Denoiser:
     """A diffusers backbone with its scheduler: ``den(x, t, cond, uncond, guidance_scale)`` -> guided output + x0.
 

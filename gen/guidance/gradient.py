@@ -26,11 +26,6 @@ from gen.core.hooks import SamplingHook
 from gen.errors import ArgumentError, ArgumentTypeError, require_number
 
 
-def _check_scale(scale) -> float:
-    require_number(scale, "scale")
-    return float(scale)
-
-
 class ClassifierGuidance(SamplingHook):
     """Classifier guidance with a noise-aware classifier ``(x_t, t) -> logits`` or PPAP experts.
 
@@ -46,7 +41,7 @@ class ClassifierGuidance(SamplingHook):
         for expert in self.experts:
             if not (isinstance(expert, tuple) and len(expert) == 3 and callable(expert[2])):
                 raise ArgumentTypeError("classifier: expected a callable (x_t, t) -> logits, or a list of (low, high, classifier) experts.")
-        self.target, self.scale = torch.as_tensor(target).long(), _check_scale(scale)
+        self.target, self.scale = torch.as_tensor(target).long(), require_number(scale, "scale")
         self.rows = 0  # classifier gradients taken since the loop last counted them
 
     def transition(self, state, ctx):
@@ -108,7 +103,7 @@ class RewardGradientGuidance(SamplingHook):
     def __init__(self, reward: Callable[[torch.Tensor], torch.Tensor], scale: float = 1.0, checkpoint: bool = False):
         if not callable(reward):
             raise ArgumentTypeError(f"reward: expected a differentiable callable on images, got {type(reward).__name__}.")
-        self.reward, self.scale, self.checkpoint = reward, _check_scale(scale), bool(checkpoint)
+        self.reward, self.scale, self.checkpoint = reward, require_number(scale, "scale"), bool(checkpoint)
 
     def validate(self, run) -> None:
         if not run.has_decoder:

@@ -207,9 +207,8 @@ def _run(pipe, adapter, args, kwargs, hooks, trace):
         arguments["kwargs"] = arguments.pop(var_keyword, {})
     _check_common_arguments(pipe, arguments, stock_checks_callbacks=isinstance(adapter, Family))
     if isinstance(adapter, Family):
-        for name in ("callback_on_step_end_tensor_inputs",):  # as resolved from a PipelineCallback
-            if name in bound.arguments:
-                bound.arguments[name] = arguments[name]
+        if "callback_on_step_end_tensor_inputs" in bound.arguments:  # as resolved from a PipelineCallback
+            bound.arguments["callback_on_step_end_tensor_inputs"] = arguments["callback_on_step_end_tensor_inputs"]
         stock, counts = run_stock(pipe, adapter, stock_call, bound, hooks, trace)
         return _with_counts_of(pipe, stock, counts)
     prepared = adapter(pipe, arguments)
@@ -253,10 +252,10 @@ def _check_common_arguments(pipe, a: dict, stock_checks_callbacks: bool = False)
     callback = a.get("callback_on_step_end")
     if callback is not None and getattr(callback, "tensor_inputs", None) is not None and "callback_on_step_end_tensor_inputs" in a:
         a["callback_on_step_end_tensor_inputs"] = callback.tensor_inputs
-    names = a.get("callback_on_step_end_tensor_inputs")
-    allowed = getattr(pipe, "_callback_tensor_inputs", None)
     if stock_checks_callbacks:
         return
+    names = a.get("callback_on_step_end_tensor_inputs")
+    allowed = getattr(pipe, "_callback_tensor_inputs", None)
     if callback is not None and names is not None and allowed is not None and not all(k in allowed for k in names):
         raise ArgumentError(f"`callback_on_step_end_tensor_inputs` has to be in {allowed}, but found {[k for k in names if k not in allowed]}")
 

@@ -2,16 +2,9 @@
 the negated velocity (both in the backbone spec). Guidance stops after `cfg_trunc_ratio` of the steps, and
 `cfg_normalization` rescales the guided output to the conditional output's norm."""
 
-import torch
-
-from gen.core.denoiser import Unguided
+from gen.core.denoiser import Unguided, renormalised_combine
 from gen.core.hooks import SamplingHook
 from gen.pipelines.stock_loop import Family, vae_decoder
-
-
-def renormalised(uncond, cond, scale, rescale):
-    guided = uncond + scale * (cond - uncond)
-    return guided * (torch.norm(cond, dim=-1, keepdim=True) / torch.norm(guided, dim=-1, keepdim=True))
 
 
 class GuidanceWindow(SamplingHook):
@@ -27,6 +20,6 @@ class GuidanceWindow(SamplingHook):
 FAMILY = Family(
     separate_branches=True,
     decode=lambda pipe, a: vae_decoder(pipe, lambda z: z / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor),
-    guidance_rule=lambda pipe, a: renormalised if a["cfg_normalization"] else None,
+    guidance_rule=lambda pipe, a: renormalised_combine if a["cfg_normalization"] else None,
     hooks=lambda pipe, a: [GuidanceWindow(a["cfg_trunc_ratio"])],
 )

@@ -4,7 +4,7 @@ conditional output's norm; the VAE takes a latent mean and std."""
 
 import torch
 
-from gen.pipelines.families.lumina2 import renormalised
+from gen.core.denoiser import renormalised_combine
 from gen.pipelines.stock_loop import Family, pixel_images
 
 
@@ -24,6 +24,6 @@ def _decode(pipe, a):
 FAMILY = Family(
     separate_branches=True,
     guidance=lambda pipe, a: (a["true_cfg_scale"], 0.0),
-    guidance_rule=lambda pipe, a: renormalised,
+    guidance_rule=lambda pipe, a: renormalised_combine,
     decode=_decode,
 )
