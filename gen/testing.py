@@ -133,13 +133,13 @@ def tiny_pixart(seed: int = 0) -> PixArtTransformer2DModel:
     )
 
 
-def tiny_sd3(seed: int = 0) -> SD3Transformer2DModel:
+def tiny_sd3(seed: int = 0, num_layers: int = 1) -> SD3Transformer2DModel:
     return _seeded(
         lambda: SD3Transformer2DModel(
             sample_size=8,
             patch_size=1,
             in_channels=4,
-            num_layers=1,
+            num_layers=num_layers,
             attention_head_dim=8,
             num_attention_heads=4,
             caption_projection_dim=32,
@@ -240,9 +240,11 @@ def pixart_pipeline(scheduler=None) -> PixArtAlphaPipeline:
     return pipe
 
 
-def sd3_pipeline(scheduler=None) -> StableDiffusion3Pipeline:
+def sd3_pipeline(scheduler=None, num_layers: int = 1) -> StableDiffusion3Pipeline:
+    """Text encoders left out: prompts go in as embeddings (`sd3_prompt`). Skip-layer guidance needs num_layers >= 2
+    (the last block cannot be skipped)."""
     pipe = StableDiffusion3Pipeline(
-        transformer=tiny_sd3(),
+        transformer=tiny_sd3(num_layers=num_layers),
         scheduler=scheduler or FlowMatchEulerDiscreteScheduler(),
         vae=tiny_vae(shift_factor=0.0609, scaling_factor=1.5035),
         text_encoder=None,

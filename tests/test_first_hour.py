@@ -1,5 +1,5 @@
 """A new user's first hour, timed: every README block in order, in one folder (each builds on the ones before,
-as for a person reading down the page), with tiny settings through the environment (STEPS=2). Any traceback
+as for a person reading down the page), with tiny settings through the environment (STEPS=2, SAMPLES=128). Any traceback
 or warning line a block prints fails the test: a plain README run shows nothing the user cannot act on.
 
 The interpreter is the project's `.venv`, which `make test` built from nothing on CI's fresh clone (CI runs
@@ -50,6 +50,7 @@ def test_the_readme_walked_in_order_prints_no_traceback_and_no_warning(tmp_path)
     env = dict(
         os.environ,
         STEPS="2",
+        SAMPLES="128",
         PYTHONPATH=str(ROOT),
         HF_HUB_OFFLINE="1",
         TOKENIZERS_PARALLELISM="false",

@@ -114,7 +114,12 @@ def test_a_lora_trained_by_gen_loads_the_diffusers_way_and_in_gen_sample(tmp_pat
 
 
 def test_gen_sample_refuses_models_that_do_not_generate_in_one_line(capsys):
-    for name, purpose in (("digits-classifier", "a classifier"), ("patch-encoder", "an image encoder"), ("digits-value", "a value network")):
+    for name, purpose in (
+        ("digits-classifier", "a classifier"),
+        ("patch-encoder", "an image encoder"),
+        ("digits-value", "a value network"),
+        ("digits-ppap", "classifier-guidance experts"),
+    ):
         assert cli.main(["sample", name]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and purpose in err and "Traceback" not in err

@@ -44,6 +44,14 @@ class ClassifierGuidance(SamplingHook):
         self.target, self.scale = torch.as_tensor(target).long(), require_number(scale, "scale")
         self.rows = 0  # classifier gradients taken since the loop last counted them
 
+    @classmethod
+    def from_pretrained(cls, folder, target, scale: float = 1.0, classifier=None) -> "ClassifierGuidance":
+        """Guidance by the PPAP experts `python -m gen.training.ppap` saved in folder (`gen.guidance.experts`);
+        `classifier`: their teacher, where the folder does not name one gen loads by name."""
+        from gen.guidance.experts import NoiseExperts
+
+        return cls(NoiseExperts.from_pretrained(folder, classifier=classifier), target, scale)
+
     def transition(self, state, ctx):
         """Count the classifier's gradients (as reward calls) where the loop's counts are reachable."""
         ctx.count_rewards(self.rows)

