@@ -120,6 +120,10 @@ def _sample(args) -> int:
 
     target = _check_sample_args(args)
     pipe = load_for_sampling(args.model)
+    from diffusers import LLaDA2Pipeline
+
+    if isinstance(pipe, LLaDA2Pipeline):
+        return _sample_tokens(args, pipe, target)
     if args.lora:
         apply_lora(pipe, args.lora)
     if not type(pipe).__module__.startswith("gen."):  # a stock diffusers pipeline: run through gen's loop so the counts come out
@@ -172,6 +176,39 @@ def _sample(args) -> int:
     return 0
 
 
+def _sample_tokens(args, pipe, target) -> int:
+    """`gen sample` of a masked-diffusion model: --num sequences (each from its own seed), rendered as an image grid
+    where the folder says how (digits-mdlm), else printed as text; the counts in the side file either way."""
+    import json
+
+    import torch
+
+    from gen.demo import grid_image
+    from gen.discrete.sampling import render, sample_tokens
+    from gen.io import save_image, write_text
+    from gen.pipelines.steer import steer
+
+    for flag, value in (("class_labels", args.class_labels), ("reference", args.reference), ("lora", args.lora), ("guidance", args.guidance)):
+        if value is not None and value != []:
+            raise UsageError(f"{flag}: {args.model!r} is a masked-diffusion model of token sequences; drop --{flag.replace('_', '-')}.")
+    pipe = steer(pipe)
+    generators = [torch.Generator().manual_seed(args.seed + i) for i in range(args.num)]
+    out = sample_tokens(pipe, generators, prompt=args.prompt or "", num_inference_steps=args.steps)
+    images = render(pipe, out.sequences)
+    side = target.with_suffix(".json")
+    record = {"model": args.model, "nfe": out.nfe, "reward_calls": out.reward_calls, "seed": args.seed, "sequences": out.sequences.tolist()}
+    if images is None:
+        texts = pipe.tokenizer.batch_decode(out.sequences, skip_special_tokens=True) if pipe.tokenizer is not None else None
+        write_text(side, json.dumps({**record, "texts": texts}) + "\n")
+        print("\n".join(texts or [str(s) for s in out.sequences.tolist()]))
+        print(f"wrote {side}")
+        return 0
+    save_image(target, grid_image(images, min(len(images), 8), scale=2 * args.scale))  # 8x8 grids: twice the 16-px digits
+    write_text(side, json.dumps({**record, "image": target.name}) + "\n")
+    print(f"wrote {target} and {side.name}")
+    return 0
+
+
 BENCHMARKS = (
     "overhead",
     "value_guidance",
@@ -185,6 +222,8 @@ BENCHMARKS = (
     "scale",
     "demo_regimes",
     "generate",
+    "ppap",
+    "discrete_guidance",
 )
 
 
@@ -225,7 +264,7 @@ def parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES["sample"],
         formatter_class=fmt,
     )
-    sample.add_argument("model", help="zoo name (digits, digits-distilled, ihc-patches, ihc-text-grid) or a pipeline folder")
+    sample.add_argument("model", help="zoo name (digits, digits-distilled, digits-mdlm, ihc-patches, ihc-text-grid) or a pipeline folder")
     sample.add_argument(
         "--class-labels", nargs="+", default=None, help="class-conditional models: one image per label (an index, or a class name the model saved)"
     )

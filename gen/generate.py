@@ -284,8 +284,9 @@ def _reward(key: str):
         raise ArgumentError(f"guidance: reward {name}: {err}.") from None
 
 
-def build_hook(spec):
-    """A hook from its config {"hook": NAME, "reward": ..., arguments}; unknown names and arguments are refused."""
+def build_hook(spec, render=None):
+    """A hook from its config {"hook": NAME, "reward": ..., arguments}; unknown names and arguments are refused.
+    `render`: for a model of token sequences, how its sequences become the images the reward scores."""
     import inspect
 
     from gen.conditioning import CADS
@@ -307,6 +308,9 @@ def build_hook(spec):
     if name != "CADS" and reward_spec is None:
         raise ArgumentError(f'guidance: {name} needs a "reward" (one of {REWARDS}).')
     reward = build_reward(reward_spec) if reward_spec is not None else None
+    if render is not None and reward is not None:
+        on_images = reward
+        reward = lambda ids: on_images(render(ids))  # noqa: E731  (the hooks score token states; the reward reads images)
     if name == "SVDD":
         return SVDD(PosteriorMeanValue(reward), **spec), reward
     if name == "CADS":
@@ -464,6 +468,10 @@ def _draw(pipe, batch, args, scale, hook_specs, device):
     import inspect
 
     import torch
+    from diffusers import LLaDA2Pipeline
+
+    if isinstance(pipe, LLaDA2Pipeline):
+        return _draw_tokens(pipe, batch, args, scale, hook_specs, device)
 
     built = [build_hook(spec) for spec in hook_specs]
     hooks = [hook for hook, _ in built]
@@ -494,6 +502,33 @@ def _draw(pipe, batch, args, scale, hook_specs, device):
     counts = {"nfe": out.nfe, "reward_calls": out.reward_calls}
     rewards = reward(images.float().to(device)).cpu() if reward is not None else None
     return images.cpu(), counts, rewards
+
+
+def _draw_tokens(pipe, batch, args, scale, hook_specs, device):
+    """A masked-diffusion model: each draw sampled on its own (its seed alone decides it) and rendered as an image."""
+    import torch
+
+    from gen.discrete.sampling import render, sample_tokens
+
+    if getattr(pipe, "gen_sampling", {}).get("render") is None:
+        raise ArgumentError(f"model: {args.model!r} samples text, and gen generate writes images; sample it with the pipeline itself (output_type='text').")
+    if scale is not None:
+        raise ArgumentError(f"guidance: {args.model!r} is a masked-diffusion model and takes no guidance scale; give a JSON file of hooks, or nothing.")
+    kind = batch[0][0].kind
+    if kind not in ("none", "prompt"):
+        raise ArgumentError(f"items: {args.model!r} draws token sequences from a text prompt or from nothing; give --count N or --prompts.")
+    built = [build_hook(spec, render=lambda ids: render(pipe, ids)) for spec in hook_specs]
+    hooks, reward = [hook for hook, _ in built], next((r for _, r in built if r is not None), None)
+    images, nfe, reward_calls = [], 0.0, 0.0
+    for item, j in batch:
+        generator = torch.Generator().manual_seed(sample_seed(args.seed, item.index, j))
+        out = sample_tokens(pipe, [generator], hooks, prompt=item.value if kind == "prompt" else "", num_inference_steps=args.steps)
+        images.append(render(pipe, out.sequences))
+        nfe, reward_calls = nfe + out.nfe, reward_calls + out.reward_calls
+    images = torch.cat(images)
+    image_reward = next((build_reward(spec["reward"]) for spec in hook_specs if spec.get("reward") is not None), None)
+    rewards = image_reward(images.float().to(device)).cpu() if reward is not None and image_reward is not None else None
+    return images.cpu(), {"nfe": nfe / len(batch), "reward_calls": reward_calls / len(batch)}, rewards
 
 
 def _to_pil(image):

@@ -751,3 +751,18 @@ def z_image_prompt(batch: int = 1, seed: int = 0) -> dict:
         "prompt_embeds": [torch.randn(5 + i, 16, generator=g) for i in range(batch)],
         "negative_prompt_embeds": [torch.randn(4, 16, generator=g) for _ in range(batch)],
     }
+
+
+# -- masked diffusion over tokens ----------------------------------------------------------------------------------
+def llada2_pipeline(seed: int = 0, block_length: int = 8, max_length: int = 40):
+    """LLaDA2Pipeline over a tiny TokenDenoiser (the digits vocabulary: 17 levels, [MASK] 17, [BOS] 18) with its
+    word-level tokenizer: prompts are text of levels ("3 0 16"), each encoded after [BOS]."""
+    from diffusers import BlockRefinementScheduler, LLaDA2Pipeline
+
+    from gen.discrete import TokenDenoiser, digits_tokenizer
+    from gen.discrete.tokens import VOCAB_SIZE
+
+    model = _seeded(lambda: TokenDenoiser(vocab_size=VOCAB_SIZE, max_length=max_length, width=16, layers=1, heads=2), seed)
+    return _quiet(
+        LLaDA2Pipeline(model=model.eval(), scheduler=BlockRefinementScheduler(block_length=block_length, num_inference_steps=4), tokenizer=digits_tokenizer())
+    )

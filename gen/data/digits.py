@@ -31,3 +31,18 @@ def digits_bold(resolution: int = 16, split: str = "train") -> TensorImageDatase
     data = digits(resolution, split)
     bold = F.max_pool2d((data.images + 1) / 2, kernel_size=3, stride=1, padding=1)
     return TensorImageDataset(to_unit_range(bold), labels=data.labels, class_names=data.class_names)
+
+
+def digit_tokens(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """The 8x8 digits as token sequences: (N, 64) intensities in [0, 16] (scikit-learn's own levels, row by row)
+    and (N,) labels; the same split as `digits`."""
+    from sklearn.datasets import load_digits
+
+    if split not in SPLITS:
+        raise ArgumentError(f"split: one of {SPLITS}, got {split!r}.")
+    data = load_digits()
+    tokens = torch.tensor(data.images, dtype=torch.long).flatten(1)
+    labels = torch.tensor(data.target, dtype=torch.long)
+    index = torch.arange(len(tokens))
+    keep = {"train": index % 5 != 0, "test": index % 5 == 0, "all": index >= 0}[split]
+    return tokens[keep], labels[keep]

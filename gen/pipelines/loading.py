@@ -207,9 +207,25 @@ def load_pipeline(folder: str | Path, name: str = "path", dtype=None, device=Non
     index = read_index(folder, name)
     cls = check_folder(folder, index, name)
     refuse_pickled_components(folder, index, name)
+    if _tokenizer_as_argument(cls) and "tokenizer" not in kwargs and isinstance(index.get("tokenizer"), list) and index["tokenizer"][0] is not None:
+        # diffusers 0.42 takes LLaDA2Pipeline's `tokenizer=None` default for a config value and passes the raw
+        # model_index entry: the tokenizer (tokenizer.json, no code) is loaded here and handed over instead
+        from transformers import AutoTokenizer
+
+        kwargs["tokenizer"] = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
     with _quiet_loading():  # the per-component loading bar is noise for local folders; sampling bars stay on
         pipe = cls.from_pretrained(str(folder), use_safetensors=True, dtype=resolve_dtype(dtype, torch_dtype), **kwargs)
+    if (folder / "sampling.json").is_file():  # a masked-diffusion folder's recorded call and rendering (gen.discrete.sampling)
+        from gen.discrete.sampling import read_sampling
+
+        pipe.gen_sampling = read_sampling(folder)
     return pipe.to(device) if device is not None else pipe
+
+
+def _tokenizer_as_argument(cls) -> bool:
+    from diffusers import LLaDA2Pipeline
+
+    return issubclass(cls, LLaDA2Pipeline)
 
 
 @contextlib.contextmanager

@@ -49,6 +49,7 @@ try:
         DDPMPipeline,
         DiTPipeline,
         FluxPipeline,
+        LLaDA2Pipeline,
         Lumina2Pipeline,
         PixArtAlphaPipeline,
         PixArtSigmaPipeline,
@@ -72,6 +73,8 @@ from gen.core.sampling import SampleOutput, sample
 from gen.core.schedulers import step_parameters
 from gen.pipelines.families import auraflow, flux, lumina2, pixart_alpha, pixart_sigma, qwen_image, sana, sd3, sdxl, stable_diffusion, z_image
 from gen.pipelines.stock_loop import Family, method_signature, pixel_images, run_stock, vae_decoder
+
+TOKENS = "tokens"  # the adapter of masked-diffusion pipelines: hooks on token states (gen.discrete.steering)
 
 
 @dataclass
@@ -164,6 +167,7 @@ _ADAPTERS: list[tuple[type, Callable | Family]] = [
     (AuraFlowPipeline, auraflow.FAMILY),
     (QwenImagePipeline, qwen_image.FAMILY),
     (ZImagePipeline, z_image.FAMILY),
+    (LLaDA2Pipeline, TOKENS),
 ]
 SUPPORTED = tuple(cls for cls, _ in _ADAPTERS)
 
@@ -205,6 +209,13 @@ def _run(pipe, adapter, args, kwargs, hooks, trace):
     var_keyword = next((p.name for p in method_signature(stock_call.__func__).parameters.values() if p.kind is p.VAR_KEYWORD), None)
     if var_keyword is not None:
         arguments["kwargs"] = arguments.pop(var_keyword, {})
+    if adapter == TOKENS:
+        from gen.discrete.steering import TokenSteering, check_candidate_memory, check_token_hooks
+
+        check_token_hooks(hooks, arguments, pipe)
+        check_candidate_memory(hooks, arguments, pipe)
+        stock, counts = TokenSteering(pipe, stock_call, bound, hooks, trace).run()
+        return _with_counts_of(pipe, stock, counts)
     _check_common_arguments(pipe, arguments, stock_checks_callbacks=isinstance(adapter, Family))
     if isinstance(adapter, Family):
         if "callback_on_step_end_tensor_inputs" in bound.arguments:  # as resolved from a PipelineCallback
@@ -279,6 +290,8 @@ def steered_class(cls: type) -> type:
     adapter = _adapter_for(cls)
 
     def __call__(self, *args, hooks=(), trace: bool = False, guider=None, **kwargs):
+        if guider is not None and adapter == TOKENS:
+            raise ArgumentError("guider: diffusers' guiders combine image predictions; a masked-diffusion pipeline takes none.")
         if guider is not None:  # a diffusers guider evaluates and combines the branches (gen.core.guiders)
             from gen.core.guiders import UseGuider
 

@@ -18,6 +18,7 @@ from typing import Callable
 
 from gen.errors import ArgumentError, MissingFileError
 from gen.embedders import PatchEncoder, resolve_text_encoder
+from gen.discrete import TokenValueNetwork
 from gen.guidance.values import ValueNetwork
 from gen.io import refuse_pickle
 from gen.pipelines.loading import load_pipeline, resolve_dtype
@@ -74,6 +75,13 @@ def _experts(folder: Path, dtype=None, device=None):
 
     experts = NoiseExperts.from_pretrained(folder)
     return experts.to(device=device, dtype=dtype) if (device or dtype) else experts
+
+
+def _token_pipeline(folder: Path, dtype=None, device=None):
+    """A masked-diffusion folder as a steered LLaDA2Pipeline (hooks on token states), its sampling.json read."""
+    from gen.pipelines import steer
+
+    return steer(load_pipeline(folder, name="zoo", dtype=dtype, device=device))
 
 
 def _text_pipeline(folder: Path, dtype=None, device=None):
@@ -150,6 +158,20 @@ ENTRIES: dict[str, ZooEntry] = {
             _experts,
             needs=("digits", "digits-classifier"),
             purpose="classifier-guidance experts: ClassifierGuidance.from_pretrained(gen.zoo.ENTRIES['digits-ppap'].folder, target=3)",
+        ),
+        ZooEntry(
+            "digits-mdlm",
+            "masked-diffusion model (MDLM) of the 8x8 digits as 64 tokens of 17 intensity levels: a 3-layer TokenDenoiser in a stock LLaDA2Pipeline",
+            "gen.training.discrete --data digits, 5000 steps, batch 64; sampled in 5-token blocks, 5 steps each, temperature 1 (sampling.json)",
+            _token_pipeline,
+        ),
+        ZooEntry(
+            "digits-mdlm-value",
+            "SVDD-MC value on token states: predicts log p(3 | x) of the final digit from a partially masked sequence of `digits-mdlm`",
+            "gen.training.token_value, regressed on the digits-classifier reward of digits-mdlm's own samples",
+            _model(TokenValueNetwork),
+            needs=("digits-mdlm", "digits-classifier"),
+            purpose="a value network on token states (gen.guidance.LearnedValue on steer(LLaDA2Pipeline))",
         ),
         ZooEntry(
             "digits-bold-lora",

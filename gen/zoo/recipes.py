@@ -115,6 +115,28 @@ def digits_ppap(folder: Path, steps: int = 1500) -> None:
     (folder / RUN_LOCK).unlink(missing_ok=True)
 
 
+def digits_mdlm(folder: Path, steps: int = 5000) -> None:
+    """MDLM on the 8x8 digits as tokens: a 3-layer TokenDenoiser (width 64), saved as a stock LLaDA2Pipeline."""
+    from gen.training.discrete import DiscreteConfig, train_discrete
+
+    train_discrete(DiscreteConfig(data="digits", output_dir=str(folder), max_train_steps=steps, progress=False))
+    meta = json.loads((folder / "training.json").read_text())
+    write_json(folder / "training.json", {**meta, "config": {**meta["config"], "output_dir": "(the zoo folder)"}})
+    for name in (RUN_MARKER, RUN_LOCK, "losses.json"):
+        (folder / name).unlink(missing_ok=True)
+
+
+def digits_mdlm_value(folder: Path, steps: int = 1500) -> None:
+    """SVDD-MC value of log p(3 | x) on digits-mdlm's token states, from 512 of its trajectories."""
+    from gen.training.token_value import TokenValueConfig, train_token_value
+
+    train_token_value(TokenValueConfig(pipeline="zoo:digits-mdlm", reward="class:3", output_dir=str(folder), max_train_steps=steps, progress=False))
+    meta = json.loads((folder / "training.json").read_text())
+    write_json(folder / "training.json", {**meta, "config": {**meta["config"], "output_dir": "(the zoo folder)"}})
+    for name in (RUN_MARKER, RUN_LOCK, "losses.json"):
+        (folder / name).unlink(missing_ok=True)
+
+
 def patch_encoder(folder: Path, steps: int = 600, spatial_pool: int = 2) -> None:
     """SimCLR on 36x36 crops (32x32 views, so a view moves at most 4 pixels) of both images at every size the
     large-image path regenerates them at, background included. No quarter turns or flips and mild colour
@@ -263,6 +285,8 @@ RECIPES = {
     "digits-classifier": digits_classifier,
     "digits-value": digits_value,
     "digits-ppap": digits_ppap,
+    "digits-mdlm": digits_mdlm,
+    "digits-mdlm-value": digits_mdlm_value,
     "patch-encoder": patch_encoder,
     "ihc-patches": ihc_patches,
     "digits-distilled": digits_distilled,
