@@ -64,6 +64,20 @@ def interleaved(runs: dict[str, Callable[[], object]], repeats: int = 7, warmup:
     return times
 
 
+def summary(values: list[float]) -> dict:
+    """Mean over seeds with its 95% interval, and the values themselves."""
+    low, high = interval(values)
+    return {"mean": sum(values) / len(values), "ci95": [low, high], "per_seed": list(values)}
+
+
+def paired_claim(first: list[float], second: list[float], claim: str) -> dict:
+    """Whether `first` beats `second` over the same seeds: the paired differences' summary and a verdict."""
+    differences = [a - b for a, b in zip(first, second)]
+    low, high = interval(differences)
+    verdict = "holds here" if low > 0 else ("does not hold here" if high < 0 else "not shown here: the interval includes zero")
+    return {"difference": summary(differences), "claim": claim, "verdict": verdict}
+
+
 def median(values) -> float:
     return statistics.median(values)
 

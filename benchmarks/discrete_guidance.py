@@ -22,12 +22,7 @@ import argparse
 
 import torch
 
-from benchmarks.common import add_output_argument, interval, pyplot, save
-
-
-def summary(values: list[float]) -> dict:
-    low, high = interval(values)
-    return {"mean": sum(values) / len(values), "ci95": [low, high], "per_seed": values}
+from benchmarks.common import add_output_argument, paired_claim, pyplot, save, summary
 
 
 def methods(reward, value_net, budget: int) -> dict:
@@ -118,11 +113,9 @@ def main(argv=None):
                 continue
             first = rows[a][str(budget)]["reward"]["per_seed"]
             second = rows[b]["1" if b == "plain" else str(budget)]["reward"]["per_seed"]
-            diff = [x - y for x, y in zip(first, second)]
-            low, high = interval(diff)
-            verdict = "holds here" if low > 0 else ("does not hold here" if high < 0 else "not shown here: the interval includes zero")
-            comparisons[f"{a} > {b} at B={budget}"] = {"difference": summary(diff), "verdict": verdict}
-            print(f"{a} - {b} at B={budget}: {sum(diff) / len(diff):+.3f} ({low:+.3f} to {high:+.3f}), {verdict}")
+            claim = comparisons[f"{a} > {b} at B={budget}"] = paired_claim(first, second, f"{a} > {b} at B={budget}")
+            d = claim["difference"]
+            print(f"{a} - {b} at B={budget}: {d['mean']:+.3f} ({d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f}), {claim['verdict']}")
     results = {
         "target": args.target,
         "samples": args.samples,

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import DEFAULT_OUT, add_output_argument, interval, pyplot, save
+from benchmarks.common import DEFAULT_OUT, add_output_argument, paired_claim, pyplot, save, summary
 
 
 class IndependentScorer:
@@ -77,11 +77,6 @@ def trained_arm(name: str, out: Path, **options) -> Path:
     if not (folder / "ppap.json").is_file():
         train_ppap(PPAPConfig(output_dir=str(folder), overwrite=True, progress=False, **options))
     return folder
-
-
-def summary(values: list[float]) -> dict:
-    low, high = interval(values)
-    return {"mean": sum(values) / len(values), "ci95": [low, high], "per_seed": values}
 
 
 def figure(results: dict):
@@ -174,10 +169,7 @@ def main(argv=None):
     arms = {name: {k: summary(v) if isinstance(v, list) else v for k, v in row.items()} for name, row in per_arm.items()}
 
     def paired(a: str, b: str) -> dict:
-        diff = [x - y for x, y in zip(per_arm[a]["accuracy"], per_arm[b]["accuracy"])]
-        low, high = interval(diff)
-        verdict = "holds here" if low > 0 else ("does not hold here" if high < 0 else "not shown here: the interval includes zero")
-        return {"difference": summary(diff), "claim": f"{a} > {b}", "verdict": verdict}
+        return paired_claim(per_arm[a]["accuracy"], per_arm[b]["accuracy"], f"{a} > {b}")
 
     claims = [
         paired("single expert, labels", "naive clean classifier"),

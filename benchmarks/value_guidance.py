@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from diffusers import DDIMScheduler
 
-from benchmarks.common import add_output_argument, interval, pyplot, save
+from benchmarks.common import add_output_argument, pyplot, save, summary
 
 
 def methods(reward, value_net, budget: int, max_batch: int) -> dict:
@@ -41,11 +41,6 @@ def methods(reward, value_net, budget: int, max_batch: int) -> dict:
     if value_net is not None:
         out["SVDD-MC"] = [SVDD(LearnedValue(value_net), num_candidates=4 * budget, max_batch=max_batch)]
     return out
-
-
-def summary(values: list[float]) -> dict:
-    low, high = interval(values)
-    return {"mean": sum(values) / len(values), "ci95": [low, high], "per_seed": values}
 
 
 def run_task(generate, reward, value_net, steps_list, budgets, seeds, max_batch, log) -> dict:

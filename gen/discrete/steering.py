@@ -130,6 +130,11 @@ def most_likely(logits: torch.Tensor, mask_token_id: int) -> torch.Tensor:
     return logits.float().index_fill(-1, torch.tensor([mask_token_id], device=logits.device), float("-inf")).argmax(-1)
 
 
+def refinement_steps(arguments: dict) -> int:
+    """Steps per block, as the stock call clamps them (at most gen_length // minimal_topk)."""
+    return min(arguments.get("num_inference_steps", 32), max(1, arguments.get("gen_length", 2048) // max(1, arguments.get("minimal_topk", 1))))
+
+
 def check_token_hooks(hooks, arguments: dict, pipe) -> None:
     """Hooks steer can run on token states, a sampler that draws (not greedy) for those that need one, and the
     candidates' logits within memory."""
@@ -148,7 +153,7 @@ def check_token_hooks(hooks, arguments: dict, pipe) -> None:
     if len([h for h in hooks if isinstance(h, (BestOfN, FKSteering))]) > 1 or (fk and any(isinstance(h, SVDD) for h in hooks)):
         raise ArgumentError("hooks: on token states use one of SVDD, BestOfN or FKSteering at a time.")
     if fk:
-        steps = min(arguments.get("num_inference_steps", 32), max(1, arguments.get("gen_length", 2048) // max(1, arguments.get("minimal_topk", 1))))
+        steps = refinement_steps(arguments)
         if not fk[0].resampling_steps(steps):
             raise ArgumentError(
                 f"resample_every: with {steps} refinement steps per block, resample_every={fk[0].resample_every} and resample_window={fk[0].resample_window} "
@@ -204,35 +209,29 @@ class TokenSteering:
 
     def run(self):
         pipe, arguments = self.pipe, self.bound.arguments
-        ids, attention = (
-            pipe._prepare_input_ids(
-                prompt=arguments.get("prompt"),
-                messages=arguments.get("messages"),
-                input_ids=arguments.get("input_ids"),
-                attention_mask=arguments.get("attention_mask"),
-                use_chat_template=arguments.get("use_chat_template", True),
-                add_generation_prompt=arguments.get("add_generation_prompt", True),
-                chat_template_kwargs=None,
-            )
-            if self.particles is not None
-            else (None, None)
-        )
         mask_token_id = arguments.get("mask_token_id") if arguments.get("mask_token_id") is not None else pipe.mask_token_id
         if mask_token_id is None:
             raise ArgumentError("mask_token_id: must be provided (or available on the tokenizer).")
-        n = self.particles.num_particles if self.particles is not None else 1
-        if ids is not None:
-            if ids.ndim == 1:
-                ids, attention = ids[None], attention[None]
-            if (ids == mask_token_id).any():
-                raise ArgumentError(f"input_ids: the prompt holds the mask token ({mask_token_id}); masked positions are what the model fills, not a prompt.")
+        ids, attention = pipe._prepare_input_ids(  # the pipeline's own tokenization: where the generated positions start
+            prompt=arguments.get("prompt"),
+            messages=arguments.get("messages"),
+            input_ids=arguments.get("input_ids"),
+            attention_mask=arguments.get("attention_mask"),
+            use_chat_template=arguments.get("use_chat_template", True),
+            add_generation_prompt=arguments.get("add_generation_prompt", True),
+            chat_template_kwargs=None,
+        )
+        if ids.ndim == 1:
+            ids, attention = ids[None], attention[None]
+        if (self.svdd is not None or self.particles is not None) and (ids == mask_token_id).any():
+            raise ArgumentError(f"input_ids: the prompt holds the mask token ({mask_token_id}); masked positions are what the model fills, not a prompt.")
+        if self.particles is not None:  # particles: the prompts repeated, particle-major
+            n = self.particles.num_particles
             for name in ("prompt", "messages"):
                 if name in arguments:
                     arguments[name] = None
             arguments["input_ids"], arguments["attention_mask"] = ids.repeat(n, 1), attention.repeat(n, 1)
-            rows, prompt_length = ids.shape
-        else:
-            rows, prompt_length = self._rows_and_prompt_length(mask_token_id)
+        rows, prompt_length = ids.shape
         generator = arguments.get("generator")
         self.state = TokenRun(
             rows=rows,
@@ -246,8 +245,7 @@ class TokenSteering:
             if hook is not None:
                 hook.generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=_seed_source(generator))) + hook.seed)
         if self.fk is not None:
-            steps = min(arguments.get("num_inference_steps", 32), arguments.get("gen_length", 2048) // arguments.get("minimal_topk", 1))
-            self.fk._at = set(self.fk.resampling_steps(steps))
+            self.fk._at = set(self.fk.resampling_steps(refinement_steps(arguments)))
             self.fk.reset(None)  # the potentials' memory starts empty each call
         self.model = _CountingModel(pipe.model, self.state)
         scheduler = pipe.scheduler
@@ -261,25 +259,10 @@ class TokenSteering:
             scheduler.__dict__.pop("step", None)
             pipe.__dict__["model"] = saved_model
         if self.particles is not None:
-            output = self._best_particles(output, rows, n)
+            output = self._best_particles(output, rows, self.particles.num_particles)
         run = self.state
         counts = {"nfe": run.model_rows / rows, "reward_calls": run.reward_rows / rows, "decodes": 0.0, "trace": run.trace}
         return output, counts
-
-    def _rows_and_prompt_length(self, mask_token_id):
-        ids, _ = self.pipe._prepare_input_ids(
-            prompt=self.bound.arguments.get("prompt"),
-            messages=self.bound.arguments.get("messages"),
-            input_ids=self.bound.arguments.get("input_ids"),
-            attention_mask=self.bound.arguments.get("attention_mask"),
-            use_chat_template=self.bound.arguments.get("use_chat_template", True),
-            add_generation_prompt=self.bound.arguments.get("add_generation_prompt", True),
-            chat_template_kwargs=None,
-        )
-        ids = ids[None] if ids.ndim == 1 else ids
-        if self.svdd is not None and (ids == mask_token_id).any():
-            raise ArgumentError(f"input_ids: the prompt holds the mask token ({mask_token_id}); masked positions are what the model fills, not a prompt.")
-        return ids.shape
 
     # -- one refinement step ------------------------------------------------------------------------------------------
     def step(self, original_step, model_output, timestep, sample, **kwargs):
