@@ -308,7 +308,8 @@ def steer(pipe):
     """The pipeline, steerable: an instance of a subclass of its own class sharing all its state, whose call
     takes `hooks=[...]` and `trace=` (see the module docstring). DDPM, DDIM, DiT, Stable Diffusion, PixArt-α,
     SD3, SDXL (text-to-image, img2img), Flux, SANA, PixArt-Σ, Lumina 2, AuraFlow, Qwen-Image and Z-Image
-    pipelines (and their subclasses) are supported."""
+    pipelines (and their subclasses) are supported, and the masked-diffusion LLaDA2Pipeline, whose hooks act on
+    token states (gen.discrete.steering)."""
     if isinstance(pipe, SteeredPipeline):
         return pipe
     cls = steered_class(type(pipe))
