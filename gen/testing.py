@@ -414,9 +414,10 @@ def tiny_projected_text_encoder(seed: int = 1, max_length: int = 16):
     return tokenizer, CLIPTextModelWithProjection(config).eval()
 
 
-def tiny_sdxl_unet(seed: int = 0, time_ids: int = 6, time_cond_proj_dim: int | None = None) -> UNet2DConditionModel:
-    """SDXL's UNet layout: cross-attention over both encoders' features (2 * TEXT_WIDTH), pooled text and
-    `time_ids` size/crop values (6; the refiner's 5 with the aesthetic score) added to the time embedding."""
+def tiny_sdxl_unet(seed: int = 0, time_ids: int = 6, time_cond_proj_dim: int | None = None, refiner: bool = False) -> UNet2DConditionModel:
+    """SDXL's UNet layout: cross-attention over both encoders' features (2 * TEXT_WIDTH; the refiner's: the second
+    encoder's only), pooled text and `time_ids` size/crop values (6; the refiner's 5 with the aesthetic score) added
+    to the time embedding."""
     return _seeded(
         lambda: UNet2DConditionModel(
             block_out_channels=(8, 16),
@@ -432,7 +433,7 @@ def tiny_sdxl_unet(seed: int = 0, time_ids: int = 6, time_cond_proj_dim: int | N
             addition_time_embed_dim=8,
             transformer_layers_per_block=(1, 1),
             projection_class_embeddings_input_dim=time_ids * 8 + TEXT_WIDTH,
-            cross_attention_dim=2 * TEXT_WIDTH,
+            cross_attention_dim=TEXT_WIDTH if refiner else 2 * TEXT_WIDTH,
             norm_num_groups=4,
             time_cond_proj_dim=time_cond_proj_dim,
         ),
@@ -454,36 +455,13 @@ def sdxl_pipeline(scheduler=None, cls=None, refiner: bool = False, seed: int = 0
         tokenizer=None if refiner else tokenizer,
         text_encoder_2=encoder_2,
         tokenizer_2=tokenizer_2,
-        unet=tiny_sdxl_unet(seed, time_ids=5 if refiner else 6, time_cond_proj_dim=time_cond_proj_dim),
+        unet=tiny_sdxl_unet(seed, time_ids=5 if refiner else 6, time_cond_proj_dim=time_cond_proj_dim, refiner=refiner),
         scheduler=scheduler
         or EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading"),
     )
     if cls is StableDiffusionXLImg2ImgPipeline:
         parts["requires_aesthetics_score"] = refiner
-    if refiner:
-        parts["unet"] = _seeded(lambda: _refiner_unet(seed), seed)
     return _quiet(cls(**parts))
-
-
-def _refiner_unet(seed: int) -> UNet2DConditionModel:
-    # the refiner cross-attends to the second encoder only (TEXT_WIDTH features)
-    return UNet2DConditionModel(
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 1),
-        projection_class_embeddings_input_dim=5 * 8 + TEXT_WIDTH,
-        cross_attention_dim=TEXT_WIDTH,
-        norm_num_groups=4,
-    )
 
 
 def tiny_t5(seed: int = 2, max_length: int = 16):

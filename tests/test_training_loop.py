@@ -1,5 +1,5 @@
 """The loop every trainer shares (gen.training.loop): accumulation, mixed precision, checkpoints and exact
-resume, for the value and distillation trainers as for the diffusion trainer; their command lines."""
+resume, for the value, distillation, PPAP and masked-diffusion trainers as for the diffusion trainer; their command lines."""
 
 import json
 
@@ -9,16 +9,22 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from gen.training import checkpoints
+from gen.training.discrete import DiscreteConfig, train_discrete
 from gen.training.distill import DistillConfig, distill
 from gen.training.loop import data_loader, make_run_accelerator, optimise
 from gen.training.options import LoopOptions, parse_config
+from gen.training.ppap import PPAPConfig, train_ppap
 from gen.training.value import ValueConfig, train_value
 
 VALUE = dict(num_samples=8, steps=2, train_batch_size=8, sample_batch_size=8, max_train_steps=4, progress=False)
 DISTILL = dict(train_batch_size=8, max_train_steps=4, progress=False)
+PPAP = dict(num_experts=2, lora_rank=2, num_samples=16, sample_steps=2, train_batch_size=8, max_train_steps=4, progress=False)
+DISCRETE = dict(width=16, layers=1, heads=2, train_batch_size=16, max_train_steps=4, progress=False)
 TRAINERS = {
     "value": (lambda **kw: train_value(ValueConfig(**{**VALUE, **kw})), "diffusion_pytorch_model.safetensors"),
     "distill": (lambda **kw: distill(DistillConfig(**{**DISTILL, **kw})), "unet/diffusion_pytorch_model.safetensors"),
+    "ppap": (lambda **kw: train_ppap(PPAPConfig(**{**PPAP, **kw})), "expert-0/adapter_model.safetensors"),
+    "discrete": (lambda **kw: train_discrete(DiscreteConfig(**{**DISCRETE, **kw})), "model/diffusion_pytorch_model.safetensors"),
 }
 
 

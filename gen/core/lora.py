@@ -17,6 +17,19 @@ WEIGHTS = "adapter_model.safetensors"
 DIFFUSERS_WEIGHTS = "pytorch_lora_weights.safetensors"
 
 
+def save_adapter(model: torch.nn.Module, config: LoraConfig, folder: str | Path) -> dict:
+    """peft's adapter_config.json and the adapter's weights (adapter_model.safetensors) into an existing folder:
+    what `load_lora` reads back. Returns the weights."""
+    from peft import get_peft_model_state_dict
+
+    from gen.io import save_safetensors
+
+    state = get_peft_model_state_dict(model)
+    config.save_pretrained(str(folder))
+    save_safetensors(Path(folder) / WEIGHTS, state)
+    return state
+
+
 def load_lora(model: torch.nn.Module, folder: str | Path, scale: float = 1.0) -> torch.nn.Module:
     """Inject the adapter saved in folder into model (any backbone with the same module names) and load
     its weights; `scale` multiplies the adapter's effect. The folder is checked against the model before

@@ -35,6 +35,9 @@ import torch
 from gen.errors import ArgumentError, ArgumentTypeError
 
 
+ROW_FIELDS = ("prev_sample", "transfer_index", "editing_transfer_index", "sampled_tokens", "sampled_probs")  # BlockRefinementSchedulerOutput's per-row fields
+
+
 @dataclass
 class TokenRun:
     """What one steered call knows: the rows of the stock batch, where the generated positions start, counts."""
@@ -323,10 +326,7 @@ class TokenSteering:
         hook, run = self.svdd, self.state
         m, rows = hook.num_candidates, len(sample)
         outs = [original_step(logits, timestep, sample, **kwargs) for _ in range(m)]
-        stacked = {
-            name: torch.cat([getattr(out, name) for out in outs])
-            for name in ("prev_sample", "transfer_index", "editing_transfer_index", "sampled_tokens", "sampled_probs")
-        }
+        stacked = {name: torch.cat([getattr(out, name) for out in outs]) for name in ROW_FIELDS}
         windows = self._windows(window, stacked["prev_sample"])
         ctx = _TokenContext(run, rows)
         if getattr(hook.value, "needs_prediction", False):
@@ -353,7 +353,7 @@ class TokenSteering:
         window.copy_(window[rows])  # the stock loop's window is a view of its sequence: particles move in place
         if estimate.logits.numel():
             self.model.cached = estimate.select(rows)
-        fields = {name: getattr(out, name)[rows] for name in ("prev_sample", "transfer_index", "editing_transfer_index", "sampled_tokens", "sampled_probs")}
+        fields = {name: getattr(out, name)[rows] for name in ROW_FIELDS}
         return type(out)(**fields, pred_logits=out.pred_logits)
 
     def _best_particles(self, output, rows: int, n: int):

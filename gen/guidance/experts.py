@@ -67,17 +67,14 @@ class NoiseExperts(torch.nn.Module):
 
     def save_pretrained(self, folder: str | Path, teacher: str | None, lora_config, record: dict | None = None) -> None:
         """ppap.json and one LoRA folder per expert (gen.training.lora's layout), into an existing folder."""
-        from peft import get_peft_model_state_dict
-
-        from gen.core.lora import WEIGHTS
-        from gen.io import save_safetensors, write_json
+        from gen.core.lora import save_adapter
+        from gen.io import write_json
 
         folder = Path(folder)
         for k, expert in enumerate(self.experts):
             where = folder / f"expert-{k}"
             where.mkdir(parents=True, exist_ok=False)
-            lora_config.save_pretrained(str(where))
-            save_safetensors(where / WEIGHTS, get_peft_model_state_dict(expert))
+            save_adapter(expert, lora_config, where)
         write_json(folder / EXPERTS_FILE, {"teacher": teacher, "ranges": self.ranges, "scale": self.scale, "shift": self.shift, **(record or {})})
 
     @classmethod

@@ -215,9 +215,9 @@ def load_pipeline(folder: str | Path, name: str = "path", dtype=None, device=Non
         kwargs["tokenizer"] = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
     with _quiet_loading():  # the per-component loading bar is noise for local folders; sampling bars stay on
         pipe = cls.from_pretrained(str(folder), use_safetensors=True, dtype=resolve_dtype(dtype, torch_dtype), **kwargs)
-    if (folder / "sampling.json").is_file():  # a masked-diffusion folder's recorded call and rendering (gen.discrete.sampling)
-        from gen.discrete.sampling import read_sampling
+    from gen.discrete.sampling import SAMPLING_FILE, read_sampling
 
+    if (folder / SAMPLING_FILE).is_file():  # a masked-diffusion folder's recorded call and rendering
         pipe.gen_sampling = read_sampling(folder)
     return pipe.to(device) if device is not None else pipe
 

@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+from peft import LoraConfig, inject_adapter_in_model
 
 from gen.errors import ArgumentError
-from gen.core.lora import DIFFUSERS_WEIGHTS, WEIGHTS, load_lora  # noqa: F401  (load_lora: where users import it from)
+from gen.core.lora import DIFFUSERS_WEIGHTS, WEIGHTS, load_lora, save_adapter  # noqa: F401  (load_lora: where users import it from)
 from gen.io import atomic_directory, save_safetensors
 
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2")
@@ -39,10 +39,8 @@ def add_lora(model: torch.nn.Module, rank: int, targets=DEFAULT_TARGETS, alpha: 
 def save_lora(model: torch.nn.Module, config: LoraConfig, folder: str | Path, base: str | None = None, component: str = "unet") -> Path:
     """adapter_config.json + adapter_model.safetensors, pytorch_lora_weights.safetensors (diffusers' layout:
     `<component>.`-prefixed keys) and gen_lora.json naming the base, atomically."""
-    state = get_peft_model_state_dict(model)
     with atomic_directory(folder) as tmp:
-        config.save_pretrained(str(tmp))
-        save_safetensors(tmp / WEIGHTS, state)
+        state = save_adapter(model, config, tmp)
         save_safetensors(tmp / DIFFUSERS_WEIGHTS, {f"{component}.{k}": v for k, v in state.items()})
         (tmp / "gen_lora.json").write_text(json.dumps({"base": base, "rank": config.r, "component": component}) + "\n")
     return Path(folder)

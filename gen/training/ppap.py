@@ -125,13 +125,13 @@ def train_ppap(config: PPAPConfig, classifier: torch.nn.Module | None = None):
         raise ArgumentError(f"pipeline: {config.pipeline} samples in a VAE's latent space; PPAP experts here read pixel x_t. Use a pixel-space pipeline.")
     scheduler = pipe.scheduler
     ranges = equal_ranges(config.num_experts, scheduler.config.num_train_timesteps)
+    torch.manual_seed(config.seed)  # the LoRAs' initial weights: the run's seed decides them, not the process's RNG state
     experts = NoiseExperts(classifier, ranges)
     targets = lora_targets(classifier, config.lora_layers)
     lora_config = None
     for expert in experts.experts:
         lora_config = add_lora(expert, config.lora_rank, targets)
     accelerator = make_run_accelerator(config, output_dir)
-    torch.manual_seed(config.seed)
 
     if config.labelled_data:
         size = pipe.backbone.config.sample_size

@@ -45,19 +45,14 @@ class TokenValueConfig(LoopOptions):
 
 
 def token_reward(spec: str, classifier_spec: str):
-    """The reward a spec names, on token ids."""
-    from gen.discrete import digit_log_prob
-    from gen.plugins import is_named, load_named
+    """The reward a spec names, on token ids: the value trainer's image reward of the rendered 8x8 grid."""
+    from gen.discrete import render_digits
+    from gen.training.value import build_reward
 
     if not spec.startswith("class:"):
         raise ArgumentError(f"reward: 'class:K' for token models, got {spec!r}.")
-    try:
-        target = int(spec.split(":", 1)[1])
-    except ValueError:
-        raise ArgumentError(f"reward: 'class:K' needs an integer K, got {spec!r}.") from None
-    if not is_named(classifier_spec):
-        raise ArgumentError(f"classifier: only named classifiers are supported here (zoo:NAME), got {classifier_spec!r}.")
-    return digit_log_prob(load_named(classifier_spec, "classifier"), target)
+    on_images = build_reward(spec, classifier_spec)
+    return lambda ids: on_images(render_digits(ids))
 
 
 def sampling_arguments(pipe, folder_spec: str) -> dict:

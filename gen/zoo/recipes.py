@@ -101,6 +101,15 @@ def digits_value(folder: Path) -> None:
     (folder / RUN_LOCK).unlink(missing_ok=True)  # the run is over: its lock file is not part of the model
 
 
+def _settle(folder: Path, record: str, *dropped: str) -> None:
+    """A trainer's output folder made a zoo entry: its record names no temporary path of this machine, and the run's
+    marker and lock (and `dropped` files) go."""
+    meta = json.loads((folder / record).read_text())
+    write_json(folder / record, {**meta, "config": {**meta["config"], "output_dir": "(the zoo folder)"}})
+    for name in (RUN_MARKER, RUN_LOCK, *dropped):
+        (folder / name).unlink(missing_ok=True)
+
+
 def digits_ppap(folder: Path, steps: int = 1500) -> None:
     """PPAP: 5 LoRA experts (rank 16) of digits-classifier, one per fifth of the timesteps, distilled without labels
     from its predictions on 2048 unconditional samples of `digits`."""
@@ -109,10 +118,7 @@ def digits_ppap(folder: Path, steps: int = 1500) -> None:
     train_ppap(
         PPAPConfig(pipeline="zoo:digits", classifier="zoo:digits-classifier", num_experts=5, lora_rank=16, max_train_steps=steps, output_dir=str(folder))
     )
-    meta = json.loads((folder / "ppap.json").read_text())
-    write_json(folder / "ppap.json", {**meta, "config": {**meta["config"], "output_dir": "(the zoo folder)"}})  # not this machine's temporary path
-    (folder / RUN_MARKER).unlink(missing_ok=True)
-    (folder / RUN_LOCK).unlink(missing_ok=True)
+    _settle(folder, "ppap.json")
 
 
 def digits_mdlm(folder: Path, steps: int = 5000) -> None:
@@ -120,10 +126,7 @@ def digits_mdlm(folder: Path, steps: int = 5000) -> None:
     from gen.training.discrete import DiscreteConfig, train_discrete
 
     train_discrete(DiscreteConfig(data="digits", output_dir=str(folder), max_train_steps=steps, progress=False))
-    meta = json.loads((folder / "training.json").read_text())
-    write_json(folder / "training.json", {**meta, "config": {**meta["config"], "output_dir": "(the zoo folder)"}})
-    for name in (RUN_MARKER, RUN_LOCK, "losses.json"):
-        (folder / name).unlink(missing_ok=True)
+    _settle(folder, "training.json", "losses.json")
 
 
 def digits_mdlm_value(folder: Path, steps: int = 1500) -> None:
@@ -131,10 +134,7 @@ def digits_mdlm_value(folder: Path, steps: int = 1500) -> None:
     from gen.training.token_value import TokenValueConfig, train_token_value
 
     train_token_value(TokenValueConfig(pipeline="zoo:digits-mdlm", reward="class:3", output_dir=str(folder), max_train_steps=steps, progress=False))
-    meta = json.loads((folder / "training.json").read_text())
-    write_json(folder / "training.json", {**meta, "config": {**meta["config"], "output_dir": "(the zoo folder)"}})
-    for name in (RUN_MARKER, RUN_LOCK, "losses.json"):
-        (folder / name).unlink(missing_ok=True)
+    _settle(folder, "training.json", "losses.json")
 
 
 def patch_encoder(folder: Path, steps: int = 600, spatial_pool: int = 2) -> None:
