@@ -198,6 +198,11 @@ def apply_lora(pipe, lora: str) -> None:
     from gen.core.lora import load_lora
 
     load_lora(backbone, folder)
+    for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):  # trained with --train-text-encoder --lora-rank
+        if (Path(folder) / name / "adapter_config.json").is_file():
+            if getattr(pipe, name, None) is None:
+                raise UsageError(f"lora: {folder} adapts a {name}, which this pipeline lacks; load the LoRA into the model it was trained on.")
+            load_lora(getattr(pipe, name), Path(folder) / name)
 
 
 def class_labels(pipe, labels: list[str] | None):

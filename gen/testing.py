@@ -133,7 +133,7 @@ def tiny_pixart(seed: int = 0) -> PixArtTransformer2DModel:
     )
 
 
-def tiny_sd3(seed: int = 0, num_layers: int = 1) -> SD3Transformer2DModel:
+def tiny_sd3(seed: int = 0, num_layers: int = 1, joint_attention_dim: int = 32) -> SD3Transformer2DModel:
     return _seeded(
         lambda: SD3Transformer2DModel(
             sample_size=8,
@@ -143,7 +143,7 @@ def tiny_sd3(seed: int = 0, num_layers: int = 1) -> SD3Transformer2DModel:
             attention_head_dim=8,
             num_attention_heads=4,
             caption_projection_dim=32,
-            joint_attention_dim=32,
+            joint_attention_dim=joint_attention_dim,
             pooled_projection_dim=64,
             out_channels=4,
         ),
@@ -240,19 +240,22 @@ def pixart_pipeline(scheduler=None) -> PixArtAlphaPipeline:
     return pipe
 
 
-def sd3_pipeline(scheduler=None, num_layers: int = 1) -> StableDiffusion3Pipeline:
-    """Text encoders left out: prompts go in as embeddings (`sd3_prompt`). Skip-layer guidance needs num_layers >= 2
-    (the last block cannot be skipped)."""
+def sd3_pipeline(scheduler=None, num_layers: int = 1, text_encoders: bool = False) -> StableDiffusion3Pipeline:
+    """Text encoders left out: prompts go in as embeddings (`sd3_prompt`); `text_encoders`: SD3's three (two projected
+    CLIPs, pooled 2 * TEXT_WIDTH; a T5 of 2 * TEXT_WIDTH, as wide as both CLIPs' features side by side). Skip-layer
+    guidance needs num_layers >= 2 (the last block cannot be skipped)."""
+    encoders = dict.fromkeys(("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "text_encoder_3", "tokenizer_3"))
+    if text_encoders:
+        (tokenizer, encoder), (tokenizer_2, encoder_2) = tiny_projected_text_encoder(seed=0), tiny_projected_text_encoder(seed=1)
+        tokenizer_3, encoder_3 = tiny_t5(width=2 * TEXT_WIDTH)
+        encoders = dict(
+            text_encoder=encoder, tokenizer=tokenizer, text_encoder_2=encoder_2, tokenizer_2=tokenizer_2, text_encoder_3=encoder_3, tokenizer_3=tokenizer_3
+        )
     pipe = StableDiffusion3Pipeline(
-        transformer=tiny_sd3(num_layers=num_layers),
+        transformer=tiny_sd3(num_layers=num_layers, joint_attention_dim=2 * TEXT_WIDTH if text_encoders else 32),
         scheduler=scheduler or FlowMatchEulerDiscreteScheduler(),
         vae=tiny_vae(shift_factor=0.0609, scaling_factor=1.5035),
-        text_encoder=None,
-        tokenizer=None,
-        text_encoder_2=None,
-        tokenizer_2=None,
-        text_encoder_3=None,
-        tokenizer_3=None,
+        **encoders,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -464,13 +467,13 @@ def sdxl_pipeline(scheduler=None, cls=None, refiner: bool = False, seed: int = 0
     return _quiet(cls(**parts))
 
 
-def tiny_t5(seed: int = 2, max_length: int = 16):
-    """(tokenizer, T5EncoderModel) with TEXT_WIDTH features over the word vocabulary (Flux's second encoder)."""
+def tiny_t5(seed: int = 2, max_length: int = 16, width: int = TEXT_WIDTH):
+    """(tokenizer, T5EncoderModel) with `width` features over the word vocabulary (Flux's second encoder, SD3's third)."""
     from transformers import T5Config, T5EncoderModel
 
     tokenizer = word_tokenizer(max_length)
     torch.manual_seed(seed)
-    config = T5Config(vocab_size=len(tokenizer), d_model=TEXT_WIDTH, d_ff=37, d_kv=8, num_heads=4, num_layers=2, pad_token_id=0, eos_token_id=3)
+    config = T5Config(vocab_size=len(tokenizer), d_model=width, d_ff=37, d_kv=8, num_heads=4, num_layers=2, pad_token_id=0, eos_token_id=3)
     return tokenizer, T5EncoderModel(config).eval()
 
 
@@ -744,3 +747,35 @@ def llada2_pipeline(seed: int = 0, block_length: int = 8, max_length: int = 40):
     return _quiet(
         LLaDA2Pipeline(model=model.eval(), scheduler=BlockRefinementScheduler(block_length=block_length, num_inference_steps=4), tokenizer=digits_tokenizer())
     )
+
+
+def caption_folder(root, count: int = 8, sizes=((24, 16), (16, 16), (16, 28)), seed: int = 0):
+    """An image folder with metadata.jsonl captions whose words say what the image shows ("a red cat", "a blue
+    dog", ...: a coloured blob on a field of the other colour), images of several sizes and aspect ratios (the
+    SDXL crop / size micro-conditioning sees distinct originals). Returns the folder."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    colours = {"red": (220, 40, 40), "blue": (40, 60, 220), "green": (40, 200, 60)}
+    animals = ("cat", "dog")
+    rng = np.random.RandomState(seed)
+    root = Path(root)
+    root.mkdir(parents=True)
+    rows = []
+    for i in range(count):
+        colour = list(colours)[i % len(colours)]
+        animal = animals[(i // len(colours)) % len(animals)]
+        width, height = sizes[i % len(sizes)]
+        canvas = np.zeros((height, width, 3), np.float32) + np.array(colours[list(colours)[(i + 1) % len(colours)]]) * 0.3
+        y, x = np.mgrid[:height, :width]
+        radius = min(width, height) * (0.35 if animal == "cat" else 0.2)
+        blob = (y - height / 2) ** 2 + (x - width / 2) ** 2 < radius**2
+        canvas[blob] = colours[colour]
+        canvas += rng.normal(0, 6, canvas.shape)
+        Image.fromarray(canvas.clip(0, 255).astype("uint8")).save(root / f"{i}.png")
+        rows.append({"file_name": f"{i}.png", "text": f"a {colour} {animal}"})
+    (root / "metadata.jsonl").write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    return root

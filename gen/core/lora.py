@@ -17,14 +17,15 @@ WEIGHTS = "adapter_model.safetensors"
 DIFFUSERS_WEIGHTS = "pytorch_lora_weights.safetensors"
 
 
-def save_adapter(model: torch.nn.Module, config: LoraConfig, folder: str | Path) -> dict:
+def save_adapter(model: torch.nn.Module, config: LoraConfig, folder: str | Path, state_dict: dict | None = None) -> dict:
     """peft's adapter_config.json and the adapter's weights (adapter_model.safetensors) into an existing folder:
-    what `load_lora` reads back. Returns the weights."""
+    what `load_lora` reads back (`state_dict`: the model's whole state, where its parameters are FSDP shards).
+    Returns the weights."""
     from peft import get_peft_model_state_dict
 
     from gen.io import save_safetensors
 
-    state = get_peft_model_state_dict(model)
+    state = get_peft_model_state_dict(model, state_dict=state_dict)
     config.save_pretrained(str(folder))
     save_safetensors(Path(folder) / WEIGHTS, state)
     return state

@@ -6,7 +6,10 @@ A checkpoint is written by every process into ``.checkpoint-N.tmp``; the main pr
 ``--resume latest`` skips it and ``--resume <path>`` refuses it. Model weights must be safetensors: a
 checkpoint holding pickled weights (``pytorch_model.bin``, ``*.pt``, ...) is refused. accelerate's own
 optimizer and RNG state files are read by accelerate with torch's ``weights_only`` loader, which cannot
-run code.
+run code. A sharded (FSDP) checkpoint's weights are torch.distributed.checkpoint folders: their ``.distcp``
+shards are raw tensor bytes read with ``weights_only``, but their ``.metadata`` index is read by torch with a
+plain ``pickle.load``; gen unpickles each index first with a loader that admits only the classes such an index
+holds, so a tampered index is refused before torch reads it.
 """
 
 from __future__ import annotations
@@ -47,8 +50,48 @@ def write_manifest(folder: Path, step: int, epoch: int) -> None:
     write_json(folder / MANIFEST, {"step": step, "epoch": epoch, "files": files})
 
 
+_DCP_INDEX = ".metadata"  # torch.distributed.checkpoint's index file in a sharded-weights folder
+_DCP_MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem", "torch.distributed.checkpoint.planner")
+_DCP_GLOBALS = {
+    ("torch", "Size"),
+    ("torch.serialization", "_get_layout"),
+    ("pathlib", "PosixPath"),
+    ("pathlib", "PurePosixPath"),
+    ("collections", "OrderedDict"),
+}
+
+
+def check_dcp_index(path: Path, name: str = "resume") -> None:
+    """A torch.distributed.checkpoint `.metadata` unpickled with only the classes an index holds (its metadata
+    dataclasses, torch.Size, dtypes, layouts, paths); anything else (a callable, os.system...) is refused."""
+    import pickle
+
+    import torch
+
+    class IndexOnly(pickle.Unpickler):
+        def find_class(self, module, attribute):
+            if module in _DCP_MODULES or (module, attribute) in _DCP_GLOBALS:
+                return super().find_class(module, attribute)
+            if module == "torch" and isinstance(getattr(torch, attribute, None), torch.dtype):
+                return getattr(torch, attribute)
+            raise CheckpointError(
+                f"{name}: {path} (a sharded checkpoint's index) asks to load {module}.{attribute}, which no index holds; "
+                "it was not written by torch.distributed.checkpoint and is not loaded (unpickling it could run code)."
+            )
+
+    try:
+        with open(path, "rb") as handle:
+            IndexOnly(handle).load()
+    except CheckpointError:
+        raise
+    except Exception as err:
+        raise CheckpointError(f"{name}: {path} is not a readable sharded-checkpoint index ({type(err).__name__}); the checkpoint is corrupt.") from None
+
+
 def refuse_pickled_weights(folder: Path, name: str = "resume") -> None:
     for path in _files(folder):
+        if path.name == _DCP_INDEX:
+            check_dcp_index(path, name)
         if path.suffix in PICKLE_SUFFIXES and not _ACCELERATE_STATE.match(path.name):
             raise CheckpointError(
                 f"{name}: {path} holds pickled weights; gen resumes only from safetensors weights (pickle can run code). "
@@ -82,8 +125,8 @@ def verify(folder: str | os.PathLike, name: str = "resume") -> dict:
         path = folder / rel
         if path.stat().st_size != info["bytes"] or _digest(path) != info["sha256"]:
             raise CheckpointError(f"{name}: {path} does not match its manifest; the checkpoint is corrupt.")
-    if not any(p.suffix == ".safetensors" for p in (folder / r for r in expected)):
-        raise CheckpointError(f"{name}: {folder} holds no safetensors weights.")
+    if not any(p.suffix == ".safetensors" or p.name == _DCP_INDEX for p in (folder / r for r in expected)):
+        raise CheckpointError(f"{name}: {folder} holds no safetensors weights (nor sharded ones).")
     manifest["step"] = step
     return manifest
 

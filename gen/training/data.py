@@ -63,7 +63,17 @@ class ImageFolderDataset(Dataset):
     (`gen.data.files`), every metadata row name a distinct image, every label be an integer >= 0 and every
     caption a non-empty string. 16-bit images keep their depth (PIL alone reads them as white)."""
 
-    def __init__(self, root: str | Path, resolution: int, channels: int = 3, name: str = "data", caption_column: str = "text"):
+    def __init__(
+        self,
+        root: str | Path,
+        resolution: int,
+        channels: int = 3,
+        name: str = "data",
+        caption_column: str = "text",
+        center_crop: bool = True,
+        random_flip: bool = False,
+        seed: int = 0,
+    ):
         root = Path(root)
         if not root.is_dir():
             raise MissingFileError(f"{name}: {root} is not a folder; pass a folder of images or a bundled source ({sorted(SOURCES)}).")
@@ -85,6 +95,7 @@ class ImageFolderDataset(Dataset):
                     "(an empty caption trains the unconditional row: use --condition-dropout for that)."
                 )
         self.resolution, self.channels = resolution, channels
+        self.center_crop, self.random_flip, self.seed, self.epoch = center_crop, random_flip, seed, 0
         self.images = _imagefolder(root, name)
         columns = self.images.column_names
         label_feature = self.images.features.get("label")
@@ -100,6 +111,10 @@ class ImageFolderDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose random crops and flips __getitem__ draws (the training loop sets it before each epoch)."""
+        self.epoch = epoch
 
     def load(self, image: Image.Image) -> torch.Tensor:
         if is_high_depth(image):
@@ -123,8 +138,48 @@ class ImageFolderDataset(Dataset):
         values = torch.nn.functional.interpolate(values, size=(self.resolution, self.resolution), mode="bicubic", antialias=True, align_corners=False)
         return to_unit_range(values[0].clamp(0, 1))
 
+    def draws(self, i: int) -> torch.Generator:
+        """Example i's crop and flip randomness in this epoch: a pure function of (seed, epoch, i)."""
+        return torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_033 + i) % 2**63)
+
+    def crop_and_flip(self, image: Image.Image, i: int) -> tuple[torch.Tensor, tuple[int, int]]:
+        """diffusers' SDXL transforms: the short side resized to the resolution, a random crop, a flip with
+        probability 1/2 (drawn from (seed, epoch, index): a resumed run repeats them); returns the image and the
+        crop's top-left corner as `train_text_to_image_sdxl.py` records it (after a flip, resolution - left)."""
+        g = self.draws(i)
+        w, h = image.size
+        scale = self.resolution / min(w, h)
+        size = (max(self.resolution, round(w * scale)), max(self.resolution, round(h * scale)))
+        if is_high_depth(image):
+            values = torch.from_numpy(to_unit_array(image, self.channels)).permute(2, 0, 1)[None]
+            values = torch.nn.functional.interpolate(values, size=size[::-1], mode="bicubic", antialias=True, align_corners=False)[0].clamp(0, 1)
+        else:
+            image = image.convert("L" if self.channels == 1 else "RGB").resize(size, Image.BICUBIC)
+            values = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
+            values = values[None] if values.ndim == 2 else values.permute(2, 0, 1)
+        top = int(torch.randint(0, size[1] - self.resolution + 1, (1,), generator=g))
+        left = int(torch.randint(0, size[0] - self.resolution + 1, (1,), generator=g))
+        values = values[:, top : top + self.resolution, left : left + self.resolution]
+        if self.random_flip and torch.rand((), generator=g) < 0.5:
+            values, left = values.flip(-1), self.resolution - left
+        return to_unit_range(values), (top, left)
+
+    def centre_crop_corner(self, image: Image.Image) -> tuple[int, int]:
+        """Where the centre crop's top-left lies in the image resized to short side = resolution (`load` crops first,
+        then resizes: the same square)."""
+        w, h = image.size
+        scale = self.resolution / min(w, h)
+        return max(0, round((round(h * scale) - self.resolution) / 2)), max(0, round((round(w * scale) - self.resolution) / 2))
+
     def __getitem__(self, i: int) -> dict:
-        item = {"pixel_values": self.load(self.images[i]["image"]), "index": i}
+        image = self.images[i]["image"]
+        if self.center_crop:
+            pixels, corner = self.load(image), self.centre_crop_corner(image)
+            if self.random_flip and torch.rand((), generator=self.draws(i)) < 0.5:
+                pixels, corner = pixels.flip(-1), (corner[0], self.resolution - corner[1])
+        else:
+            pixels, corner = self.crop_and_flip(image, i)
+        item = {"pixel_values": pixels, "index": i, "original_size": torch.tensor([image.size[1], image.size[0]]), "crop_top_left": torch.tensor(corner)}
         if self.labels is not None:
             item["label"] = self.labels[i]
         if self.captions is not None:
@@ -186,11 +241,20 @@ def _label(value, row: dict, name: str) -> int:
     return label
 
 
-def load_data(spec: str, resolution: int, channels: int, name: str = "data", caption_column: str = "text") -> Dataset:
-    """A bundled source by name, or an image folder by path."""
+def load_data(
+    spec: str,
+    resolution: int,
+    channels: int,
+    name: str = "data",
+    caption_column: str = "text",
+    center_crop: bool = True,
+    random_flip: bool = False,
+    seed: int = 0,
+) -> Dataset:
+    """A bundled source by name, or an image folder by path (`center_crop`, `random_flip`: see ImageFolderDataset)."""
     if spec in SOURCES:
         return SOURCES[spec](resolution=resolution)
-    return ImageFolderDataset(spec, resolution, channels, name=name, caption_column=caption_column)
+    return ImageFolderDataset(spec, resolution, channels, name=name, caption_column=caption_column, center_crop=center_crop, random_flip=random_flip, seed=seed)
 
 
 class CorruptedConditions(Dataset):

@@ -194,7 +194,7 @@ def optimise(
 
     checkpoints_dir = output_dir / "checkpoints"
     global_step, losses = resume_point(accelerator, options, output_dir)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]  # the backbone's, and trained text encoders'
     accumulation = options.gradient_accumulation_steps
     batches_per_epoch = len(loader)
     micro_done = global_step * accumulation
@@ -203,6 +203,8 @@ def optimise(
     rank, micro, running = accelerator.process_index, 0, []
     while global_step < options.max_train_steps:
         order.manual_seed(options.seed * 7919 + epoch)
+        if hasattr(loader.dataset, "set_epoch"):  # the epoch's random crops and flips (gen.training.data)
+            loader.dataset.set_epoch(epoch)
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
         skip = 0
         for batch in batches:
@@ -257,8 +259,10 @@ def optimise(
     return losses
 
 
-def check_final_weights(model) -> None:
+def check_final_weights(weights) -> None:
+    """Every tensor finite (a model's parameters, or any iterable of tensors), else nothing is saved."""
     from gen.errors import TrainingDiverged
 
-    if not all(torch.isfinite(p).all() for p in model.parameters()):
+    weights = weights.parameters() if isinstance(weights, torch.nn.Module) else weights
+    if not all(torch.isfinite(p).all() for p in weights):
         raise TrainingDiverged("learning_rate: the trained weights are not finite; nothing was saved. Lower --learning-rate or --max-grad-norm.")

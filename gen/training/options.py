@@ -87,7 +87,8 @@ def config_parser(config_class, prog: str, doc: str, required: tuple[str, ...] =
     shared = {f.name for f in dataclasses.fields(LoopOptions)}
     fields = dataclasses.fields(config_class)
     for f in [f for f in fields if f.name not in shared] + [f for f in fields if f.name in shared]:  # the trainer's own flags first
-        flags = list(dict.fromkeys(["--" + f.name.replace("_", "-"), "--" + f.name]))
+        names = (f.name, *f.metadata.get("aliases", ()))  # an alias: another script's name for the same option (--lora-layers)
+        flags = list(dict.fromkeys(flag for name in names for flag in ("--" + name.replace("_", "-"), "--" + name)))
         help = f.metadata.get("help")
         if f.type in ("bool", "bool | None") or isinstance(f.default, bool):
             p.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=help)
@@ -123,7 +124,8 @@ def read_config_file(config_class, path: str) -> dict:
         raise ArgumentError(f"config: {path} is not a JSON object of options ({err}).") from None
     if not isinstance(values, dict):
         raise ArgumentError(f"config: {path} must hold a JSON object of options, got {type(values).__name__}.")
-    values = {k.replace("-", "_"): v for k, v in values.items()}
+    aliases = {alias: f.name for f in dataclasses.fields(config_class) for alias in f.metadata.get("aliases", ())}
+    values = {aliases.get(k.replace("-", "_"), k.replace("-", "_")): v for k, v in values.items()}
     unknown = sorted(set(values) - names)
     if unknown:
         raise ArgumentError(f"config: {path} sets unknown options {unknown}; see --help.")

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from gen.errors import ArgumentError, MissingFileError
 from gen.training.loop import check_final_weights, data_loader, make_run_accelerator, optimise, start_trackers, trainer_run
 from gen.training.options import LoopOptions, check_loop_options, config_parser, option, parse_config
+from gen.training.families import FamilyCondition, check_without_family, encoders_through, family_encoders, family_of
 from gen.training.models import BACKBONES, CONDITIONS, Architecture
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
@@ -47,7 +48,7 @@ class TrainConfig(LoopOptions):
     data: str = option(None, "bundled source (digits, ihc-patches, ...) or an image folder (metadata.jsonl/.csv or class subfolders)")
     caption_column: str = option("text", "the metadata column holding captions (--condition text)")
     output_dir: str = option(None, "where the pipeline, checkpoints and losses.json go")
-    condition: str = option("class", f"one of {CONDITIONS}")
+    condition: str | None = option(None, f"one of {CONDITIONS}; default: text for an SDXL, SD3 or Flux --init-from folder, else class")
     backbone: str = option("unet", f"one of {BACKBONES}")
     resolution: int = option(16, "training resolution (pixels)")
     channels: int = option(0, "image channels; 0 takes them from the data")
@@ -77,7 +78,29 @@ class TrainConfig(LoopOptions):
     ema_decay: float = option(0.0, "EMA decay (diffusers EMAModel); 0 turns EMA off")
     snr_gamma: float = option(0.0, "Min-SNR loss weighting gamma; 0 turns it off")
     lora_rank: int = option(0, "train a LoRA of this rank on a frozen --init-from model")
-    lora_targets: str = option("to_q,to_k,to_v,to_out.0,conv1,conv2", "module names LoRA adapts")
+    lora_targets: str | None = option(
+        None,
+        "module names LoRA adapts, comma-separated; default: those diffusers' LoRA script for the family adapts (SDXL, SD3, Flux), "
+        "else to_q,to_k,to_v,to_out.0,conv1,conv2",
+        aliases=("lora_layers",),
+    )
+    train_text_encoder: bool = option(False, "SDXL/SD3/Flux: also train the CLIP text encoders (LoRA on q/k/v/out with --lora-rank); T5 stays frozen")
+    text_encoder_lr: float | None = option(None, "learning rate of the text encoders with --train-text-encoder; default: --learning-rate")
+    encoder_dropout: str | None = option(
+        None, "SDXL/SD3/Flux: per text encoder, the probability it alone sees the empty caption: NAME=P,... (e.g. text_encoder_3=0.3)"
+    )
+    center_crop: bool = option(True, "centre-crop images to the square; --no-center-crop: a random crop after resizing the short side (diffusers' default)")
+    random_flip: bool = option(False, "flip half the images left-right (SDXL records the crop's left edge as diffusers' script does)")
+    weighting_scheme: str | None = option(
+        None, "SD3/Flux timestep density and loss weighting: sigma_sqrt, logit_normal, mode, cosmap or none; default: SD3 logit_normal, Flux none"
+    )
+    logit_mean: float = option(0.0, "mean of the logit_normal density")
+    logit_std: float = option(1.0, "std of the logit_normal density (> 0)")
+    mode_scale: float = option(1.29, "scale of the mode density, in [0, 2]")
+    guidance_scale: float | None = option(None, "Flux with a guidance embedding (FLUX.1-dev): the value fed to it in training; default 3.5")
+    max_sequence_length: int | None = option(
+        None, "SD3/Flux: T5 tokens per caption (1-512); default: the pipeline's (SD3 256, Flux 512); longer captions are refused"
+    )
     gradient_checkpointing: bool = option(False, "trade compute for memory: recompute activations in the backward pass")
     noise_offset: float = option(0.0, "offset noise scale (diffusers' --noise_offset); 0 turns it off")
     allow_tf32: bool = option(False, "allow TF32 matmuls on Ampere+ GPUs (faster, slightly less precise)")
@@ -174,7 +197,7 @@ def check_config(config: TrainConfig) -> None:
 
     if config.data is None or config.output_dir is None:
         raise ArgumentError("data, output_dir: both are required.")
-    if config.condition not in CONDITIONS:
+    if config.condition is not None and config.condition not in CONDITIONS:
         raise ArgumentError(f"condition: unknown condition type {config.condition!r}; choose one of {CONDITIONS}.")
     if config.backbone not in BACKBONES:
         raise ArgumentError(f"backbone: unknown backbone {config.backbone!r}; choose one of {BACKBONES}.")
@@ -196,6 +219,10 @@ def check_config(config: TrainConfig) -> None:
     for name in ("resolution", "train_batch_size", "num_train_timesteps"):
         if getattr(config, name) < 1:
             raise ArgumentError(f"{name}: must be >= 1, got {getattr(config, name)}.")
+    if config.text_encoder_lr is not None and not (math.isfinite(config.text_encoder_lr) and config.text_encoder_lr > 0):
+        raise ArgumentError(f"text_encoder_lr: must be a finite number > 0, got {config.text_encoder_lr}.")
+    if config.lora_targets is not None and not [t for t in config.lora_targets.split(",") if t.strip()]:
+        raise ArgumentError("lora_targets: name at least one module, e.g. to_q,to_k,to_v,to_out.0.")
     for name in ("learning_rate", "adam_weight_decay", "cep_gamma", "snr_gamma", "noise_offset"):
         value = getattr(config, name)
         if not math.isfinite(value) or value < 0 or (name == "learning_rate" and value == 0):
@@ -231,6 +258,8 @@ def check_config(config: TrainConfig) -> None:
         raise ArgumentError(
             f"resolution: {config.resolution} is not a multiple of {multiple} (the {config.backbone}'s downsampling); use e.g. {max(multiple, config.resolution // multiple * multiple)}."
         )
+    if config.data in SOURCES and (config.random_flip or not config.center_crop):
+        raise ArgumentError(f"random_flip, center_crop: crop and flip images read from a folder; the bundled {config.data!r} comes at its size. Drop them.")
     if config.data not in SOURCES:
         data = Path(config.data)
         if not data.is_dir():
@@ -473,12 +502,40 @@ def save_pipeline(pipe, output_dir: Path) -> None:
     save_into(output_dir, lambda tmp: pipe.save_pretrained(str(tmp), safe_serialization=True), last="model_index.json")
 
 
+def sharded(accelerator) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.FSDP
+
+
+def check_sharding(config: TrainConfig, accelerator) -> None:
+    """What FSDP (accelerate launch --config_file examples/accelerate/fsdp.yaml) does not combine with, named before any work."""
+    if not sharded(accelerator):
+        return
+    for flag, value in (("ema_decay", config.ema_decay), ("train_text_encoder", config.train_text_encoder), ("validation_steps", config.validation_steps)):
+        if value:
+            why = {
+                "ema_decay": "an EMA copy of sharded weights",
+                "train_text_encoder": "text encoders beside the sharded backbone",
+                "validation_steps": "sampling mid-run from one process of a sharded model",
+            }[flag]
+            raise ArgumentError(f"{flag}: gen's FSDP runs do not support {why}; drop --{flag.replace('_', '-')} or launch without FSDP (DDP, DeepSpeed).")
+
+
+def whole_model(model, state: dict):
+    """The trained backbone as one model on the main process, from FSDP's gathered state dict (the prepared model's
+    own parameters are shards)."""
+    whole = type(model).from_config(model.config)
+    whole.load_state_dict(state)
+    return whole.eval()
+
+
 # -- the run -----------------------------------------------------------------------------------------------------------
 @trainer_run("gen train")
 def train(config: TrainConfig) -> Path:
     """Run training; returns the output folder."""
     check_config(config)
-    from diffusers import AutoencoderKL, DDPMScheduler
+    from diffusers import AutoencoderKL, DDPMScheduler, FlowMatchEulerDiscreteScheduler
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
 
@@ -487,23 +544,43 @@ def train(config: TrainConfig) -> Path:
     from gen.io import write_json
     from gen.training import conditions
     from gen.training.data import CorruptedConditions, load_data
-    from gen.training.lora import add_lora, save_lora
+    from gen.training.lora import DEFAULT_TARGETS, add_lora, save_lora
     from gen.training.models import build_backbone
 
     output_dir = Path(config.output_dir)
     accelerator = make_run_accelerator(config, output_dir)
+    check_sharding(config, accelerator)
     torch.manual_seed(config.seed)
 
     # data and conditions
     init = load_init(config.init_from) if config.init_from else None
+    family = family_of(init, config) if init is not None else None
+    if family is None:
+        check_without_family(config, init)
+    config = dataclasses.replace(config, condition=config.condition or ("text" if family is not None else "class"))
+    if family is not None:
+        family.config = config
     schedule = schedule_changes(config, init.scheduler if init is not None else None)
     if init is not None and any(init.scheduler.config.get(name) != value for name, value in schedule.items()):
         init.scheduler = type(init.scheduler).from_config(init.scheduler.config, **schedule)  # the sampler it saves with
     channels = config.channels
-    dataset = load_data(config.data, config.resolution, channels or 3, name="data", caption_column=config.caption_column)
+    dataset = load_data(
+        config.data,
+        config.resolution,
+        channels or 3,
+        name="data",
+        caption_column=config.caption_column,
+        center_crop=config.center_crop,
+        random_flip=config.random_flip,
+        seed=config.seed,
+    )
     if not channels:
         channels = dataset[0]["pixel_values"].shape[0]
-    conditioner = build_conditioner(config, dataset, init)
+    if family is not None:
+        family.check(dataset)
+        conditioner = FamilyCondition(family, train_encoders=config.train_text_encoder)
+    else:
+        conditioner = build_conditioner(config, dataset, init)
     if config.condition == "embedding":
         from gen.embedders import load_embedder
 
@@ -521,6 +598,7 @@ def train(config: TrainConfig) -> Path:
         vae = vae.requires_grad_(False).to(accelerator.device)
     if isinstance(conditioner, conditions.TextCondition):
         conditioner.encoder.to(accelerator.device)
+    trained_encoders = family_encoders(family, config, accelerator) if family is not None else {}
     latent_channels = vae.config.latent_channels if vae is not None else channels
     latent_size = config.resolution // (2 ** (len(vae.config.block_out_channels) - 1)) if vae is not None else config.resolution
     if init is not None:
@@ -540,8 +618,13 @@ def train(config: TrainConfig) -> Path:
         disable_builtin_label_dropout(model)  # ours (--condition-dropout) is the only one
     if isinstance(conditioner, conditions.EmbeddingCondition):
         conditioner.bind(model)
-    lora_config = add_lora(model, config.lora_rank, tuple(config.lora_targets.split(","))) if config.lora_rank else None
-    if init is not None:  # the fine-tuned model's noise schedule (its sampler is kept for saving)
+    lora_config = None
+    if config.lora_rank:
+        targets = tuple(t.strip() for t in (config.lora_targets or ",".join(family.lora_targets if family else DEFAULT_TARGETS)).split(",") if t.strip())
+        lora_config = add_lora(model, config.lora_rank, targets, strict=config.lora_targets is not None)
+    if family is not None and family.flow_matching:  # a fresh copy of the folder's flow schedule (its sampler is kept for saving)
+        noise_scheduler = FlowMatchEulerDiscreteScheduler.from_config(init.scheduler.config)
+    elif init is not None:  # the fine-tuned model's noise schedule (its sampler is kept for saving)
         noise_scheduler = DDPMScheduler.from_config(init.scheduler.config)
     else:
         noise_scheduler = DDPMScheduler(
@@ -554,6 +637,9 @@ def train(config: TrainConfig) -> Path:
     ema = EMAModel(model.parameters(), decay=config.ema_decay, model_cls=type(model), model_config=model.config) if config.ema_decay else None
 
     trainable = [p for p in model.parameters() if p.requires_grad]
+    encoder_parameters = [p for encoder, _ in trained_encoders.values() for p in encoder.parameters() if p.requires_grad]
+    if encoder_parameters:
+        trainable = [{"params": trainable}, {"params": encoder_parameters, "lr": config.text_encoder_lr or config.learning_rate}]
     if config.gradient_checkpointing:
         if not getattr(model, "_supports_gradient_checkpointing", False):
             raise ArgumentError(f"gradient_checkpointing: {type(model).__name__} does not support it; drop --gradient-checkpointing.")
@@ -568,7 +654,9 @@ def train(config: TrainConfig) -> Path:
         num_training_steps=config.max_train_steps * accelerator.num_processes,
     )
     loader, order = data_loader(dataset, config.train_batch_size, config.dataloader_num_workers)
-    model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
+    model, *prepared_encoders, optimizer, loader, lr_scheduler = accelerator.prepare(
+        model, *[encoder for encoder, _ in trained_encoders.values()], optimizer, loader, lr_scheduler
+    )
     if ema is not None:
         ema.to(accelerator.device)
 
@@ -605,6 +693,10 @@ def train(config: TrainConfig) -> Path:
     def compute_loss(batch, where):
         g = where.generator()
         x0 = batch["pixel_values"].to(accelerator.device)
+        if family is not None:
+            with encoders_through(init, dict(zip(trained_encoders, prepared_encoders))):
+                cond = conditioner(batch, g, config.condition_dropout, cep, where.generator(stream=1))
+            return family.loss(model, family.latents(vae, x0, g), _to_device(cond, accelerator.device), g, noise_scheduler)
         if vae is not None:
             with torch.no_grad():
                 x0 = vae.encode(x0.to(vae.dtype)).latent_dist.sample(generator=g) * vae.config.scaling_factor
@@ -637,14 +729,25 @@ def train(config: TrainConfig) -> Path:
     )
 
     accelerator.wait_for_everyone()
+    sharded_state = accelerator.get_state_dict(model) if sharded(accelerator) else None  # every process: gathers the shards to the main one
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(model).eval()
+        if sharded_state is not None and lora_config is None:
+            final = whole_model(final, sharded_state)
         if ema is not None:
             ema.copy_to(final.parameters())
-        check_final_weights(final)
+        check_final_weights(sharded_state.values() if sharded_state is not None else final.parameters())
+        for encoder, _ in trained_encoders.values():
+            check_final_weights(encoder.parameters())
         if lora_config is not None:
             save_lora(
-                final, lora_config, output_dir / "lora", base=config.init_from, component="unet" if getattr(init, "unet", None) is not None else "transformer"
+                final,
+                lora_config,
+                output_dir / "lora",
+                base=config.init_from,
+                component="unet" if getattr(init, "unet", None) is not None else "transformer",
+                encoders={name: pair for name, pair in trained_encoders.items() if pair[1] is not None},
+                state_dict=sharded_state,
             )
         else:
             save_pipeline(build_pipeline(config, final, noise_scheduler, vae, conditioner, dataset, init), output_dir)
