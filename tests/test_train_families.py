@@ -181,7 +181,7 @@ def test_the_flow_matching_loss_is_zero_for_the_velocity_and_weighted_per_scheme
     loss vanishes; predicting the opposite direction gives each scheme's weighted error."""
     from diffusers.training_utils import compute_loss_weighting_for_sd3
 
-    from gen.training.families import flow_matching_loss
+    from gen.training.objectives import flow_matching_loss
 
     scheduler = diffusers.FlowMatchEulerDiscreteScheduler()
     config = TrainConfig(data="d", output_dir="o", weighting_scheme=scheme)
@@ -202,7 +202,7 @@ def test_the_flow_matching_loss_is_zero_for_the_velocity_and_weighted_per_scheme
 
 
 def test_timestep_densities_follow_the_logit_mean():
-    from gen.training.families import flow_matching_loss
+    from gen.training.objectives import flow_matching_loss
 
     scheduler = diffusers.FlowMatchEulerDiscreteScheduler()
     sigmas = {}

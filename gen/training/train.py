@@ -28,13 +28,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from gen.errors import ArgumentError, MissingFileError
 from gen.training.loop import check_final_weights, data_loader, make_run_accelerator, optimise, start_trackers, trainer_run
 from gen.training.options import LoopOptions, check_loop_options, config_parser, option, parse_config
 from gen.training.families import FamilyCondition, check_without_family, encoders_through, family_encoders, family_of
 from gen.training.models import BACKBONES, CONDITIONS, Architecture
+from gen.training.objectives import diffusion_loss
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -381,25 +381,6 @@ class WithEmbeddings(torch.utils.data.Dataset):
         item = {k: v for k, v in self.base[i].items() if k != "condition_image"}
         item["embedding"] = self.embeddings[i]
         return item
-
-
-def diffusion_loss(model, scheduler, x0, cond, generator, prediction_type: str, snr_gamma: float, channels: int, noise_offset: float = 0.0):
-    noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
-    if noise_offset:  # https://www.crosslabs.org//blog/diffusion-with-offset-noise, as diffusers' --noise_offset
-        noise = noise + noise_offset * torch.randn((x0.shape[0], x0.shape[1], 1, 1), generator=generator).to(x0.device, x0.dtype)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator).to(x0.device)
-    noisy = scheduler.add_noise(x0, noise, t)
-    target = {"epsilon": noise, "v_prediction": scheduler.get_velocity(x0, noise, t), "sample": x0}[prediction_type]
-    pred = model(noisy, timestep=t, **cond, return_dict=False)[0][:, :channels]
-    if not snr_gamma:
-        return F.mse_loss(pred.float(), target.float())
-    from diffusers.training_utils import compute_snr
-
-    snr = compute_snr(scheduler, t)
-    weight = torch.stack([snr, snr_gamma * torch.ones_like(snr)], dim=1).min(dim=1)[0]
-    weight = weight / snr if prediction_type == "epsilon" else weight / (snr + 1)
-    per_example = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=list(range(1, pred.ndim)))
-    return (per_example * weight).mean()
 
 
 def schedule_changes(config, scheduler=None) -> dict:

@@ -5,9 +5,7 @@ what else its backbone is fed (SDXL's size/crop time ids, Flux's packed latents,
 value), how images become latents, its loss, and which modules diffusers' LoRA scripts adapt.
 
 Everything a family shares lives here: `FamilyCondition` (condition dropout for all encoders and per encoder,
-CEP on every text embedding, per-token and pooled) and `flow_matching_loss` (SD3 and Flux: the timestep
-density and loss weighting of diffusers' `train_dreambooth_lora_sd3.py` / `_flux.py`, from
-`diffusers.training_utils`)."""
+CEP on every text embedding, per-token and pooled) and the losses live in `gen.training.objectives`."""
 
 from __future__ import annotations
 
@@ -165,27 +163,6 @@ class TrainingFamily:
 
 
 _FLOW_DEFAULTS = {"weighting_scheme": None, "logit_mean": 0.0, "logit_std": 1.0, "mode_scale": 1.29}
-
-
-def flow_matching_loss(predict, latents: torch.Tensor, scheduler, generator, config, default_weighting: str) -> torch.Tensor:
-    """Rectified-flow loss as diffusers' SD3/Flux scripts compute it: u from the weighting scheme's density
-    (`compute_density_for_timestep_sampling`), the scheduler's own (shifted) timestep and sigma at u, x_t =
-    (1 - sigma) x0 + sigma noise, target noise - x0, weighted by `compute_loss_weighting_for_sd3`.
-    `predict(noisy, timesteps)` runs the backbone and returns its output in the latents' layout."""
-    from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
-
-    scheme = config.weighting_scheme or default_weighting
-    batch = latents.shape[0]
-    noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
-    u = compute_density_for_timestep_sampling(scheme, batch, config.logit_mean, config.logit_std, config.mode_scale, generator=generator)
-    indices = (u * scheduler.config.num_train_timesteps).long().clamp(max=scheduler.config.num_train_timesteps - 1)
-    timesteps = scheduler.timesteps[indices].to(latents.device)
-    sigmas = scheduler.sigmas[indices].to(latents.device, latents.dtype).reshape(-1, *[1] * (latents.ndim - 1))
-    noisy = (1.0 - sigmas) * latents + sigmas * noise
-    prediction = predict(noisy, timesteps)
-    weighting = compute_loss_weighting_for_sd3(scheme, sigmas)
-    target = noise - latents
-    return (weighting.float() * (prediction.float() - target.float()) ** 2).reshape(batch, -1).mean(dim=1).mean()
 
 
 class FamilyCondition:

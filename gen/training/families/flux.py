@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from gen.training.families import TrainingFamily, flow_matching_loss
+from gen.training.families import TrainingFamily
+from gen.training.objectives import flow_matching_loss
 
 DEFAULT_GUIDANCE = 3.5  # train_dreambooth_lora_flux.py's --guidance_scale
 

@@ -4,7 +4,8 @@
 
 from __future__ import annotations
 
-from gen.training.families import TrainingFamily, flow_matching_loss
+from gen.training.families import TrainingFamily
+from gen.training.objectives import flow_matching_loss
 
 
 class SD3(TrainingFamily):

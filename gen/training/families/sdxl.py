@@ -41,7 +41,7 @@ class SDXL(TrainingFamily):
         return {"encoder_hidden_states": embeds["prompt_embeds"], "added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids}}
 
     def loss(self, model, latents, inputs, generator, noise_scheduler):
-        from gen.training.train import diffusion_loss
+        from gen.training.objectives import diffusion_loss
 
         config = self.config
         return diffusion_loss(
