@@ -20,7 +20,46 @@ VALUE = dict(num_samples=8, steps=2, train_batch_size=8, sample_batch_size=8, ma
 DISTILL = dict(train_batch_size=8, max_train_steps=4, progress=False)
 PPAP = dict(num_experts=2, lora_rank=2, num_samples=16, sample_steps=2, train_batch_size=8, max_train_steps=4, progress=False)
 DISCRETE = dict(width=16, layers=1, heads=2, train_batch_size=16, max_train_steps=4, progress=False)
+FAMILY = dict(resolution=16, train_batch_size=4, max_train_steps=4, lr_warmup_steps=0, learning_rate=1e-3, progress=False)
+
+
+def family_trainer(build, **options):
+    """gen.training.train fine-tuning a tiny family folder (built beside the run) on 8 captioned images: 2 batches an
+    epoch, so 4 steps cross an epoch (new random crops and flips)."""
+
+    def run(**kw):
+        from pathlib import Path
+
+        from gen import testing as tiny
+        from gen.training.train import TrainConfig, train
+
+        root = Path(kw["output_dir"]).parent
+        if not (root / "init").exists():
+            build().save_pretrained(root / "init")
+            tiny.caption_folder(root / "captions")
+        return train(TrainConfig(data=str(root / "captions"), init_from=str(root / "init"), **{**FAMILY, **options, **kw}))
+
+    return run
+
+
+def _sdxl():
+    from gen import testing as tiny
+
+    return tiny.sdxl_pipeline()
+
+
+def _flux():
+    from gen import testing as tiny
+
+    return tiny.flux_pipeline(guidance_embeds=True)
+
+
 TRAINERS = {
+    "sdxl-lora": (
+        family_trainer(_sdxl, lora_rank=2, train_text_encoder=True, center_crop=False, random_flip=True, cep="gaussian"),
+        "lora/pytorch_lora_weights.safetensors",
+    ),
+    "flux": (family_trainer(_flux, weighting_scheme="logit_normal", encoder_dropout="text_encoder_2=0.3"), "transformer/diffusion_pytorch_model.safetensors"),
     "value": (lambda **kw: train_value(ValueConfig(**{**VALUE, **kw})), "diffusion_pytorch_model.safetensors"),
     "distill": (lambda **kw: distill(DistillConfig(**{**DISTILL, **kw})), "unet/diffusion_pytorch_model.safetensors"),
     "ppap": (lambda **kw: train_ppap(PPAPConfig(**{**PPAP, **kw})), "expert-0/adapter_model.safetensors"),

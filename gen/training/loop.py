@@ -203,9 +203,10 @@ def optimise(
     rank, micro, running = accelerator.process_index, 0, []
     while global_step < options.max_train_steps:
         order.manual_seed(options.seed * 7919 + epoch)
-        if hasattr(loader.dataset, "set_epoch"):  # the epoch's random crops and flips (gen.training.data)
-            loader.dataset.set_epoch(epoch)
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+        for each in (loader, batches, loader.dataset):  # the epoch's random crops and flips (gen.training.data); accelerate's
+            if hasattr(each, "set_epoch"):  # loaders pass their own count of iterations to the dataset when they start one
+                each.set_epoch(epoch)
         skip = 0
         for batch in batches:
             with accelerator.accumulate(model):

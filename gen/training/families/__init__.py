@@ -172,7 +172,7 @@ class FamilyCondition:
     encode an empty negative prompt; --encoder-dropout gives it to one encoder alone, drawn independently per
     encoder (the SD3 paper's independent encoder dropout, which lets sampling leave T5 out). CEP perturbs every
     text embedding the backbone reads, per-token and pooled, on the rows that kept their caption. With frozen
-    encoders, each distinct set of per-encoder captions is encoded once."""
+    encoders, each distinct set of per-encoder captions is encoded once, alone."""
 
     kind = "text"
     width = None
@@ -187,12 +187,12 @@ class FamilyCondition:
         if self.train_encoders:
             return self.family.encode(captions)
         rows = list(zip(*captions))
-        missing = sorted({row for row in rows if row not in self._cache})
-        if missing:
+        for row in sorted({row for row in rows if row not in self._cache}):
+            # one row at a time: a caption's embedding must not depend on which others shared its first batch (a batched
+            # matmul's sums run in another order), or a resumed run would differ from the uninterrupted one
             with torch.no_grad():
-                encoded = self.family.encode([list(column) for column in zip(*missing)])
-            for i, row in enumerate(missing):
-                self._cache[row] = {k: v[i] for k, v in encoded.items()}
+                encoded = self.family.encode([[caption] for caption in row])
+            self._cache[row] = {k: v[0] for k, v in encoded.items()}
         return {k: torch.stack([self._cache[row][k] for row in rows]) for k in self._cache[rows[0]]}
 
     def __call__(self, batch, generator, dropout: float, cep, cep_generator=None) -> dict:
