@@ -2,6 +2,7 @@
 CEP and per-encoder dropout; outputs stock-loadable; SDXL micro-conditioning; the flow-matching objective; the
 one-line refusals; FSDP on 2 CPU processes (slow tier) and through accelerate's launcher on GPUs (gpu)."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -391,3 +392,15 @@ def test_accelerate_launch_with_the_example_configs_trains_and_resumes(folders, 
         )
         assert again.returncode == 0 and "resumed from" in again.stdout + again.stderr, again.stderr[-3000:]
     shutil.rmtree(tmp_path / "out")
+
+
+@pytest.mark.parametrize("variable", ["ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"])
+def test_a_sharding_launch_that_accelerate_cannot_set_up_is_refused_not_run_unsharded(folders, tmp_path, monkeypatch, variable):
+    monkeypatch.setenv(variable, "true")  # what `accelerate launch --config_file examples/accelerate/...` sets; on a CPU accelerate ignores it
+    if variable.endswith("DEEPSPEED") and importlib.util.find_spec("deepspeed") is None:
+        match = r"^config_file: the accelerate launch asked for DeepSpeed, which is not installed"
+    else:
+        match = r"^config_file: the accelerate launch asked for (FSDP|DEEPSPEED), but accelerate set up NO"
+    with pytest.raises(ArgumentError, match=match):
+        run(folders, tmp_path, "sdxl")
+    assert not (tmp_path / "out").exists()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import inspect
 import math
 import os
@@ -490,7 +491,25 @@ def sharded(accelerator) -> bool:
 
 
 def check_sharding(config: TrainConfig, accelerator) -> None:
-    """What FSDP (accelerate launch --config_file examples/accelerate/fsdp.yaml) does not combine with, named before any work."""
+    """What FSDP and DeepSpeed (accelerate launch --config_file examples/accelerate/fsdp.yaml or deepspeed_zero2.yaml)
+    do not combine with, named before any work."""
+    from accelerate.utils import DistributedType
+
+    for wanted, kind in (("ACCELERATE_USE_FSDP", DistributedType.FSDP), ("ACCELERATE_USE_DEEPSPEED", DistributedType.DEEPSPEED)):
+        if os.environ.get(wanted, "false").lower() == "true" and accelerator.distributed_type != kind:
+            # accelerate 1.16 sets FSDP and DeepSpeed up on accelerator devices only: elsewhere the processes would train unsharded
+            raise ArgumentError(
+                f"config_file: the accelerate launch asked for {kind.value}, but accelerate set up {accelerator.distributed_type.value} "
+                f"(it shards only on GPUs and other accelerators); launch without that config here (`torchrun --nproc_per_node N -m gen.training.train ...` on CPUs)."
+            )
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        if config.resume:
+            raise ArgumentError(
+                "resume: DeepSpeed writes its checkpoints with torch.save (pickle), which gen does not load (unpickling can run code); "
+                "for sharded runs that resume, launch with examples/accelerate/fsdp.yaml."
+            )
+        if config.train_text_encoder:
+            raise ArgumentError("train_text_encoder: accelerate's DeepSpeed takes one model per run; drop the flag or launch with DDP.")
     if not sharded(accelerator):
         return
     for flag, value in (("ema_decay", config.ema_decay), ("train_text_encoder", config.train_text_encoder), ("validation_steps", config.validation_steps)):
@@ -516,7 +535,7 @@ def whole_model(model, state: dict):
 def train(config: TrainConfig) -> Path:
     """Run training; returns the output folder."""
     check_config(config)
-    from diffusers import AutoencoderKL, DDPMScheduler, FlowMatchEulerDiscreteScheduler
+    from diffusers import AutoencoderKL, DDPMScheduler
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
 
@@ -529,6 +548,10 @@ def train(config: TrainConfig) -> Path:
     from gen.training.models import build_backbone
 
     output_dir = Path(config.output_dir)
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true" and importlib.util.find_spec("deepspeed") is None:
+        raise ArgumentError(
+            "config_file: the accelerate launch asked for DeepSpeed, which is not installed; pip install deepspeed (GPUs only) or launch without it."
+        )
     accelerator = make_run_accelerator(config, output_dir)
     check_sharding(config, accelerator)
     torch.manual_seed(config.seed)
@@ -603,8 +626,19 @@ def train(config: TrainConfig) -> Path:
     if config.lora_rank:
         targets = tuple(t.strip() for t in (config.lora_targets or ",".join(family.lora_targets if family else DEFAULT_TARGETS)).split(",") if t.strip())
         lora_config = add_lora(model, config.lora_rank, targets, strict=config.lora_targets is not None)
-    if family is not None and family.flow_matching:  # a fresh copy of the folder's flow schedule (its sampler is kept for saving)
-        noise_scheduler = FlowMatchEulerDiscreteScheduler.from_config(init.scheduler.config)
+        low_precision = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision)
+        if low_precision is not None and not sharded(accelerator):
+            # as diffusers' LoRA scripts: the frozen weights (backbone and text encoders; nothing of them is saved) in the
+            # run's precision, the adapters in float32 (a Flux-size base in float32 alone would take 48 GB); FSDP shards
+            # instead, and needs one dtype per unit
+            from diffusers.training_utils import cast_training_params
+
+            frozen = [model, *[getattr(init, name) for name in (family.present if family is not None else ())]]
+            for module in frozen:
+                module.to(dtype=low_precision)
+            cast_training_params(frozen, dtype=torch.float32)
+    if family is not None:
+        noise_scheduler = family.training_schedule()
     elif init is not None:  # the fine-tuned model's noise schedule (its sampler is kept for saving)
         noise_scheduler = DDPMScheduler.from_config(init.scheduler.config)
     else:

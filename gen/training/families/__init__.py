@@ -148,6 +148,13 @@ class TrainingFamily:
         by_encoder = dict(zip(self.present, captions))
         return {names[i]: by_encoder.get(name, captions[0]) for i, name in enumerate(self.encoders)}
 
+    def training_schedule(self):
+        """A fresh copy of the folder's noise schedule to train on (its sampler is kept for saving): the flow schedule
+        itself, or DDPM over the folder's betas."""
+        from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
+
+        return (FlowMatchEulerDiscreteScheduler if self.flow_matching else DDPMScheduler).from_config(self.pipe.scheduler.config)
+
     def latents(self, vae, pixels: torch.Tensor, generator) -> torch.Tensor:
         """Images in [-1, 1] -> what the backbone denoises: the VAE's sample, shifted and scaled as the pipeline decodes it."""
         with torch.no_grad():
