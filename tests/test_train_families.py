@@ -404,3 +404,31 @@ def test_a_sharding_launch_that_accelerate_cannot_set_up_is_refused_not_run_unsh
     with pytest.raises(ArgumentError, match=match):
         run(folders, tmp_path, "sdxl")
     assert not (tmp_path / "out").exists()
+
+
+def test_sdxl_trains_dropped_rows_on_the_zeros_its_sampling_feeds_the_unconditional_branch():
+    from gen.training.families import FamilyCondition
+    from gen.conditioning import drop_mask
+
+    sdxl = family("sdxl")
+    batch = {"caption": ["a red cat", "a blue dog", "a green cat", "a red dog"]}
+    inputs = FamilyCondition(sdxl)(batch, torch.Generator().manual_seed(0), 0.5, None)
+    dropped = drop_mask(4, 0.5, torch.Generator().manual_seed(0))
+    assert dropped.any() and not dropped.all() and sdxl.pipe.config.force_zeros_for_empty_prompt
+    for tensor in (inputs["encoder_hidden_states"], inputs["added_cond_kwargs"]["text_embeds"]):
+        assert (tensor.flatten(1).abs().sum(dim=1) == 0).tolist() == dropped.tolist()
+    sdxl.pipe.register_to_config(force_zeros_for_empty_prompt=False)  # a folder saved so: the empty caption's encoding
+    inputs = FamilyCondition(sdxl)(batch, torch.Generator().manual_seed(0), 0.5, None)
+    assert (inputs["encoder_hidden_states"].flatten(1).abs().sum(dim=1) > 0).all()
+
+
+def test_a_pipeline_the_trainer_cannot_feed_is_refused_by_name(folders, tmp_path):
+    tiny.sdxl_pipeline(refiner=True).save_pretrained(tmp_path / "refiner")
+    with pytest.raises(ArgumentError, match=r"^init_from: gen train fine-tunes .*StableDiffusionXLPipeline.*a StableDiffusionXLImg2ImgPipeline is none"):
+        train(TrainConfig(data=str(folders / "data"), output_dir=str(tmp_path / "out"), init_from=str(tmp_path / "refiner"), **FAST))
+    assert not (tmp_path / "out").exists()
+
+
+def test_validation_samples_come_from_the_fine_tuned_family_pipeline(folders, tmp_path):
+    out = run(folders, tmp_path, "flux", validation_prompts="a red cat|a blue dog", validation_steps=1)
+    assert sorted(p.name for p in (out / "validation").iterdir()) == ["step-1.png", "step-2.png"]

@@ -296,6 +296,19 @@ def load_init(spec: str):
     return load_pipeline(spec, name="init_from")
 
 
+GENERIC_INITS = ("DDPMPipeline", "DiTPipeline", "StableDiffusionPipeline")  # beside gen's own pipelines and the families
+
+
+def check_generic_init(init) -> None:
+    """An --init-from pipeline the trainer knows how to feed (else its folder is refused, before any work)."""
+    if init is None or type(init).__module__.startswith("gen.") or type(init).__name__ in GENERIC_INITS:
+        return
+    from gen.training.families import family_names
+
+    known = ", ".join([*GENERIC_INITS, *family_names()])
+    raise ArgumentError(f"init_from: gen train fine-tunes {known} folders and gen's own pipelines; a {type(init).__name__} is none of them.")
+
+
 def init_num_classes(init) -> int | None:
     """The class count of a class-conditional pipeline to fine-tune (its null class is that index)."""
     if init is None:
@@ -561,6 +574,7 @@ def train(config: TrainConfig) -> Path:
     family = family_of(init, config) if init is not None else None
     if family is None:
         check_without_family(config, init)
+        check_generic_init(init)
     config = dataclasses.replace(config, condition=config.condition or ("text" if family is not None else "class"))
     if family is not None:
         family.config = config

@@ -162,6 +162,11 @@ class TrainingFamily:
         shift = vae.config.get("shift_factor") or 0.0
         return (latents - shift) * vae.config.scaling_factor
 
+    def unconditional(self, embeds: dict, dropped: torch.Tensor) -> dict:
+        """The rows dropped for classifier-free guidance as the pipeline's sampling feeds its unconditional branch:
+        here the empty caption's embeddings, which they already hold."""
+        return embeds
+
     def backbone_inputs(self, embeds: dict, batch: dict) -> dict:
         raise NotImplementedError
 
@@ -209,7 +214,7 @@ class FamilyCondition:
         for name in self.family.present:
             alone = drop_mask(len(captions), self.dropout_by_encoder.get(name, 0.0), generator)
             per_encoder.append(["" if d or a else c for c, d, a in zip(captions, dropped.tolist(), alone.tolist())])
-        embeds = self.encode(per_encoder)
+        embeds = self.family.unconditional(self.encode(per_encoder), dropped)
         if cep is not None:
             embeds = {k: cep.perturb(v, ~dropped, cep_generator) if k in ("prompt_embeds", "pooled") else v for k, v in embeds.items()}
         return self.family.backbone_inputs(embeds, batch)

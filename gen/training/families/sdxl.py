@@ -21,6 +21,14 @@ class SDXL(TrainingFamily):
         embeds, _, pooled, _ = self.pipe.encode_prompt(**self.prompts(captions), device=self.device(), do_classifier_free_guidance=False)
         return {"prompt_embeds": embeds, "pooled": pooled}
 
+    def unconditional(self, embeds, dropped):
+        """With `force_zeros_for_empty_prompt` (SDXL base's setting), stock sampling's unconditional branch is all
+        zeros, per-token and pooled, not the empty caption's encoding: dropped rows are trained on what it feeds."""
+        if not self.pipe.config.get("force_zeros_for_empty_prompt", False) or not dropped.any():
+            return embeds
+        keep = (~dropped).to(embeds["prompt_embeds"].device)
+        return {k: v * keep.reshape(-1, *[1] * (v.ndim - 1)).to(v.dtype) if k in ("prompt_embeds", "pooled") else v for k, v in embeds.items()}
+
     def device(self):
         encoder = self.pipe.text_encoder_2 if self.pipe.text_encoder_2 is not None else self.pipe.text_encoder
         return encoder.device
