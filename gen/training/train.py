@@ -469,6 +469,8 @@ def log_validation(config, accelerator, pipe, step: int, output_dir: Path) -> Pa
         kwargs["images"] = [Image.open(v).convert("RGB") for v in items]
     elif hasattr(pipe, "tokenizer"):
         kwargs["prompt"] = items
+        if "height" in inspect.signature(type(pipe).__call__).parameters:  # at the resolution being trained, not the pipeline's default
+            kwargs.update(height=config.resolution, width=config.resolution)
     else:
         kwargs["batch_size"] = len(items)
     if "DDPM" in type(pipe.scheduler).__name__:
