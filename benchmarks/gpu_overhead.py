@@ -23,7 +23,7 @@ import torch
 from benchmarks.common import add_output_argument, interval, pyplot, save
 
 
-def _timed(fn, device) -> float:
+def timed(fn, device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
@@ -38,8 +38,8 @@ def paired(a, b, repeats: int, device) -> dict:
     a(), b()
     ta, tb = [], []
     for _ in range(repeats):
-        ta.append(_timed(a, device))
-        tb.append(_timed(b, device))
+        ta.append(timed(a, device))
+        tb.append(timed(b, device))
     ratios = [x / y for x, y in zip(ta, tb)]
     return {"a_s": ta, "b_s": tb, "ratio": ratios, "ratio_median": statistics.median(ratios), "ratio_ci95": interval(ratios)}
 

@@ -27,6 +27,7 @@ import torch
 
 from benchmarks.common import add_output_argument, save, summary
 from benchmarks.gpu_families import flux, sdxl
+from benchmarks.gpu_overhead import timed
 
 
 def family_step(name: str, pipe, config, device, prepared=None):
@@ -56,16 +57,6 @@ def family_step(name: str, pipe, config, device, prepared=None):
             return family.loss(prepared or model, family.latents(pipe.vae, pixels.to(pipe.vae.dtype), g), inputs, g, schedule)
 
     return model, loss
-
-
-def timed(fn, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
 
 
 def lora(scale: str, device, steps: int, repeats: int) -> dict:
