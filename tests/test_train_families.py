@@ -343,6 +343,12 @@ def test_fsdp_on_two_cpu_processes_resumes_a_killed_run_and_trains_what_ddp_trai
     assert moved > 1e-3 and max((a[k] - b[k]).abs().max() for k in a) < 1e-6 and max((a[k] - c[k]).abs().max() for k in a) < 1e-6
     losses = [json.loads((tmp_path / n / "losses.json").read_text())["losses"] for n in ("whole", "split")]
     assert losses[0] == losses[1]
+    lora = torchrun(["tests/fsdp_on_cpu.py", *flags, "--lora-rank", "2", "--learning-rate", "1e-2", "--output-dir", str(tmp_path / "lora")])
+    assert lora.returncode == 0, lora.stderr[-2000:]  # the adapter read out of the gathered state dict
+    pipe = diffusers.StableDiffusion3Pipeline.from_pretrained(folders / "sd3")
+    stock = sample(pipe)
+    pipe.load_lora_weights(tmp_path / "lora" / "lora")
+    assert (sample(pipe) != stock).any()
 
 
 def test_a_tampered_sharded_checkpoint_index_is_refused_before_torch_unpickles_it(folders, tmp_path):

@@ -97,7 +97,7 @@ class TrainConfig(LoopOptions):
     )
     logit_mean: float = option(0.0, "mean of the logit_normal density")
     logit_std: float = option(1.0, "std of the logit_normal density (> 0)")
-    mode_scale: float = option(1.29, "scale of the mode density, in [0, 2]")
+    mode_scale: float = option(1.29, "scale of the mode density, in [-1, 1.75]")
     guidance_scale: float | None = option(None, "Flux with a guidance embedding (FLUX.1-dev): the value fed to it in training; default 3.5")
     max_sequence_length: int | None = option(
         None, "SD3/Flux: T5 tokens per caption (1-512); default: the pipeline's (SD3 256, Flux 512); longer captions are refused"
@@ -580,9 +580,6 @@ def train(config: TrainConfig) -> Path:
     config = dataclasses.replace(config, condition=config.condition or ("text" if family is not None else "class"))
     if family is not None:
         family.config = config
-    schedule = schedule_changes(config, init.scheduler if init is not None else None)
-    if init is not None and any(init.scheduler.config.get(name) != value for name, value in schedule.items()):
-        init.scheduler = type(init.scheduler).from_config(init.scheduler.config, **schedule)  # the sampler it saves with
     channels = config.channels
     dataset = load_data(
         config.data,
@@ -601,6 +598,9 @@ def train(config: TrainConfig) -> Path:
         conditioner = FamilyCondition(family, train_encoders=config.train_text_encoder)
     else:
         conditioner = build_conditioner(config, dataset, init)
+    schedule = schedule_changes(config, init.scheduler if init is not None else None)
+    if init is not None and any(init.scheduler.config.get(name) != value for name, value in schedule.items()):
+        init.scheduler = type(init.scheduler).from_config(init.scheduler.config, **schedule)  # the sampler it saves with
     if config.condition == "embedding":
         from gen.embedders import load_embedder
 

@@ -4,8 +4,9 @@ become backbone inputs (through the pipeline's own `encode_prompt`, so training 
 what else its backbone is fed (SDXL's size/crop time ids, Flux's packed latents, position ids and guidance
 value), how images become latents, its loss, and which modules diffusers' LoRA scripts adapt.
 
-Everything a family shares lives here: `FamilyCondition` (condition dropout for all encoders and per encoder,
-CEP on every text embedding, per-token and pooled) and the losses live in `gen.training.objectives`."""
+What every family shares lives here: the checks of the family flags, `FamilyCondition` (condition dropout for
+all encoders and per encoder, CEP on every text embedding, per-token and pooled) and the text encoders' set-up;
+the losses are in `gen.training.objectives`."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from gen.conditioning import drop_mask
 from gen.errors import ArgumentError
 
 WEIGHTING_SCHEMES = ("sigma_sqrt", "logit_normal", "mode", "cosmap", "none")
+MODE_SCALE_MAX = 2 / (math.pi - 2)  # SD3 paper, eq. 20: f_mode(u; s) is a monotone map of [0, 1] for s in [-1, 2 / (pi - 2)]
 CLIP_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")  # diffusers' scripts' text-encoder LoRA targets
 
 
@@ -61,8 +63,10 @@ class TrainingFamily:
                 raise ArgumentError(f"weighting_scheme: one of {WEIGHTING_SCHEMES}, got {config.weighting_scheme!r}.")
             if not (config.logit_std > 0 and math.isfinite(config.logit_std) and math.isfinite(config.logit_mean)):
                 raise ArgumentError(f"logit_std, logit_mean: finite numbers, the std > 0; got {config.logit_mean}, {config.logit_std}.")
-            if not (math.isfinite(config.mode_scale) and 0 <= config.mode_scale <= 2):
-                raise ArgumentError(f"mode_scale: must lie in [0, 2] (beyond it the 'mode' density leaves [0, 1]), got {config.mode_scale}.")
+            if not (math.isfinite(config.mode_scale) and -1 <= config.mode_scale <= MODE_SCALE_MAX):
+                raise ArgumentError(
+                    f"mode_scale: must lie in [-1, {MODE_SCALE_MAX:.3f}] (the SD3 paper's range, where the 'mode' map of [0, 1] stays monotone), got {config.mode_scale}."
+                )
             for flag, off in (("prediction_type", None), ("rescale_betas_zero_snr", None), ("snr_gamma", 0.0), ("noise_offset", 0.0)):
                 if getattr(config, flag) != off:
                     raise ArgumentError(
@@ -99,7 +103,7 @@ class TrainingFamily:
         return False
 
     def check_captions(self, dataset) -> None:
-        """No caption longer than --max-sequence-length T5 tokens (stock truncates silently; training on a cut caption
+        """No caption longer than --max-sequence-length T5 tokens (stock pipelines cut it, with a logged notice; training on a cut caption
         teaches the model an image its caption does not describe)."""
         if not self.has_t5():
             return
