@@ -99,6 +99,8 @@ def test_lora_targets_default_to_the_familys_and_lora_layers_chooses(folders, tm
 
     config = parse_args(["--data", "d", "--output-dir", "o", "--lora-layers", "attn.to_q,attn.to_k"])
     assert config.lora_targets == "attn.to_q,attn.to_k" and parse_args(["--data", "d", "--output_dir", "o", "--lora_layers", "x"]).lora_targets == "x"
+    (tmp_path / "options.json").write_text(json.dumps({"lora-layers": "attn.to_v"}))  # the alias in a --config file too
+    assert parse_args(["--data", "d", "--output-dir", "o", "--config", str(tmp_path / "options.json")]).lora_targets == "attn.to_v"
     out = run(folders, tmp_path / "chosen", "flux", lora_rank=2, lora_targets="attn.to_q,attn.to_k")
     assert set(json.loads((out / "lora" / "adapter_config.json").read_text())["target_modules"]) == {"attn.to_q", "attn.to_k"}
 
