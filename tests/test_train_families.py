@@ -440,3 +440,17 @@ def test_a_pipeline_the_trainer_cannot_feed_is_refused_by_name(folders, tmp_path
 def test_validation_samples_come_from_the_fine_tuned_family_pipeline(folders, tmp_path):
     out = run(folders, tmp_path, "flux", validation_prompts="a red cat|a blue dog", validation_steps=1)
     assert sorted(p.name for p in (out / "validation").iterdir()) == ["step-1.png", "step-2.png"]
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_training_latents_are_what_the_pipelines_decoding_inverts(name):
+    """Stock pipelines decode latents / scaling_factor + shift_factor (SD3, Flux) or latents / scaling_factor (SDXL):
+    the latents trained on must map back to the VAE's own sample that way."""
+    trainer = family(name)
+    vae = trainer.pipe.vae
+    pixels = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    latents = trainer.latents(vae, pixels, torch.Generator().manual_seed(1))
+    sample = vae.encode(pixels).latent_dist.sample(generator=torch.Generator().manual_seed(1))
+    shift = vae.config.shift_factor or 0.0
+    assert (name == "sdxl") == (shift == 0.0)
+    assert torch.allclose(latents / vae.config.scaling_factor + shift, sample, atol=1e-6)
