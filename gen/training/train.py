@@ -33,7 +33,7 @@ import torch
 from gen.errors import ArgumentError, MissingFileError
 from gen.training.loop import check_final_weights, data_loader, make_run_accelerator, optimise, start_trackers, trainer_run
 from gen.training.options import LoopOptions, check_loop_options, config_parser, option, parse_config
-from gen.training.families import FamilyCondition, check_without_family, encoders_through, family_encoders, family_of
+from gen.training.families import FamilyCondition, check_without_family, encoders_through, family_encoders, family_names
 from gen.training.models import BACKBONES, CONDITIONS, Architecture
 from gen.training.objectives import diffusion_loss
 
@@ -303,8 +303,6 @@ def check_generic_init(init) -> None:
     """An --init-from pipeline the trainer knows how to feed (else its folder is refused, before any work)."""
     if init is None or type(init).__module__.startswith("gen.") or type(init).__name__ in GENERIC_INITS:
         return
-    from gen.training.families import family_names
-
     known = ", ".join([*GENERIC_INITS, *family_names()])
     raise ArgumentError(f"init_from: gen train fine-tunes {known} folders and gen's own pipelines; a {type(init).__name__} is none of them.")
 
@@ -527,13 +525,12 @@ def check_sharding(config: TrainConfig, accelerator) -> None:
             raise ArgumentError("train_text_encoder: accelerate's DeepSpeed takes one model per run; drop the flag or launch with DDP.")
     if not sharded(accelerator):
         return
-    for flag, value in (("ema_decay", config.ema_decay), ("train_text_encoder", config.train_text_encoder), ("validation_steps", config.validation_steps)):
-        if value:
-            why = {
-                "ema_decay": "an EMA copy of sharded weights",
-                "train_text_encoder": "text encoders beside the sharded backbone",
-                "validation_steps": "sampling mid-run from one process of a sharded model",
-            }[flag]
+    for flag, why in (
+        ("ema_decay", "an EMA copy of sharded weights"),
+        ("train_text_encoder", "text encoders beside the sharded backbone"),
+        ("validation_steps", "sampling mid-run from one process of a sharded model"),
+    ):
+        if getattr(config, flag):
             raise ArgumentError(f"{flag}: gen's FSDP runs do not support {why}; drop --{flag.replace('_', '-')} or launch without FSDP (DDP, DeepSpeed).")
 
 
@@ -573,13 +570,12 @@ def train(config: TrainConfig) -> Path:
 
     # data and conditions
     init = load_init(config.init_from) if config.init_from else None
-    family = family_of(init, config) if init is not None else None
-    if family is None:
+    family_class = family_names().get(type(init).__name__) if init is not None else None
+    if family_class is None:
         check_without_family(config, init)
         check_generic_init(init)
-    config = dataclasses.replace(config, condition=config.condition or ("text" if family is not None else "class"))
-    if family is not None:
-        family.config = config
+    config = dataclasses.replace(config, condition=config.condition or ("text" if family_class is not None else "class"))
+    family = family_class(init, config) if family_class is not None else None
     channels = config.channels
     dataset = load_data(
         config.data,
@@ -649,10 +645,10 @@ def train(config: TrainConfig) -> Path:
             # instead, and needs one dtype per unit
             from diffusers.training_utils import cast_training_params
 
-            frozen = [model, *[getattr(init, name) for name in (family.present if family is not None else ())]]
-            for module in frozen:
+            adapted = [model, *[getattr(init, name) for name in (family.present if family is not None else ())]]
+            for module in adapted:
                 module.to(dtype=low_precision)
-            cast_training_params(frozen, dtype=torch.float32)
+            cast_training_params(adapted, dtype=torch.float32)
     if family is not None:
         noise_scheduler = family.training_schedule()
     elif init is not None:  # the fine-tuned model's noise schedule (its sampler is kept for saving)

@@ -52,12 +52,11 @@ class TrainingFamily:
         if config.condition not in (None, "text"):
             raise ArgumentError(f"condition: the --init-from {self.pipeline} is conditioned on text; drop --condition {config.condition} (or pass text).")
         if not self.flow_matching:
-            for flag in ("weighting_scheme", "logit_mean", "logit_std", "mode_scale"):
-                if getattr(config, flag) != _FLOW_DEFAULTS[flag]:
-                    raise ArgumentError(
-                        f"{flag}: sets the flow-matching timestep density of SD3 and Flux, but the --init-from folder is a {self.pipeline} "
-                        f"({self.pipe.scheduler.config.get('prediction_type', 'epsilon')} prediction); drop --{flag.replace('_', '-')}."
-                    )
+            for flag in changed(config, FLOW_FLAGS):
+                raise ArgumentError(
+                    f"{flag}: sets the flow-matching timestep density of SD3 and Flux, but the --init-from folder is a {self.pipeline} "
+                    f"({self.pipe.scheduler.config.get('prediction_type', 'epsilon')} prediction); drop --{flag.replace('_', '-')}."
+                )
         else:
             if config.weighting_scheme is not None and config.weighting_scheme not in WEIGHTING_SCHEMES:
                 raise ArgumentError(f"weighting_scheme: one of {WEIGHTING_SCHEMES}, got {config.weighting_scheme!r}.")
@@ -178,7 +177,16 @@ class TrainingFamily:
         raise NotImplementedError
 
 
-_FLOW_DEFAULTS = {"weighting_scheme": None, "logit_mean": 0.0, "logit_std": 1.0, "mode_scale": 1.29}
+FLOW_FLAGS = ("weighting_scheme", "logit_mean", "logit_std", "mode_scale")
+FAMILY_FLAGS = (*FLOW_FLAGS, "guidance_scale", "max_sequence_length", "encoder_dropout", "train_text_encoder")
+
+
+def changed(config, flags: tuple[str, ...]) -> list[str]:
+    """Those of `flags` the config sets away from its class's defaults (the dataclass fields say what they are)."""
+    import dataclasses
+
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    return [flag for flag in flags if getattr(config, flag) != defaults[flag]]
 
 
 class FamilyCondition:
@@ -245,9 +253,8 @@ def check_without_family(config, pipe=None) -> None:
     """Family flags given for a model of no family (a new model, SD 1.x/2.x, DiT...): named before any work."""
     what = f"the --init-from {type(pipe).__name__}" if pipe is not None else "a model trained from scratch"
     supported = ", ".join(family_names())
-    for flag, default in {**_FLOW_DEFAULTS, "guidance_scale": None, "max_sequence_length": None, "encoder_dropout": None, "train_text_encoder": False}.items():
-        if getattr(config, flag) != default:
-            raise ArgumentError(f"{flag}: applies to fine-tuning {supported} folders; {what} is none of them. Drop --{flag.replace('_', '-')}.")
+    for flag in changed(config, FAMILY_FLAGS):
+        raise ArgumentError(f"{flag}: applies to fine-tuning {supported} folders; {what} is none of them. Drop --{flag.replace('_', '-')}.")
 
 
 def family_encoders(family: TrainingFamily, config, accelerator) -> dict:

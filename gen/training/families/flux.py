@@ -49,6 +49,7 @@ class Flux(TrainingFamily):
     def encode(self, captions):
         device = next(e for e in (getattr(self.pipe, n) for n in self.present)).device
         embeds, pooled, text_ids = self.pipe.encode_prompt(**self.prompts(captions), device=device, max_sequence_length=self.max_sequence_length())
+        # text_ids are one (tokens, 3) table for the batch; repeated per row here so the caption cache can keep rows
         return {"prompt_embeds": embeds, "pooled": pooled, "text_ids": text_ids[None].expand(len(embeds), *text_ids.shape)}
 
     def backbone_inputs(self, embeds, batch):
